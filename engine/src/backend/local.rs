@@ -1,0 +1,185 @@
+//! A local directory: write to a temporary file, fsync, then link (create-only) or
+//! rename (overwrite) into place, then fsync the directory.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use super::{Backend, BackendError, ObjectInfo, PutMode, PutOutcome, validate_key};
+use crate::crypto::random_array;
+
+/// Objects as files below a root directory.
+#[derive(Debug, Clone)]
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+/// Directory for temporary files, ignored by listings.
+const TMP_DIR: &str = "tmp";
+
+impl LocalBackend {
+    /// A backend rooted at `root` (which must exist).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalBackend { root: root.into() }
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, BackendError> {
+        validate_key(key)?;
+        Ok(self.root.join(key))
+    }
+
+    fn temp_path(&self) -> Result<PathBuf, BackendError> {
+        let name: [u8; 12] = random_array().map_err(|_| io_err("tmp", std::io::Error::other("no randomness")))?;
+        Ok(self.root.join(TMP_DIR).join(format!("{}.tmp", hex::encode(name))))
+    }
+
+    fn write_temp(&self, key: &str, bytes: &[u8]) -> Result<PathBuf, BackendError> {
+        let tmp = self.temp_path()?;
+        if let Some(dir) = tmp.parent() {
+            fs::create_dir_all(dir).map_err(|e| io_err(key, e))?;
+        }
+        let write = || -> std::io::Result<()> {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()
+        };
+        if let Err(e) = write() {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err(key, e));
+        }
+        Ok(tmp)
+    }
+}
+
+fn io_err(key: &str, source: std::io::Error) -> BackendError {
+    BackendError::Io { key: key.to_string(), source }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Backend for LocalBackend {
+    fn put(&self, key: &str, bytes: &[u8], mode: PutMode) -> Result<PutOutcome, BackendError> {
+        let path = self.path(key)?;
+        if mode == PutMode::CreateOnly && path.exists() {
+            return Ok(PutOutcome::AlreadyExisted);
+        }
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| io_err(key, e))?;
+        let tmp = self.write_temp(key, bytes)?;
+        let placed = match mode {
+            // link(2) fails if the target exists: an atomic create-only.
+            PutMode::CreateOnly => fs::hard_link(&tmp, &path),
+            PutMode::Overwrite => fs::rename(&tmp, &path),
+        };
+        let _ = fs::remove_file(&tmp);
+        match placed {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(PutOutcome::AlreadyExisted),
+            Err(e) => return Err(io_err(key, e)),
+        }
+        sync_dir(&dir).map_err(|e| io_err(key, e))?;
+        Ok(PutOutcome::Created)
+    }
+
+    fn get(&self, key: &str) -> Result<Vec<u8>, BackendError> {
+        let path = self.path(key)?;
+        fs::read(&path).map_err(|e| map_missing(key, e))
+    }
+
+    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
+        let path = self.path(key)?;
+        let mut f = File::open(&path).map_err(|e| map_missing(key, e))?;
+        let size = f.metadata().map_err(|e| io_err(key, e))?.len();
+        if offset.checked_add(len).is_none_or(|end| end > size) {
+            return Err(BackendError::OutOfRange { key: key.into(), offset, len });
+        }
+        let len = usize::try_from(len).map_err(|_| BackendError::OutOfRange { key: key.into(), offset, len })?;
+        let mut buf = vec![0u8; len];
+        f.seek(SeekFrom::Start(offset)).map_err(|e| io_err(key, e))?;
+        f.read_exact(&mut buf).map_err(|e| io_err(key, e))?;
+        Ok(buf)
+    }
+
+    fn head(&self, key: &str) -> Result<Option<u64>, BackendError> {
+        let path = self.path(key)?;
+        match fs::metadata(&path) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(key, e)),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError> {
+        let mut out = Vec::new();
+        // Walk the directory that contains the prefix, then filter.
+        let base = match prefix.rfind('/') {
+            Some(i) => prefix.get(..i).unwrap_or(""),
+            None => "",
+        };
+        walk(&self.root, base, &mut out).map_err(|e| io_err(prefix, e))?;
+        out.retain(|o| o.key.starts_with(prefix) && !o.key.starts_with("tmp/"));
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn delete(&self, key: &str) -> Result<(), BackendError> {
+        let path = self.path(key)?;
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err(key, e)),
+        }
+        if let Some(dir) = path.parent() {
+            sync_dir(dir).map_err(|e| io_err(key, e))?;
+        }
+        Ok(())
+    }
+}
+
+fn map_missing(key: &str, e: std::io::Error) -> BackendError {
+    if e.kind() == ErrorKind::NotFound {
+        BackendError::NotFound { key: key.into() }
+    } else {
+        io_err(key, e)
+    }
+}
+
+fn walk(root: &Path, rel: &str, out: &mut Vec<ObjectInfo>) -> std::io::Result<()> {
+    let dir = if rel.is_empty() { root.to_path_buf() } else { root.join(rel) };
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else { continue };
+        let key = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+        let ft = entry.file_type()?;
+        if ft.is_dir() {
+            if validate_key(&key).is_ok() {
+                walk(root, &key, out)?;
+            }
+        } else if ft.is_file() && validate_key(&key).is_ok() {
+            out.push(ObjectInfo { key, size: entry.metadata()?.len() });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        super::super::conformance::run(&super::LocalBackend::new(dir.path()));
+        assert!(!dir.path().join("tmp").read_dir().unwrap().any(|_| true), "no temp files left");
+    }
+}

@@ -1,0 +1,314 @@
+//! An open vault: config, keys, the index cache, and reading and committing objects.
+
+pub mod index;
+pub mod keys;
+pub mod layout;
+pub mod sync;
+pub mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::backend::{DynBackend, PutMode, PutOutcome};
+use crate::crypto::{KdfParams, MasterKey, VaultKeys, random_array};
+use crate::error::{Error, Result};
+use crate::format::blob::{self, BlobKind};
+use crate::format::chunklist::ListNode;
+use crate::format::config::VaultConfig;
+use crate::format::snapshot::{self, Snapshot};
+use crate::format::tree::TreeNode;
+use crate::id::{BlobId, ChunkId, Hash32, KeySlotId, ListId, SnapshotId, TreeId, VaultId};
+use index::Index;
+use keys::KeySlotInfo;
+use layout::{CONFIG_KEY, SNAPSHOTS_PREFIX, id_of_key, snapshot_key};
+
+/// Options for a new vault.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    /// Argon2id cost of the first key slot.
+    pub kdf: KdfParams,
+    /// Label of the first key slot.
+    pub label: String,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions { kdf: KdfParams::DEFAULT, label: String::new() }
+    }
+}
+
+struct Inner {
+    backend: DynBackend,
+    config: VaultConfig,
+    keys: VaultKeys,
+    master: MasterKey,
+    index: Index,
+    slot: KeySlotId,
+}
+
+/// An open vault. Cheap to clone; shared by pipeline threads.
+#[derive(Clone)]
+pub struct Repository {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Repository({})", self.inner.config.vault_id)
+    }
+}
+
+/// Seconds since the epoch.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl Repository {
+    /// Creates a vault in an empty store and opens it.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`] when the store has a config; store, crypto and index errors.
+    pub fn init(backend: DynBackend, cache_dir: &Path, passphrase: &[u8], opts: &InitOptions) -> Result<Self> {
+        if backend.head(CONFIG_KEY)?.is_some() {
+            return Err(Error::AlreadyExists(format!("{backend:?}")));
+        }
+        let vault_id = VaultId::new(Hash32::from_bytes(random_array()?));
+        let config = VaultConfig::new(vault_id, now_secs());
+        let master = MasterKey::generate()?;
+        let keys = master.subkeys(&vault_id)?;
+        keys::create_slot(backend.as_ref(), &vault_id, &master, passphrase, opts.kdf, &opts.label, config.created)?;
+        // The config goes last: a store without it is not a repository yet.
+        if backend.put(CONFIG_KEY, &config.encode(&keys.config_mac), PutMode::CreateOnly)? == PutOutcome::AlreadyExisted {
+            return Err(Error::AlreadyExists(format!("{backend:?}")));
+        }
+        Self::open(backend, cache_dir, passphrase)
+    }
+
+    /// Opens a vault with a passphrase and brings the index up to date with the store.
+    ///
+    /// # Errors
+    /// [`Error::NoRepository`], wrong passphrase, corruption, index errors.
+    pub fn open(backend: DynBackend, cache_dir: &Path, passphrase: &[u8]) -> Result<Self> {
+        let raw = match backend.get(CONFIG_KEY) {
+            Ok(raw) => raw,
+            Err(crate::backend::BackendError::NotFound { .. }) => return Err(Error::NoRepository(format!("{backend:?}"))),
+            Err(e) => return Err(e.into()),
+        };
+        let (config, mac) = VaultConfig::decode(&raw).map_err(|e| corrupt_config(e.to_string()))?;
+        let (master, slot) = keys::open_any(backend.as_ref(), &config.vault_id, passphrase)?;
+        let keys = master.subkeys(&config.vault_id)?;
+        if !config.verify(&mac, &keys.config_mac) {
+            return Err(corrupt_config("its MAC does not match: it was changed".into()));
+        }
+        let index_dir = cache_dir.join(config.vault_id.to_hex()).join("index");
+        std::fs::create_dir_all(&index_dir).map_err(|e| Error::io(&index_dir, e))?;
+        let index = Index::open(&index_dir)?;
+        let repo = Repository { inner: Arc::new(Inner { backend, config, keys, master, index, slot }) };
+        sync::sync_index(&repo)?;
+        Ok(repo)
+    }
+
+    /// The vault config.
+    pub fn config(&self) -> &VaultConfig {
+        &self.inner.config
+    }
+    /// The vault's working keys.
+    pub fn keys(&self) -> &VaultKeys {
+        &self.inner.keys
+    }
+    /// The store.
+    pub fn backend(&self) -> &DynBackend {
+        &self.inner.backend
+    }
+    /// The index cache.
+    pub fn index(&self) -> &Index {
+        &self.inner.index
+    }
+    /// The key slot this session opened.
+    pub fn current_slot(&self) -> KeySlotId {
+        self.inner.slot
+    }
+
+    /// The content id of a chunk.
+    pub fn chunk_id(&self, data: &[u8]) -> ChunkId {
+        ChunkId::new(self.inner.keys.id_key.hash(data))
+    }
+
+    /// Reads a blob, opens it and, for content-addressed kinds, re-hashes it.
+    ///
+    /// # Errors
+    /// [`Error::MissingBlob`], [`Error::Corrupt`] or authentication errors naming the blob and pack.
+    pub fn read_blob(&self, id: BlobId, kind: BlobKind) -> Result<Vec<u8>> {
+        let loc = self.index().lookup(&id)?.ok_or_else(|| Error::MissingBlob(id.to_hex()))?;
+        let key = layout::pack_key(loc.pack_kind, &loc.pack);
+        let sealed = self.backend().get_range(&key, u64::from(loc.offset), u64::from(loc.sealed_len))?;
+        let plain = blob::open_blob(&self.keys().seal_key, kind, id.hash(), &sealed, loc.raw_len as usize)
+            .map_err(|e| in_pack(e, kind, id, &loc.pack))?;
+        if self.keys().id_key.hash(&plain) != *id.hash() {
+            return Err(Error::Corrupt {
+                kind: kind.name(),
+                id: id.to_hex(),
+                detail: format!("content does not hash to its id (pack {})", loc.pack),
+            });
+        }
+        Ok(plain)
+    }
+
+    /// Reads a chunk.
+    ///
+    /// # Errors
+    /// As [`Repository::read_blob`].
+    pub fn read_chunk(&self, id: ChunkId) -> Result<Vec<u8>> {
+        self.read_blob(id.into(), BlobKind::Chunk)
+    }
+
+    /// Reads and decodes a tree node.
+    ///
+    /// # Errors
+    /// As [`Repository::read_blob`], plus format errors.
+    pub fn load_tree(&self, id: TreeId) -> Result<TreeNode> {
+        let bytes = self.read_blob(id.into(), BlobKind::Tree)?;
+        TreeNode::decode(&bytes).map_err(|e| Error::Corrupt { kind: "tree", id: id.to_hex(), detail: e.to_string() })
+    }
+
+    /// Reads and decodes a chunk-list node.
+    ///
+    /// # Errors
+    /// As [`Repository::read_blob`], plus format errors.
+    pub fn load_list(&self, id: ListId) -> Result<ListNode> {
+        let bytes = self.read_blob(id.into(), BlobKind::ChunkList)?;
+        ListNode::decode(&bytes).map_err(|e| Error::Corrupt { kind: "chunk list", id: id.to_hex(), detail: e.to_string() })
+    }
+
+    /// Seals and stores a snapshot object, create-only: the commit point of a snapshot.
+    ///
+    /// # Errors
+    /// Store and crypto errors.
+    pub fn commit_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
+        let plain = snap.encode();
+        let id = SnapshotId::new(self.keys().id_key.hash(&plain));
+        let sealed = blob::seal_blob(&self.keys().seal_key, BlobKind::Snapshot, id.hash(), &plain, Some(3))?;
+        self.backend().put(&snapshot_key(&id), &snapshot::frame(&sealed), PutMode::CreateOnly)?;
+        Ok(id)
+    }
+
+    /// Reads, opens and verifies one snapshot object.
+    ///
+    /// # Errors
+    /// Store, crypto and format errors naming the snapshot.
+    pub fn load_snapshot(&self, id: SnapshotId) -> Result<Snapshot> {
+        let corrupt = |detail: String| Error::Corrupt { kind: "snapshot", id: id.to_hex(), detail };
+        let bytes = self.backend().get(&snapshot_key(&id))?;
+        let sealed = snapshot::unframe(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let body = blob::open_blob_unsized(&self.keys().seal_key, BlobKind::Snapshot, id.hash(), sealed)?;
+        if self.keys().id_key.hash(&body) != *id.hash() {
+            return Err(corrupt("content does not hash to its id".into()));
+        }
+        Snapshot::decode(&body).map_err(|e| corrupt(e.to_string()))
+    }
+
+    /// Every snapshot, oldest first.
+    ///
+    /// # Errors
+    /// Store errors, or the first snapshot that fails to open.
+    pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let mut out = Vec::new();
+        for obj in self.backend().list(SNAPSHOTS_PREFIX)? {
+            let Some(h) = id_of_key(&obj.key) else { continue };
+            let id = SnapshotId::new(h);
+            out.push((id, self.load_snapshot(id)?));
+        }
+        out.sort_by_key(|(id, s)| (s.time_ns, *id));
+        Ok(out)
+    }
+
+    /// Resolves a full id, a unique hex prefix, or `latest` (optionally within one environment).
+    ///
+    /// # Errors
+    /// [`Error::NoSuchSnapshot`] or [`Error::AmbiguousSnapshot`].
+    pub fn resolve_snapshot(&self, name: &str, env: Option<&str>) -> Result<(SnapshotId, Snapshot)> {
+        let all = self.snapshots()?;
+        let in_env = |s: &Snapshot| env.is_none_or(|e| s.environment == e);
+        if name == "latest" {
+            return all
+                .into_iter()
+                .rev()
+                .find(|(_, s)| in_env(s))
+                .ok_or_else(|| Error::NoSuchSnapshot(env.map_or("latest".into(), |e| format!("latest in {e}"))));
+        }
+        let lower = name.to_ascii_lowercase();
+        if lower.is_empty() || !lower.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::NoSuchSnapshot(name.into()));
+        }
+        let mut hits: Vec<_> = all.into_iter().filter(|(id, s)| id.to_hex().starts_with(&lower) && in_env(s)).collect();
+        match hits.len() {
+            0 => Err(Error::NoSuchSnapshot(name.into())),
+            1 => hits.pop().ok_or_else(|| Error::NoSuchSnapshot(name.into())),
+            count => Err(Error::AmbiguousSnapshot { prefix: name.into(), count }),
+        }
+    }
+
+    /// Adds a passphrase (a new key slot for the same master key).
+    ///
+    /// # Errors
+    /// As [`keys::create_slot`].
+    pub fn add_key(&self, passphrase: &[u8], kdf: KdfParams, label: &str) -> Result<KeySlotId> {
+        keys::create_slot(
+            self.backend().as_ref(),
+            &self.config().vault_id,
+            &self.inner.master,
+            passphrase,
+            kdf,
+            label,
+            now_secs(),
+        )
+    }
+
+    /// Lists key slots.
+    ///
+    /// # Errors
+    /// Store or format errors.
+    pub fn list_keys(&self) -> Result<Vec<KeySlotInfo>> {
+        keys::slot_infos(self.backend().as_ref())
+    }
+
+    /// Removes a key slot given by id or unique prefix; refuses the slot in use and the last one.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when refused or not found.
+    pub fn remove_key(&self, prefix: &str) -> Result<KeySlotId> {
+        let slots = self.list_keys()?;
+        let hits: Vec<_> = slots.iter().filter(|s| s.id.to_hex().starts_with(&prefix.to_ascii_lowercase())).collect();
+        let slot = match hits.as_slice() {
+            [one] => one.id,
+            [] => return Err(Error::InvalidArgument(format!("no key slot matches {prefix:?}"))),
+            _ => return Err(Error::InvalidArgument(format!("{prefix:?} matches several key slots"))),
+        };
+        if slot == self.current_slot() {
+            return Err(Error::InvalidArgument("refusing to remove the key slot this passphrase opened".into()));
+        }
+        if slots.len() <= 1 {
+            return Err(Error::InvalidArgument("refusing to remove the last key slot".into()));
+        }
+        self.backend().delete(&layout::keyslot_key(&slot))?;
+        Ok(slot)
+    }
+}
+
+fn corrupt_config(detail: String) -> Error {
+    Error::Corrupt { kind: "config", id: CONFIG_KEY.into(), detail }
+}
+
+fn in_pack(e: Error, kind: BlobKind, id: BlobId, pack: &crate::id::PackId) -> Error {
+    match e {
+        Error::Crypto(_) => Error::Corrupt {
+            kind: kind.name(),
+            id: id.to_hex(),
+            detail: format!("authentication failed in pack {pack}: the pack was changed or damaged"),
+        },
+        Error::Corrupt { kind, id, detail } => Error::Corrupt { kind, id, detail: format!("{detail} (pack {pack})") },
+        other => other,
+    }
+}

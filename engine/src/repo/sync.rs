@@ -1,0 +1,141 @@
+//! Keeping the index cache in step with the store, and rebuilding it from packs alone.
+
+use std::collections::HashSet;
+
+use crate::error::{Error, Result};
+use crate::format::blob::{self, BlobKind};
+use crate::format::pack::{self, PackKind};
+use crate::format::segment::{self, PackRecord};
+use crate::hash::plain_hash;
+use crate::id::{PackId, SegmentId};
+use crate::repo::Repository;
+use crate::repo::layout::{INDEX_PREFIX, id_of_key, pack_key, segment_key};
+
+/// What a sync or rebuild did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Packs in the store.
+    pub packs: u64,
+    /// Packs whose directory was read from the pack itself.
+    pub packs_read: u64,
+    /// Packs learned from index segments.
+    pub packs_from_segments: u64,
+    /// Blobs added to the index.
+    pub blobs: u64,
+}
+
+/// Every pack in the store with its kind and size.
+fn store_packs(repo: &Repository) -> Result<Vec<(PackId, PackKind, u64)>> {
+    let mut out = Vec::new();
+    for kind in [PackKind::Data, PackKind::Meta] {
+        for obj in repo.backend().list(&format!("{}/", kind.prefix()))? {
+            if let Some(h) = id_of_key(&obj.key) {
+                out.push((PackId::new(h), kind, obj.size));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Adds to the index every pack the store has and the index lacks: first from index
+/// segments, then by reading the remaining packs' directories. When the index lists a
+/// pack the store no longer has, the cache is stale and is rebuilt from scratch.
+///
+/// # Errors
+/// Store, index and corruption errors.
+pub fn sync_index(repo: &Repository) -> Result<SyncReport> {
+    let packs = store_packs(repo)?;
+    let in_store: HashSet<PackId> = packs.iter().map(|p| p.0).collect();
+    let index = repo.index();
+    if index.packs()?.iter().any(|p| !in_store.contains(p)) {
+        index.clear()?;
+    }
+    let mut report = SyncReport { packs: packs.len() as u64, ..SyncReport::default() };
+    load_segments(repo, &in_store, &mut report)?;
+    read_unknown_packs(repo, packs, &mut report)?;
+    Ok(report)
+}
+
+fn read_unknown_packs(repo: &Repository, packs: Vec<(PackId, PackKind, u64)>, report: &mut SyncReport) -> Result<()> {
+    for (id, kind, size) in packs {
+        if !repo.index().has_pack(&id)? {
+            let record = read_pack_record(repo, id, kind, size)?;
+            report.blobs += record.entries.len() as u64;
+            report.packs_read += 1;
+            repo.index().add_pack(&record)?;
+        }
+    }
+    Ok(())
+}
+
+fn load_segments(repo: &Repository, in_store: &HashSet<PackId>, report: &mut SyncReport) -> Result<()> {
+    let index = repo.index();
+    for obj in repo.backend().list(INDEX_PREFIX)? {
+        let Some(h) = id_of_key(&obj.key) else { continue };
+        let seg_id = SegmentId::new(h);
+        if index.has_segment(&seg_id)? {
+            continue;
+        }
+        for record in read_segment(repo, seg_id)? {
+            // A segment may name a pack that compaction has since removed.
+            if in_store.contains(&record.id) && !index.has_pack(&record.id)? {
+                report.blobs += record.entries.len() as u64;
+                report.packs_from_segments += 1;
+                index.add_pack(&record)?;
+            }
+        }
+        index.add_segment(&seg_id)?;
+    }
+    Ok(())
+}
+
+/// Reads and verifies one index segment.
+///
+/// # Errors
+/// Store and corruption errors naming the segment.
+pub fn read_segment(repo: &Repository, id: SegmentId) -> Result<Vec<PackRecord>> {
+    let corrupt = |detail: String| Error::Corrupt { kind: "index segment", id: id.to_hex(), detail };
+    let bytes = repo.backend().get(&segment_key(&id))?;
+    if plain_hash(&bytes) != *id.hash() {
+        return Err(corrupt("bytes do not hash to its name".into()));
+    }
+    let sealed = segment::unframe(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let plain = blob::open_blob_unsized(&repo.keys().seal_key, BlobKind::IndexSegment, &pack::DIRECTORY_ID, sealed)
+        .map_err(|e| corrupt(e.to_string()))?;
+    segment::decode(&plain).map_err(|e| corrupt(e.to_string()))
+}
+
+/// Reads a pack's footer and directory with two ranged reads.
+///
+/// # Errors
+/// Store and corruption errors naming the pack.
+pub fn read_pack_record(repo: &Repository, id: PackId, kind: PackKind, size: u64) -> Result<PackRecord> {
+    let corrupt = |detail: String| Error::Corrupt { kind: "pack", id: id.to_hex(), detail };
+    let key = pack_key(kind, &id);
+    let min = (pack::HEADER_LEN + pack::FOOTER_LEN) as u64;
+    if size < min {
+        return Err(corrupt(format!("only {size} bytes")));
+    }
+    let footer = repo.backend().get_range(&key, size - pack::FOOTER_LEN as u64, pack::FOOTER_LEN as u64)?;
+    let dir_len = u64::from(pack::decode_footer(&footer).map_err(|e| corrupt(e.to_string()))?);
+    let dir_at = (size - pack::FOOTER_LEN as u64)
+        .checked_sub(dir_len)
+        .filter(|&d| d >= pack::HEADER_LEN as u64)
+        .ok_or_else(|| corrupt("directory length out of range".into()))?;
+    let sealed = repo.backend().get_range(&key, dir_at, dir_len)?;
+    let entries = pack::open_directory(&repo.keys().seal_key, id, &sealed, dir_at)?;
+    Ok(PackRecord { id, kind, len: size, entries })
+}
+
+/// Throws the index away and rebuilds it from every pack's own directory, reading no
+/// index segment: the packs alone are the truth.
+///
+/// # Errors
+/// Store, index and corruption errors.
+pub fn rebuild_index(repo: &Repository) -> Result<SyncReport> {
+    repo.index().clear()?;
+    let packs = store_packs(repo)?;
+    let mut report = SyncReport { packs: packs.len() as u64, ..SyncReport::default() };
+    read_unknown_packs(repo, packs, &mut report)?;
+    Ok(report)
+}

@@ -1,0 +1,1 @@
+//! Amber wire protocol.
