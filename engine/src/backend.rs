@@ -124,9 +124,16 @@ pub type DynBackend = Arc<dyn Backend>;
 pub fn validate_key(key: &str) -> Result<(), BackendError> {
     let ok = !key.is_empty()
         && key.split('/').all(|c| {
-            !c.is_empty() && c != "." && c != ".." && c.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            !c.is_empty()
+                && c != "."
+                && c != ".."
+                && c.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         });
-    if ok { Ok(()) } else { Err(BackendError::InvalidKey(key.to_string())) }
+    if ok {
+        Ok(())
+    } else {
+        Err(BackendError::InvalidKey(key.to_string()))
+    }
 }
 
 #[cfg(test)]
@@ -137,11 +144,20 @@ pub(crate) mod conformance {
     pub(crate) fn run(b: &dyn Backend) {
         assert_eq!(b.head("data/aa/x").unwrap(), None);
         assert!(matches!(b.get("data/aa/x"), Err(BackendError::NotFound { .. })));
-        assert_eq!(b.put("data/aa/x", b"hello", PutMode::CreateOnly).unwrap(), PutOutcome::Created);
-        assert_eq!(b.put("data/aa/x", b"other", PutMode::CreateOnly).unwrap(), PutOutcome::AlreadyExisted);
+        assert_eq!(
+            b.put("data/aa/x", b"hello", PutMode::CreateOnly).unwrap(),
+            PutOutcome::Created
+        );
+        assert_eq!(
+            b.put("data/aa/x", b"other", PutMode::CreateOnly).unwrap(),
+            PutOutcome::AlreadyExisted
+        );
         assert_eq!(b.get("data/aa/x").unwrap(), b"hello");
         assert_eq!(b.get_range("data/aa/x", 1, 3).unwrap(), b"ell");
-        assert!(matches!(b.get_range("data/aa/x", 3, 5), Err(BackendError::OutOfRange { .. })));
+        assert!(matches!(
+            b.get_range("data/aa/x", 3, 5),
+            Err(BackendError::OutOfRange { .. })
+        ));
         assert_eq!(b.head("data/aa/x").unwrap(), Some(5));
         b.put("data/bb/y", b"12", PutMode::CreateOnly).unwrap();
         b.put("meta/cc/z", b"1", PutMode::CreateOnly).unwrap();

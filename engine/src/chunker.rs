@@ -4,7 +4,7 @@
 //! [`ContentChunker::next_chunk`], which answers `None` when it needs more input.
 //! After [`ContentChunker::finish`] the rest is handed out.
 
-use std::borrow::Cow;
+use std::sync::Arc;
 
 use fastcdc::v2020::{self, Normalization};
 
@@ -69,11 +69,41 @@ impl ChunkerParams {
 /// Normalization level used by every vault (format v1).
 const NORMALIZATION: Normalization = Normalization::Level1;
 
+/// A gear table drawn entirely from a vault key: 256 × 64 bits of keyed BLAKE3 output,
+/// so every bit of every entry is secret (XOR-ing one 64-bit seed into the public table,
+/// as `fastcdc` offers, leaves only 48 effective key bits).
+pub struct GearTable {
+    gear: Vec<u64>,
+    gear_ls: Vec<u64>,
+}
+
+impl GearTable {
+    /// Derives the table from the vault's chunker key.
+    pub fn keyed(key: &[u8; 32]) -> Self {
+        let mut xof = blake3::Hasher::new_keyed(key)
+            .update(b"amber gear table v1")
+            .finalize_xof();
+        let mut bytes = [0u8; 256 * 8];
+        xof.fill(&mut bytes);
+        let gear: Vec<u64> = bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect();
+        let gear_ls = gear.iter().map(|g| g << 1).collect();
+        GearTable { gear, gear_ls }
+    }
+}
+
+impl std::fmt::Debug for GearTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GearTable(..)")
+    }
+}
+
 /// Push-style FastCDC 2020 scanner with a per-vault gear table.
 pub struct ContentChunker {
     params: ChunkerParams,
-    gear: Cow<'static, [u64]>,
-    gear_ls: Cow<'static, [u64]>,
+    table: Arc<GearTable>,
     mask_s: u64,
     mask_l: u64,
     buf: Vec<u8>,
@@ -82,17 +112,15 @@ pub struct ContentChunker {
 }
 
 impl ContentChunker {
-    /// A chunker keyed by `seed` (derived from the vault's master key).
-    pub fn new(params: ChunkerParams, seed: u64) -> Self {
+    /// A chunker using the vault's gear table.
+    pub fn new(params: ChunkerParams, table: Arc<GearTable>) -> Self {
         let (mask_s, mask_l) = v2020::select_masks(params.avg as usize, NORMALIZATION);
-        let (gear, gear_ls) = v2020::get_gear_with_seed(seed);
         ContentChunker {
             params,
-            gear,
-            gear_ls,
+            table,
             mask_s,
             mask_l,
-            buf: Vec::with_capacity(params.max as usize * 2),
+            buf: Vec::new(),
             start: 0,
             finished: false,
         }
@@ -145,8 +173,8 @@ impl ContentChunker {
             self.mask_l,
             self.mask_s << 1,
             self.mask_l << 1,
-            &self.gear,
-            &self.gear_ls,
+            &self.table.gear,
+            &self.table.gear_ls,
         );
         // A cut at the very end of a short window may only mean "no boundary yet".
         let decided = cut < window.len() || window.len() >= self.params.max as usize || self.finished;
@@ -160,8 +188,8 @@ impl ContentChunker {
 }
 
 /// Cuts a whole in-memory buffer; a convenience for tests and small inputs.
-pub fn chunk_all(params: ChunkerParams, seed: u64, data: &[u8]) -> Vec<Vec<u8>> {
-    let mut chunker = ContentChunker::new(params, seed);
+pub fn chunk_all(params: ChunkerParams, table: Arc<GearTable>, data: &[u8]) -> Vec<Vec<u8>> {
+    let mut chunker = ContentChunker::new(params, table);
     chunker.push(data);
     chunker.finish();
     std::iter::from_fn(|| chunker.next_chunk()).collect()
@@ -184,6 +212,12 @@ mod tests {
             .collect()
     }
 
+    fn table(seed: u64) -> Arc<GearTable> {
+        let mut key = [0u8; 32];
+        key[..8].copy_from_slice(&seed.to_le_bytes());
+        Arc::new(GearTable::keyed(&key))
+    }
+
     const SMALL: ChunkerParams = ChunkerParams {
         min: 64 * 1024,
         avg: 128 * 1024,
@@ -201,8 +235,8 @@ mod tests {
     #[test]
     fn pushing_in_pieces_gives_the_same_cuts() {
         let data = pseudo_random(3_000_000, 7);
-        let whole = chunk_all(SMALL, 42, &data);
-        let mut chunker = ContentChunker::new(SMALL, 42);
+        let whole = chunk_all(SMALL, table(42), &data);
+        let mut chunker = ContentChunker::new(SMALL, table(42));
         let mut pieces = Vec::new();
         for part in data.chunks(10_007) {
             chunker.push(part);
@@ -220,8 +254,8 @@ mod tests {
     #[test]
     fn seed_changes_boundaries() {
         let data = pseudo_random(4_000_000, 9);
-        let a: Vec<usize> = chunk_all(SMALL, 1, &data).iter().map(Vec::len).collect();
-        let b: Vec<usize> = chunk_all(SMALL, 2, &data).iter().map(Vec::len).collect();
+        let a: Vec<usize> = chunk_all(SMALL, table(1), &data).iter().map(Vec::len).collect();
+        let b: Vec<usize> = chunk_all(SMALL, table(2), &data).iter().map(Vec::len).collect();
         assert_ne!(a, b);
     }
 
@@ -229,7 +263,7 @@ mod tests {
     fn boundaries_are_stable_across_versions() {
         // If this snapshot changes, deduplication against existing vaults breaks.
         let data = pseudo_random(2_000_000, 3);
-        let lens: Vec<usize> = chunk_all(SMALL, 0x5eed, &data).iter().map(Vec::len).collect();
+        let lens: Vec<usize> = chunk_all(SMALL, table(0x5eed), &data).iter().map(Vec::len).collect();
         insta::assert_debug_snapshot!(lens);
     }
 
@@ -238,8 +272,8 @@ mod tests {
         let data = pseudo_random(3_000_000, 11);
         let mut shifted = b"a small inserted prefix".to_vec();
         shifted.extend_from_slice(&data);
-        let a = chunk_all(SMALL, 5, &data);
-        let b = chunk_all(SMALL, 5, &shifted);
+        let a = chunk_all(SMALL, table(5), &data);
+        let b = chunk_all(SMALL, table(5), &shifted);
         let shared = a.iter().filter(|c| b.contains(c)).count();
         assert!(shared + 2 >= a.len(), "only {shared} of {} chunks shared", a.len());
     }
@@ -249,7 +283,7 @@ mod tests {
         #[test]
         fn chunks_concatenate_and_respect_bounds(len in 0usize..1_500_000, seed in any::<u64>()) {
             let data = pseudo_random(len, seed);
-            let chunks = chunk_all(SMALL, seed, &data);
+            let chunks = chunk_all(SMALL, table(seed), &data);
             let joined: Vec<u8> = chunks.concat();
             prop_assert_eq!(&joined, &data);
             let n = chunks.len();

@@ -21,9 +21,7 @@ pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 /// [`CryptoError::Random`] when the OS generator fails.
 pub fn random_array<const N: usize>() -> Result<[u8; N], CryptoError> {
     let mut out = [0u8; N];
-    SystemRandom::new()
-        .fill(&mut out)
-        .map_err(|_| CryptoError::Random)?;
+    SystemRandom::new().fill(&mut out).map_err(|_| CryptoError::Random)?;
     Ok(out)
 }
 
@@ -36,8 +34,8 @@ impl SealKey {
     /// # Errors
     /// Never in practice: ring accepts every 32-byte key.
     pub fn new(bytes: &[u8; 32]) -> Result<Self, CryptoError> {
-        let unbound = UnboundKey::new(&aead::AES_256_GCM, bytes)
-            .map_err(|_| CryptoError::Kdf("bad AES key length".into()))?;
+        let unbound =
+            UnboundKey::new(&aead::AES_256_GCM, bytes).map_err(|_| CryptoError::Kdf("bad AES key length".into()))?;
         Ok(SealKey(LessSafeKey::new(unbound)))
     }
 
@@ -118,8 +116,7 @@ impl MasterKey {
             .expand(&info, hkdf::HKDF_SHA256)
             .map_err(|_| CryptoError::Kdf("hkdf expand".into()))?;
         let mut out = [0u8; 32];
-        okm.fill(&mut out)
-            .map_err(|_| CryptoError::Kdf("hkdf fill".into()))?;
+        okm.fill(&mut out).map_err(|_| CryptoError::Kdf("hkdf fill".into()))?;
         Ok(out)
     }
 
@@ -128,14 +125,17 @@ impl MasterKey {
     /// # Errors
     /// [`CryptoError::Kdf`] (cannot happen for these fixed lengths).
     pub fn subkeys(&self, vault: &VaultId) -> Result<VaultKeys, CryptoError> {
-        let seed_bytes = self.derive(vault, b"amber v1 chunker seed")?;
-        let mut seed = [0u8; 8];
-        seed.copy_from_slice(seed_bytes.get(..8).unwrap_or(&[0u8; 8]));
+        let id = |label: &[u8]| self.derive(vault, label).map(IdKey::from_bytes);
         Ok(VaultKeys {
-            id_key: IdKey::from_bytes(self.derive(vault, b"amber v1 id key")?),
+            ids: IdKeys {
+                chunk: id(b"amber v1 chunk id")?,
+                tree: id(b"amber v1 tree id")?,
+                list: id(b"amber v1 chunk list id")?,
+                snapshot: id(b"amber v1 snapshot id")?,
+            },
             seal_key: SealKey::new(&self.derive(vault, b"amber v1 blob key")?)?,
             config_mac: self.derive(vault, b"amber v1 config mac")?,
-            chunker_seed: u64::from_le_bytes(seed),
+            chunker_key: self.derive(vault, b"amber v1 chunker gear")?,
         })
     }
 }
@@ -146,16 +146,29 @@ impl std::fmt::Debug for MasterKey {
     }
 }
 
+/// One keyed-BLAKE3 key per kind of content-addressed object, so a chunk can never
+/// share an id with a tree node whose encoding happens to equal its bytes.
+pub struct IdKeys {
+    /// Chunk ids.
+    pub chunk: IdKey,
+    /// Tree node ids.
+    pub tree: IdKey,
+    /// Chunk-list node ids.
+    pub list: IdKey,
+    /// Snapshot ids.
+    pub snapshot: IdKey,
+}
+
 /// The working keys of one vault, all derived from its master key.
 pub struct VaultKeys {
-    /// Keys BLAKE3 for content ids.
-    pub id_key: IdKey,
+    /// Keys BLAKE3 for ids.
+    pub ids: IdKeys,
     /// Seals every blob, pack directory, index segment and snapshot.
     pub seal_key: SealKey,
     /// Authenticates the plaintext config.
     pub config_mac: [u8; 32],
-    /// Seeds the chunker's gear table.
-    pub chunker_seed: u64,
+    /// Keys the chunker's gear table.
+    pub chunker_key: [u8; 32],
 }
 
 /// Argon2id cost parameters, stored in each key slot.
@@ -188,7 +201,9 @@ impl KdfParams {
 /// [`CryptoError::Kdf`] when the parameters are out of range.
 pub fn derive_kek(passphrase: &[u8], salt: &[u8; 16], params: KdfParams) -> Result<[u8; 32], CryptoError> {
     if params.memory_kib > KdfParams::MAX_MEMORY_KIB || params.iterations > 64 || params.parallelism > 16 {
-        return Err(CryptoError::Kdf(format!("key slot asks for excessive KDF cost {params:?}")));
+        return Err(CryptoError::Kdf(format!(
+            "key slot asks for excessive KDF cost {params:?}"
+        )));
     }
     let p = argon2::Params::new(params.memory_kib, params.iterations, params.parallelism, Some(32))
         .map_err(|e| CryptoError::Kdf(e.to_string()))?;
@@ -224,7 +239,8 @@ mod tests {
             .subkeys(&VaultId::new(crate::id::Hash32::from_bytes([1; 32])))
             .unwrap();
         assert_ne!(a.config_mac, b.config_mac);
-        assert_ne!(a.chunker_seed, b.chunker_seed);
+        assert_ne!(a.chunker_key, b.chunker_key);
+        assert_ne!(a.ids.chunk.hash(b"x"), a.ids.tree.hash(b"x"));
     }
 
     #[test]

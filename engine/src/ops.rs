@@ -1,1 +1,24 @@
+//! Operations on a vault: snapshot a tree, restore, list, diff.
+
+pub mod content;
+pub mod diff;
+pub mod fsmeta;
 pub mod ingest;
+pub mod progress;
+pub mod restore;
+pub mod walk;
+
+/// Worker threads for CPU work when the caller does not choose.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+}
+
+/// A path inside a snapshot, `/`-separated, from raw name bytes.
+pub(crate) fn join_rel(parent: &str, name: &[u8]) -> String {
+    let name = String::from_utf8_lossy(name);
+    if parent.is_empty() {
+        name.into_owned()
+    } else {
+        format!("{parent}/{name}")
+    }
+}

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::backend::{DynBackend, PutMode, PutOutcome};
+use crate::chunker::GearTable;
 use crate::crypto::{KdfParams, MasterKey, VaultKeys, random_array};
 use crate::error::{Error, Result};
 use crate::format::blob::{self, BlobKind};
@@ -17,6 +18,7 @@ use crate::format::chunklist::ListNode;
 use crate::format::config::VaultConfig;
 use crate::format::snapshot::{self, Snapshot};
 use crate::format::tree::TreeNode;
+use crate::hash::IdKey;
 use crate::id::{BlobId, ChunkId, Hash32, KeySlotId, ListId, SnapshotId, TreeId, VaultId};
 use index::Index;
 use keys::KeySlotInfo;
@@ -33,7 +35,10 @@ pub struct InitOptions {
 
 impl Default for InitOptions {
     fn default() -> Self {
-        InitOptions { kdf: KdfParams::DEFAULT, label: String::new() }
+        InitOptions {
+            kdf: KdfParams::DEFAULT,
+            label: String::new(),
+        }
     }
 }
 
@@ -44,6 +49,7 @@ struct Inner {
     master: MasterKey,
     index: Index,
     slot: KeySlotId,
+    gear: Arc<GearTable>,
 }
 
 /// An open vault. Cheap to clone; shared by pipeline threads.
@@ -78,9 +84,18 @@ impl Repository {
         let config = VaultConfig::new(vault_id, now_secs());
         let master = MasterKey::generate()?;
         let keys = master.subkeys(&vault_id)?;
-        keys::create_slot(backend.as_ref(), &vault_id, &master, passphrase, opts.kdf, &opts.label, config.created)?;
+        keys::create_slot(
+            backend.as_ref(),
+            &vault_id,
+            &master,
+            passphrase,
+            opts.kdf,
+            &opts.label,
+            config.created,
+        )?;
         // The config goes last: a store without it is not a repository yet.
-        if backend.put(CONFIG_KEY, &config.encode(&keys.config_mac), PutMode::CreateOnly)? == PutOutcome::AlreadyExisted {
+        if backend.put(CONFIG_KEY, &config.encode(&keys.config_mac), PutMode::CreateOnly)? == PutOutcome::AlreadyExisted
+        {
             return Err(Error::AlreadyExists(format!("{backend:?}")));
         }
         Self::open(backend, cache_dir, passphrase)
@@ -93,7 +108,9 @@ impl Repository {
     pub fn open(backend: DynBackend, cache_dir: &Path, passphrase: &[u8]) -> Result<Self> {
         let raw = match backend.get(CONFIG_KEY) {
             Ok(raw) => raw,
-            Err(crate::backend::BackendError::NotFound { .. }) => return Err(Error::NoRepository(format!("{backend:?}"))),
+            Err(crate::backend::BackendError::NotFound { .. }) => {
+                return Err(Error::NoRepository(format!("{backend:?}")));
+            }
             Err(e) => return Err(e.into()),
         };
         let (config, mac) = VaultConfig::decode(&raw).map_err(|e| corrupt_config(e.to_string()))?;
@@ -105,7 +122,18 @@ impl Repository {
         let index_dir = cache_dir.join(config.vault_id.to_hex()).join("index");
         std::fs::create_dir_all(&index_dir).map_err(|e| Error::io(&index_dir, e))?;
         let index = Index::open(&index_dir)?;
-        let repo = Repository { inner: Arc::new(Inner { backend, config, keys, master, index, slot }) };
+        let gear = Arc::new(GearTable::keyed(&keys.chunker_key));
+        let repo = Repository {
+            inner: Arc::new(Inner {
+                backend,
+                config,
+                keys,
+                master,
+                index,
+                slot,
+                gear,
+            }),
+        };
         sync::sync_index(&repo)?;
         Ok(repo)
     }
@@ -131,9 +159,26 @@ impl Repository {
         self.inner.slot
     }
 
+    /// The vault's keyed chunker table.
+    pub fn gear_table(&self) -> Arc<GearTable> {
+        self.inner.gear.clone()
+    }
+
     /// The content id of a chunk.
     pub fn chunk_id(&self, data: &[u8]) -> ChunkId {
-        ChunkId::new(self.inner.keys.id_key.hash(data))
+        ChunkId::new(self.inner.keys.ids.chunk.hash(data))
+    }
+
+    /// The id key of a content-addressed blob kind (`None` for kinds named otherwise).
+    pub fn id_key(&self, kind: BlobKind) -> Option<&IdKey> {
+        let ids = &self.inner.keys.ids;
+        match kind {
+            BlobKind::Chunk => Some(&ids.chunk),
+            BlobKind::Tree => Some(&ids.tree),
+            BlobKind::ChunkList => Some(&ids.list),
+            BlobKind::Snapshot => Some(&ids.snapshot),
+            BlobKind::PackDirectory | BlobKind::IndexSegment => None,
+        }
     }
 
     /// Reads a blob, opens it and, for content-addressed kinds, re-hashes it.
@@ -141,12 +186,17 @@ impl Repository {
     /// # Errors
     /// [`Error::MissingBlob`], [`Error::Corrupt`] or authentication errors naming the blob and pack.
     pub fn read_blob(&self, id: BlobId, kind: BlobKind) -> Result<Vec<u8>> {
-        let loc = self.index().lookup(&id)?.ok_or_else(|| Error::MissingBlob(id.to_hex()))?;
+        let loc = self
+            .index()
+            .lookup(&id)?
+            .ok_or_else(|| Error::MissingBlob(id.to_hex()))?;
         let key = layout::pack_key(loc.pack_kind, &loc.pack);
-        let sealed = self.backend().get_range(&key, u64::from(loc.offset), u64::from(loc.sealed_len))?;
+        let sealed = self
+            .backend()
+            .get_range(&key, u64::from(loc.offset), u64::from(loc.sealed_len))?;
         let plain = blob::open_blob(&self.keys().seal_key, kind, id.hash(), &sealed, loc.raw_len as usize)
             .map_err(|e| in_pack(e, kind, id, &loc.pack))?;
-        if self.keys().id_key.hash(&plain) != *id.hash() {
+        if self.id_key(kind).is_some_and(|k| k.hash(&plain) != *id.hash()) {
             return Err(Error::Corrupt {
                 kind: kind.name(),
                 id: id.to_hex(),
@@ -170,7 +220,11 @@ impl Repository {
     /// As [`Repository::read_blob`], plus format errors.
     pub fn load_tree(&self, id: TreeId) -> Result<TreeNode> {
         let bytes = self.read_blob(id.into(), BlobKind::Tree)?;
-        TreeNode::decode(&bytes).map_err(|e| Error::Corrupt { kind: "tree", id: id.to_hex(), detail: e.to_string() })
+        TreeNode::decode(&bytes).map_err(|e| Error::Corrupt {
+            kind: "tree",
+            id: id.to_hex(),
+            detail: e.to_string(),
+        })
     }
 
     /// Reads and decodes a chunk-list node.
@@ -179,7 +233,11 @@ impl Repository {
     /// As [`Repository::read_blob`], plus format errors.
     pub fn load_list(&self, id: ListId) -> Result<ListNode> {
         let bytes = self.read_blob(id.into(), BlobKind::ChunkList)?;
-        ListNode::decode(&bytes).map_err(|e| Error::Corrupt { kind: "chunk list", id: id.to_hex(), detail: e.to_string() })
+        ListNode::decode(&bytes).map_err(|e| Error::Corrupt {
+            kind: "chunk list",
+            id: id.to_hex(),
+            detail: e.to_string(),
+        })
     }
 
     /// Seals and stores a snapshot object, create-only: the commit point of a snapshot.
@@ -187,10 +245,12 @@ impl Repository {
     /// # Errors
     /// Store and crypto errors.
     pub fn commit_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
+        snap.validate()?;
         let plain = snap.encode();
-        let id = SnapshotId::new(self.keys().id_key.hash(&plain));
+        let id = SnapshotId::new(self.keys().ids.snapshot.hash(&plain));
         let sealed = blob::seal_blob(&self.keys().seal_key, BlobKind::Snapshot, id.hash(), &plain, Some(3))?;
-        self.backend().put(&snapshot_key(&id), &snapshot::frame(&sealed), PutMode::CreateOnly)?;
+        self.backend()
+            .put(&snapshot_key(&id), &snapshot::frame(&sealed), PutMode::CreateOnly)?;
         Ok(id)
     }
 
@@ -199,11 +259,15 @@ impl Repository {
     /// # Errors
     /// Store, crypto and format errors naming the snapshot.
     pub fn load_snapshot(&self, id: SnapshotId) -> Result<Snapshot> {
-        let corrupt = |detail: String| Error::Corrupt { kind: "snapshot", id: id.to_hex(), detail };
+        let corrupt = |detail: String| Error::Corrupt {
+            kind: "snapshot",
+            id: id.to_hex(),
+            detail,
+        };
         let bytes = self.backend().get(&snapshot_key(&id))?;
         let sealed = snapshot::unframe(&bytes).map_err(|e| corrupt(e.to_string()))?;
         let body = blob::open_blob_unsized(&self.keys().seal_key, BlobKind::Snapshot, id.hash(), sealed)?;
-        if self.keys().id_key.hash(&body) != *id.hash() {
+        if self.keys().ids.snapshot.hash(&body) != *id.hash() {
             return Err(corrupt("content does not hash to its id".into()));
         }
         Snapshot::decode(&body).map_err(|e| corrupt(e.to_string()))
@@ -242,11 +306,17 @@ impl Repository {
         if lower.is_empty() || !lower.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::NoSuchSnapshot(name.into()));
         }
-        let mut hits: Vec<_> = all.into_iter().filter(|(id, s)| id.to_hex().starts_with(&lower) && in_env(s)).collect();
+        let mut hits: Vec<_> = all
+            .into_iter()
+            .filter(|(id, s)| id.to_hex().starts_with(&lower) && in_env(s))
+            .collect();
         match hits.len() {
             0 => Err(Error::NoSuchSnapshot(name.into())),
             1 => hits.pop().ok_or_else(|| Error::NoSuchSnapshot(name.into())),
-            count => Err(Error::AmbiguousSnapshot { prefix: name.into(), count }),
+            count => Err(Error::AmbiguousSnapshot {
+                prefix: name.into(),
+                count,
+            }),
         }
     }
 
@@ -280,14 +350,19 @@ impl Repository {
     /// [`Error::InvalidArgument`] when refused or not found.
     pub fn remove_key(&self, prefix: &str) -> Result<KeySlotId> {
         let slots = self.list_keys()?;
-        let hits: Vec<_> = slots.iter().filter(|s| s.id.to_hex().starts_with(&prefix.to_ascii_lowercase())).collect();
+        let hits: Vec<_> = slots
+            .iter()
+            .filter(|s| s.id.to_hex().starts_with(&prefix.to_ascii_lowercase()))
+            .collect();
         let slot = match hits.as_slice() {
             [one] => one.id,
             [] => return Err(Error::InvalidArgument(format!("no key slot matches {prefix:?}"))),
             _ => return Err(Error::InvalidArgument(format!("{prefix:?} matches several key slots"))),
         };
         if slot == self.current_slot() {
-            return Err(Error::InvalidArgument("refusing to remove the key slot this passphrase opened".into()));
+            return Err(Error::InvalidArgument(
+                "refusing to remove the key slot this passphrase opened".into(),
+            ));
         }
         if slots.len() <= 1 {
             return Err(Error::InvalidArgument("refusing to remove the last key slot".into()));
@@ -298,7 +373,11 @@ impl Repository {
 }
 
 fn corrupt_config(detail: String) -> Error {
-    Error::Corrupt { kind: "config", id: CONFIG_KEY.into(), detail }
+    Error::Corrupt {
+        kind: "config",
+        id: CONFIG_KEY.into(),
+        detail,
+    }
 }
 
 fn in_pack(e: Error, kind: BlobKind, id: BlobId, pack: &crate::id::PackId) -> Error {
@@ -308,7 +387,11 @@ fn in_pack(e: Error, kind: BlobKind, id: BlobId, pack: &crate::id::PackId) -> Er
             id: id.to_hex(),
             detail: format!("authentication failed in pack {pack}: the pack was changed or damaged"),
         },
-        Error::Corrupt { kind, id, detail } => Error::Corrupt { kind, id, detail: format!("{detail} (pack {pack})") },
+        Error::Corrupt { kind, id, detail } => Error::Corrupt {
+            kind,
+            id,
+            detail: format!("{detail} (pack {pack})"),
+        },
         other => other,
     }
 }

@@ -16,7 +16,11 @@ pub struct FaultBackend {
 impl FaultBackend {
     /// Fails put number `n` and later ones; `u64::MAX` never fails.
     pub fn failing_put(inner: DynBackend, n: u64) -> Self {
-        FaultBackend { inner, fail_from_put: n, puts: AtomicU64::new(0) }
+        FaultBackend {
+            inner,
+            fail_from_put: n,
+            puts: AtomicU64::new(0),
+        }
     }
     /// Puts attempted so far.
     pub fn puts(&self) -> u64 {

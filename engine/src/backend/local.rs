@@ -57,7 +57,10 @@ impl LocalBackend {
 }
 
 fn io_err(key: &str, source: std::io::Error) -> BackendError {
-    BackendError::Io { key: key.to_string(), source }
+    BackendError::Io {
+        key: key.to_string(),
+        source,
+    }
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -98,9 +101,17 @@ impl Backend for LocalBackend {
         let mut f = File::open(&path).map_err(|e| map_missing(key, e))?;
         let size = f.metadata().map_err(|e| io_err(key, e))?.len();
         if offset.checked_add(len).is_none_or(|end| end > size) {
-            return Err(BackendError::OutOfRange { key: key.into(), offset, len });
+            return Err(BackendError::OutOfRange {
+                key: key.into(),
+                offset,
+                len,
+            });
         }
-        let len = usize::try_from(len).map_err(|_| BackendError::OutOfRange { key: key.into(), offset, len })?;
+        let len = usize::try_from(len).map_err(|_| BackendError::OutOfRange {
+            key: key.into(),
+            offset,
+            len,
+        })?;
         let mut buf = vec![0u8; len];
         f.seek(SeekFrom::Start(offset)).map_err(|e| io_err(key, e))?;
         f.read_exact(&mut buf).map_err(|e| io_err(key, e))?;
@@ -152,7 +163,11 @@ fn map_missing(key: &str, e: std::io::Error) -> BackendError {
 }
 
 fn walk(root: &Path, rel: &str, out: &mut Vec<ObjectInfo>) -> std::io::Result<()> {
-    let dir = if rel.is_empty() { root.to_path_buf() } else { root.join(rel) };
+    let dir = if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(rel)
+    };
     let entries = match fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
@@ -160,7 +175,9 @@ fn walk(root: &Path, rel: &str, out: &mut Vec<ObjectInfo>) -> std::io::Result<()
     };
     for entry in entries {
         let entry = entry?;
-        let Ok(name) = entry.file_name().into_string() else { continue };
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
         let key = if rel.is_empty() { name } else { format!("{rel}/{name}") };
         let ft = entry.file_type()?;
         if ft.is_dir() {
@@ -168,7 +185,10 @@ fn walk(root: &Path, rel: &str, out: &mut Vec<ObjectInfo>) -> std::io::Result<()
                 walk(root, &key, out)?;
             }
         } else if ft.is_file() && validate_key(&key).is_ok() {
-            out.push(ObjectInfo { key, size: entry.metadata()?.len() });
+            out.push(ObjectInfo {
+                key,
+                size: entry.metadata()?.len(),
+            });
         }
     }
     Ok(())
@@ -180,6 +200,9 @@ mod tests {
     fn conformance() {
         let dir = tempfile::tempdir().unwrap();
         super::super::conformance::run(&super::LocalBackend::new(dir.path()));
-        assert!(!dir.path().join("tmp").read_dir().unwrap().any(|_| true), "no temp files left");
+        assert!(
+            !dir.path().join("tmp").read_dir().unwrap().any(|_| true),
+            "no temp files left"
+        );
     }
 }

@@ -35,18 +35,27 @@ impl Backend for MemoryBackend {
 
     fn get(&self, key: &str) -> Result<Vec<u8>, BackendError> {
         validate_key(key)?;
-        self.lock().get(key).cloned().ok_or_else(|| BackendError::NotFound { key: key.into() })
+        self.lock()
+            .get(key)
+            .cloned()
+            .ok_or_else(|| BackendError::NotFound { key: key.into() })
     }
 
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
         validate_key(key)?;
         let map = self.lock();
         let obj = map.get(key).ok_or_else(|| BackendError::NotFound { key: key.into() })?;
-        let range = usize::try_from(offset).ok().zip(usize::try_from(offset.saturating_add(len)).ok());
+        let range = usize::try_from(offset)
+            .ok()
+            .zip(usize::try_from(offset.saturating_add(len)).ok());
         range
             .and_then(|(a, b)| obj.get(a..b))
             .map(<[u8]>::to_vec)
-            .ok_or_else(|| BackendError::OutOfRange { key: key.into(), offset, len })
+            .ok_or_else(|| BackendError::OutOfRange {
+                key: key.into(),
+                offset,
+                len,
+            })
     }
 
     fn head(&self, key: &str) -> Result<Option<u64>, BackendError> {
@@ -59,7 +68,10 @@ impl Backend for MemoryBackend {
             .lock()
             .range(prefix.to_string()..)
             .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| ObjectInfo { key: k.clone(), size: v.len() as u64 })
+            .map(|(k, v)| ObjectInfo {
+                key: k.clone(),
+                size: v.len() as u64,
+            })
             .collect())
     }
 

@@ -147,7 +147,11 @@ pub fn open_blob(key: &SealKey, kind: BlobKind, id: &Hash32, sealed: &[u8], raw_
 /// # Errors
 /// As [`open_blob`].
 pub fn open_blob_unsized(key: &SealKey, kind: BlobKind, id: &Hash32, sealed: &[u8]) -> Result<Vec<u8>, Error> {
-    let corrupt = |detail: String| Error::Corrupt { kind: kind.name(), id: id.to_hex(), detail };
+    let corrupt = |detail: String| Error::Corrupt {
+        kind: kind.name(),
+        id: id.to_hex(),
+        detail,
+    };
     let inner = key.open(&blob_aad(kind, id), sealed, || format!("{} {}", kind.name(), id))?;
     let (tag, body) = inner.split_first().ok_or_else(|| corrupt("empty envelope".into()))?;
     match Compression::from_u8(*tag) {
@@ -171,7 +175,10 @@ mod tests {
         let data = vec![1u8; 10_000];
         let sealed = seal_blob(&key(), BlobKind::Chunk, &id, &data, Some(3)).unwrap();
         assert!(sealed.len() < 200, "compressible data is compressed");
-        assert_eq!(open_blob(&key(), BlobKind::Chunk, &id, &sealed, data.len()).unwrap(), data);
+        assert_eq!(
+            open_blob(&key(), BlobKind::Chunk, &id, &sealed, data.len()).unwrap(),
+            data
+        );
         // Another kind or id does not open it.
         assert!(open_blob(&key(), BlobKind::Tree, &id, &sealed, data.len()).is_err());
         let other = Hash32::from_bytes([6; 32]);

@@ -8,7 +8,10 @@
 //! entry*: id (32 bytes), u64 length in bytes of content below it
 //! ```
 //! An entry ends a node when the first four bytes of its id, read as a little-endian
-//! u32, are divisible by [`FANOUT`], or when the node holds [`MAX_NODE_ENTRIES`].
+//! u32, are divisible by [`FANOUT`], or when the node holds [`MAX_NODE_ENTRIES`]; the
+//! node is closed when the next entry arrives, so the last node of a list may end on a
+//! boundary. A list of at most [`MAX_INLINE_CHUNKS`] chunks that never closed a node is
+//! kept inline in the tree entry.
 
 use crate::format::FormatError;
 use crate::format::codec::{Reader, Writer};
@@ -128,23 +131,38 @@ where
     /// # Errors
     /// Whatever `sink` returns.
     pub fn push(&mut self, chunk: ChunkRef) -> Result<(), E> {
-        self.push_at(0, ListEntry { id: *chunk.id.hash(), len: u64::from(chunk.len) })
+        self.push_at(
+            0,
+            ListEntry {
+                id: *chunk.id.hash(),
+                len: u64::from(chunk.len),
+            },
+        )
     }
 
+    /// Adds an entry at `level`. A node is closed lazily, when the entry after its
+    /// boundary arrives, so a list that ends on a boundary stays open for `finish`.
     fn push_at(&mut self, level: usize, entry: ListEntry) -> Result<(), E> {
         while self.levels.len() <= level {
             self.levels.push(Vec::new());
         }
-        let Some(open) = self.levels.get_mut(level) else { return Ok(()) };
-        open.push(entry);
-        if is_boundary(&entry.id) || open.len() >= MAX_NODE_ENTRIES {
+        let due = self
+            .levels
+            .get(level)
+            .and_then(|open| open.last().map(|last| (last, open.len())));
+        if due.is_some_and(|(last, len)| is_boundary(&last.id) || len >= MAX_NODE_ENTRIES) {
             self.close(level)?;
+        }
+        if let Some(open) = self.levels.get_mut(level) {
+            open.push(entry);
         }
         Ok(())
     }
 
     fn close(&mut self, level: usize) -> Result<(), E> {
-        let Some(open) = self.levels.get_mut(level) else { return Ok(()) };
+        let Some(open) = self.levels.get_mut(level) else {
+            return Ok(());
+        };
         if open.is_empty() {
             return Ok(());
         }
@@ -154,7 +172,13 @@ where
         };
         let id = (self.sink)(&node)?;
         self.emitted = true;
-        self.push_at(level + 1, ListEntry { id: *id.hash(), len: node.total_len() })
+        self.push_at(
+            level + 1,
+            ListEntry {
+                id: *id.hash(),
+                len: node.total_len(),
+            },
+        )
     }
 
     /// Ends the list: short lists come back inline, longer ones as the root of a tree.
@@ -211,7 +235,10 @@ mod tests {
         (0..n)
             .map(|i| {
                 let h = blake3::hash(&[&i.to_le_bytes()[..], &[salt]].concat());
-                ChunkRef { id: ChunkId::new(Hash32::from_bytes(*h.as_bytes())), len: 1000 }
+                ChunkRef {
+                    id: ChunkId::new(Hash32::from_bytes(*h.as_bytes())),
+                    len: 1000,
+                }
             })
             .collect()
     }
@@ -234,7 +261,10 @@ mod tests {
             assert_eq!(node.level, level);
             for e in &node.entries {
                 if level == 0 {
-                    out.push(ChunkRef { id: ChunkId::new(e.id), len: e.len as u32 });
+                    out.push(ChunkRef {
+                        id: ChunkId::new(e.id),
+                        len: e.len as u32,
+                    });
                 } else {
                     walk(&e.id, level - 1, store, out);
                 }
@@ -258,6 +288,20 @@ mod tests {
         assert_eq!(build(&[], &mut store), Content::None);
         let c = ids(3, 0);
         assert_eq!(build(&c, &mut store), Content::Inline(c.clone()));
+    }
+
+    #[test]
+    fn lists_ending_on_a_boundary_stay_inline() {
+        let boundary = (0u32..)
+            .map(|i| ChunkRef {
+                id: ChunkId::new(Hash32::from_bytes(*blake3::hash(&i.to_le_bytes()).as_bytes())),
+                len: 1,
+            })
+            .find(|c| is_boundary(c.id.hash()))
+            .unwrap();
+        let mut store = HashMap::new();
+        assert_eq!(build(&[boundary], &mut store), Content::Inline(vec![boundary]));
+        assert!(store.is_empty());
     }
 
     #[test]
@@ -287,7 +331,13 @@ mod tests {
 
     #[test]
     fn node_round_trip_and_bad_input() {
-        let node = ListNode { level: 1, entries: vec![ListEntry { id: Hash32::from_bytes([1; 32]), len: 9 }] };
+        let node = ListNode {
+            level: 1,
+            entries: vec![ListEntry {
+                id: Hash32::from_bytes([1; 32]),
+                len: 9,
+            }],
+        };
         assert_eq!(ListNode::decode(&node.encode()).unwrap(), node);
         assert!(ListNode::decode(&[1, 0, 0, 0, 0, 0]).is_err(), "empty node");
         assert!(ListNode::decode(&[1, 0, 255, 255, 255, 255]).is_err(), "forged count");

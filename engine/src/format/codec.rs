@@ -192,7 +192,10 @@ impl<'a> Reader<'a> {
     pub fn count32(&mut self, field: &'static str, min_item: usize) -> Result<usize, FormatError> {
         let n = self.u32(field)? as usize;
         if n.saturating_mul(min_item.max(1)) > self.buf.len() {
-            return Err(FormatError::invalid(field, format!("count {n} larger than the bytes left")));
+            return Err(FormatError::invalid(
+                field,
+                format!("count {n} larger than the bytes left"),
+            ));
         }
         Ok(n)
     }
@@ -203,7 +206,10 @@ impl<'a> Reader<'a> {
     pub fn count16(&mut self, field: &'static str, min_item: usize) -> Result<usize, FormatError> {
         let n = usize::from(self.u16(field)?);
         if n.saturating_mul(min_item.max(1)) > self.buf.len() {
-            return Err(FormatError::invalid(field, format!("count {n} larger than the bytes left")));
+            return Err(FormatError::invalid(
+                field,
+                format!("count {n} larger than the bytes left"),
+            ));
         }
         Ok(n)
     }

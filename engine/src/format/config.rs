@@ -143,7 +143,11 @@ impl VaultConfig {
 }
 
 fn expect_tag(v: u8, field: &'static str) -> Result<(), FormatError> {
-    if v == 1 { Ok(()) } else { Err(FormatError::invalid(field, format!("unknown algorithm {v}"))) }
+    if v == 1 {
+        Ok(())
+    } else {
+        Err(FormatError::invalid(field, format!("unknown algorithm {v}")))
+    }
 }
 
 /// A stand-in id used only by tests and vectors.

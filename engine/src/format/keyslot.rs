@@ -88,7 +88,13 @@ impl KeySlot {
         let label = r.string16("label")?;
         let wrapped = r.take(WRAPPED_LEN, "wrapped key")?.to_vec();
         r.finish()?;
-        Ok(KeySlot { kdf, salt, created, label, wrapped })
+        Ok(KeySlot {
+            kdf,
+            salt,
+            created,
+            label,
+            wrapped,
+        })
     }
 
     /// Associated data binding the wrapped key to this vault, slot and header.

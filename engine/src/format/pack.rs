@@ -190,7 +190,10 @@ pub fn decode_directory(plain: &[u8], blob_area_end: u64) -> Result<Vec<PackEntr
         let e = PackEntry::decode(&mut r)?;
         let end = u64::from(e.offset) + u64::from(e.sealed_len);
         if u64::from(e.offset) < HEADER_LEN as u64 || end > blob_area_end {
-            return Err(FormatError::invalid("directory entry", format!("blob {} lies outside the pack", e.id)));
+            return Err(FormatError::invalid(
+                "directory entry",
+                format!("blob {} lies outside the pack", e.id),
+            ));
         }
         out.push(e);
     }
@@ -235,8 +238,22 @@ pub struct BuiltPack {
 pub fn build_pack(
     key: &SealKey,
     kind: PackKind,
+    blobs: Vec<SealedBlob>,
+    shuffle_seed: u64,
+) -> Result<BuiltPack, Error> {
+    build_pack_with_nonce(key, kind, blobs, shuffle_seed, crate::crypto::random_array()?)
+}
+
+/// As [`build_pack`] with a fixed nonce for the directory: for golden vectors only.
+///
+/// # Errors
+/// As [`build_pack`].
+pub fn build_pack_with_nonce(
+    key: &SealKey,
+    kind: PackKind,
     mut blobs: Vec<SealedBlob>,
     shuffle_seed: u64,
+    dir_nonce: [u8; crate::crypto::NONCE_LEN],
 ) -> Result<BuiltPack, Error> {
     shuffle(&mut blobs, shuffle_seed);
     let total: usize = blobs.iter().map(|b| b.sealed.len()).sum();
@@ -255,7 +272,14 @@ pub fn build_pack(
             raw_len: b.raw_len,
         });
     }
-    let dir = blob::seal_blob(key, BlobKind::PackDirectory, &DIRECTORY_ID, &encode_directory(&entries), None)?;
+    let dir = blob::seal_blob_with_nonce(
+        key,
+        dir_nonce,
+        BlobKind::PackDirectory,
+        &DIRECTORY_ID,
+        &encode_directory(&entries),
+        None,
+    )?;
     finish_pack(kind, bytes, entries, &dir)
 }
 
@@ -301,14 +325,21 @@ pub fn read_directory(key: &SealKey, pack: PackId, bytes: &[u8]) -> Result<(Pack
         id: pack.to_hex(),
         detail,
     };
-    let header = bytes.get(..HEADER_LEN).ok_or_else(|| corrupt("shorter than its header".into()))?;
+    let header = bytes
+        .get(..HEADER_LEN)
+        .ok_or_else(|| corrupt("shorter than its header".into()))?;
     let kind = decode_header(header).map_err(|e| corrupt(e.to_string()))?;
-    let footer_at = bytes.len().checked_sub(FOOTER_LEN).ok_or_else(|| corrupt("no footer".into()))?;
+    let footer_at = bytes
+        .len()
+        .checked_sub(FOOTER_LEN)
+        .ok_or_else(|| corrupt("no footer".into()))?;
     let footer = bytes.get(footer_at..).ok_or_else(|| corrupt("no footer".into()))?;
     let dir_len = decode_footer(footer).map_err(|e| corrupt(e.to_string()))? as usize;
     let dir_at = footer_at.checked_sub(dir_len).filter(|&d| d >= HEADER_LEN);
     let dir_at = dir_at.ok_or_else(|| corrupt("directory length out of range".into()))?;
-    let sealed = bytes.get(dir_at..footer_at).ok_or_else(|| corrupt("directory out of range".into()))?;
+    let sealed = bytes
+        .get(dir_at..footer_at)
+        .ok_or_else(|| corrupt("directory out of range".into()))?;
     let entries = open_directory(key, pack, sealed, dir_at as u64)?;
     Ok((kind, entries))
 }

@@ -114,6 +114,47 @@ impl Snapshot {
         self.skipped == 0
     }
 
+    /// Checks that every field fits its encoding, so what is committed always decodes.
+    ///
+    /// # Errors
+    /// [`FormatError::Invalid`] naming the field that is too long or too numerous.
+    pub fn validate(&self) -> Result<(), FormatError> {
+        let short = u16::MAX as usize;
+        let texts = [
+            &self.environment,
+            &self.lab,
+            &self.researcher,
+            &self.hostname,
+            &self.source_path,
+        ];
+        if texts.iter().any(|t| t.len() > short) || self.tags.iter().any(|t| t.len() > short) {
+            return Err(FormatError::invalid(
+                "snapshot text",
+                "a name, path or tag is longer than 65535 bytes",
+            ));
+        }
+        if self.tags.len() > short || self.metadata.len() > short {
+            return Err(FormatError::invalid(
+                "snapshot",
+                "more than 65535 tags or metadata entries",
+            ));
+        }
+        if self
+            .metadata
+            .iter()
+            .any(|(k, v)| k.len() > short || v.len() > MAX_META_VALUE)
+        {
+            return Err(FormatError::invalid(
+                "metadata",
+                "a key over 65535 bytes or a value over 1 MiB",
+            ));
+        }
+        if self.skipped_paths.iter().any(|p| p.len() > short) {
+            return Err(FormatError::invalid("skipped path", "longer than 65535 bytes"));
+        }
+        Ok(())
+    }
+
     /// Deterministic plaintext encoding.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(256);
@@ -128,7 +169,13 @@ impl Snapshot {
             None => w.u8(0),
         }
         w.i64(self.time_ns);
-        for s in [&self.environment, &self.lab, &self.researcher, &self.hostname, &self.source_path] {
+        for s in [
+            &self.environment,
+            &self.lab,
+            &self.researcher,
+            &self.hostname,
+            &self.source_path,
+        ] {
             w.bytes16(s.as_bytes());
         }
         w.u16(u16::try_from(self.tags.len()).unwrap_or(u16::MAX));
@@ -259,7 +306,13 @@ pub(crate) mod tests {
             source_path: "/home/jovyan".into(),
             tags: vec!["nightly".into()],
             metadata: vec![("experiment".into(), "E-42".into())],
-            stats: SnapshotStats { files: 3, dirs: 1, bytes: 100, bytes_new: 50, blobs_new: 2 },
+            stats: SnapshotStats {
+                files: 3,
+                dirs: 1,
+                bytes: 100,
+                bytes_new: 50,
+                blobs_new: 2,
+            },
             skipped: 1,
             skipped_paths: vec!["secret.txt".into()],
         }

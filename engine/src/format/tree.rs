@@ -276,7 +276,10 @@ fn decode_content(r: &mut Reader<'_>) -> Result<Content, FormatError> {
             let mut chunks = Vec::with_capacity(n);
             for _ in 0..n {
                 let id = ChunkId::new(r.id("chunk id")?);
-                chunks.push(ChunkRef { id, len: r.u32("chunk length")? });
+                chunks.push(ChunkRef {
+                    id,
+                    len: r.u32("chunk length")?,
+                });
             }
             Content::Inline(chunks)
         }
@@ -387,7 +390,6 @@ fn check_sorted_unique(entries: &[Entry]) -> Result<(), FormatError> {
     Ok(())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,7 +421,10 @@ mod tests {
                     EntryKind::File => Content::Inline(
                         chunks
                             .into_iter()
-                            .map(|(id, len)| ChunkRef { id: ChunkId::new(Hash32::from_bytes(id)), len })
+                            .map(|(id, len)| ChunkRef {
+                                id: ChunkId::new(Hash32::from_bytes(id)),
+                                len,
+                            })
                             .collect(),
                     ),
                     EntryKind::Dir => Content::Tree(TreeId::new(Hash32::from_bytes([7; 32]))),
@@ -454,7 +459,10 @@ mod tests {
         for bad in [&b".."[..], b".", b"a/b", b"", b"a\0"] {
             assert!(TreeNode::new(vec![Entry::new(bad.to_vec(), EntryKind::File)]).is_err());
         }
-        let dup = vec![Entry::new(b"a".to_vec(), EntryKind::File), Entry::new(b"a".to_vec(), EntryKind::Dir)];
+        let dup = vec![
+            Entry::new(b"a".to_vec(), EntryKind::File),
+            Entry::new(b"a".to_vec(), EntryKind::Dir),
+        ];
         assert!(TreeNode::new(dup).is_err());
     }
 }

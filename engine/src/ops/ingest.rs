@@ -1,1 +1,474 @@
-//! x
+//! Snapshot of a directory tree.
+//!
+//! One walker thread descends the tree depth-first; every regular file that changed since
+//! the parent snapshot becomes a job on a bounded rayon pool that reads, chunks, hashes,
+//! compresses and seals it. At most [`FILES_IN_FLIGHT`] files are open at once, each with
+//! at most one chunk plus one read buffer in memory, and the packer's queue is bounded, so
+//! memory does not grow with the size of the tree or of any file.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{ErrorKind, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+
+use crate::chunker::ContentChunker;
+use crate::error::{Error, Result};
+use crate::format::blob::BlobKind;
+use crate::format::chunklist::{ListBuilder, ListNode};
+use crate::format::snapshot::{MAX_LISTED_SKIPS, Snapshot, SnapshotStats, SourceKind};
+use crate::format::tree::{ChunkRef, Content, Entry, EntryKind, TreeNode};
+use crate::id::{BlobId, ListId, SnapshotId, TreeId};
+use crate::ops::fsmeta::{self, NameCache};
+use crate::ops::progress::Progress;
+use crate::ops::{default_threads, join_rel};
+use crate::repo::Repository;
+use crate::repo::writer::{BlobWriter, WriteStats};
+
+/// Files being read at once, per worker thread.
+pub const FILES_IN_FLIGHT_PER_THREAD: usize = 2;
+/// Bytes read from a file per `read` call.
+pub const READ_BUFFER: usize = 1024 * 1024;
+/// Stack of the walker thread (deep trees recurse).
+const WALKER_STACK: usize = 64 * 1024 * 1024;
+
+/// Which snapshot to compare against to skip unchanged files.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ParentChoice {
+    /// The latest snapshot of the same host and path (and environment, when given).
+    #[default]
+    Auto,
+    /// No parent: read everything.
+    None,
+    /// This snapshot.
+    Given(SnapshotId),
+}
+
+/// What to record with a tree snapshot.
+#[derive(Clone, Debug, Default)]
+pub struct TreeOptions {
+    /// Environment name.
+    pub environment: String,
+    /// Lab.
+    pub lab: String,
+    /// Researcher.
+    pub researcher: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Free metadata.
+    pub metadata: Vec<(String, String)>,
+    /// Parent selection.
+    pub parent: ParentChoice,
+    /// Worker threads (0: one per core).
+    pub threads: usize,
+    /// Live counters.
+    pub progress: Option<Arc<Progress>>,
+}
+
+/// What a snapshot did.
+#[derive(Clone, Debug)]
+pub struct SnapshotSummary {
+    /// The new snapshot.
+    pub id: SnapshotId,
+    /// Its object.
+    pub snapshot: Snapshot,
+    /// The parent used for change detection.
+    pub parent: Option<SnapshotId>,
+    /// What the store grew by.
+    pub written: WriteStats,
+    /// Files whose content was taken from the parent without reading.
+    pub files_unchanged: u64,
+    /// Bytes read from the source.
+    pub bytes_read: u64,
+    /// Paths skipped, with the reason.
+    pub skipped: Vec<(String, String)>,
+}
+
+/// A file job failed: either the source (skip the file) or the engine (abort).
+enum FileError {
+    Source(std::io::Error),
+    Engine(Error),
+}
+
+impl From<Error> for FileError {
+    fn from(e: Error) -> Self {
+        FileError::Engine(e)
+    }
+}
+
+struct Shared {
+    writer: BlobWriter,
+    pool: rayon::ThreadPool,
+    slots: (Sender<()>, Receiver<()>),
+    names: NameCache,
+    progress: Arc<Progress>,
+    counters: Mutex<Counters>,
+}
+
+#[derive(Default)]
+struct Counters {
+    files: u64,
+    dirs: u64,
+    bytes: u64,
+    bytes_read: u64,
+    unchanged: u64,
+    skipped: Vec<(String, String)>,
+}
+
+impl Shared {
+    fn count(&self, f: impl FnOnce(&mut Counters)) {
+        if let Ok(mut c) = self.counters.lock() {
+            f(&mut c);
+        }
+    }
+    fn skip(&self, path: &str, why: String) {
+        self.progress.add_error();
+        self.count(|c| c.skipped.push((path.to_string(), why)));
+    }
+}
+
+/// Snapshots the directory `source` and commits the snapshot object last.
+///
+/// Unreadable files and directories are skipped, listed in the summary and recorded in
+/// the snapshot, which is then marked incomplete.
+///
+/// # Errors
+/// [`Error::Io`] when `source` is not a readable directory; store errors abort the
+/// snapshot and leave no snapshot object.
+pub fn snapshot_tree(repo: &Repository, source: &Path, opts: &TreeOptions) -> Result<SnapshotSummary> {
+    let source = std::fs::canonicalize(source).map_err(|e| Error::io(source, e))?;
+    let meta = std::fs::metadata(&source).map_err(|e| Error::io(&source, e))?;
+    if !meta.is_dir() {
+        return Err(Error::InvalidArgument(format!(
+            "{} is not a directory",
+            source.display()
+        )));
+    }
+    let hostname = hostname();
+    let source_path = source.to_string_lossy().into_owned();
+    check_labels(opts)?;
+    let parent = find_parent(repo, &opts.parent, &hostname, &source_path, &opts.environment)?;
+    let parent_root = match &parent {
+        Some((_, snap)) => Some(repo.load_tree(TreeId::new(snap.root))?),
+        None => None,
+    };
+    let threads = if opts.threads == 0 {
+        default_threads()
+    } else {
+        opts.threads
+    };
+    let shared = Arc::new(Shared {
+        writer: BlobWriter::new(repo)?,
+        pool: rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("amber-ingest-{i}"))
+            .build()
+            .map_err(|e| Error::Pipeline(e.to_string()))?,
+        slots: bounded(threads * FILES_IN_FLIGHT_PER_THREAD),
+        names: NameCache::default(),
+        progress: opts.progress.clone().unwrap_or_default(),
+        counters: Mutex::default(),
+    });
+    let walker_shared = shared.clone();
+    let root = std::thread::Builder::new()
+        .name("amber-walker".into())
+        .stack_size(WALKER_STACK)
+        .spawn(move || store_dir(&walker_shared, &source, "", parent_root.as_ref()))
+        .map_err(|e| Error::Pipeline(e.to_string()))?
+        .join()
+        .map_err(|_| Error::Pipeline("the walker thread panicked".into()))??;
+    let shared = Arc::into_inner(shared).ok_or_else(|| Error::Pipeline("file jobs still running".into()))?;
+    let written = shared.writer.finish()?;
+    let counters = shared
+        .counters
+        .into_inner()
+        .map_err(|_| Error::Pipeline("counters poisoned".into()))?;
+    let snapshot = Snapshot {
+        source: SourceKind::Tree,
+        root: *root.hash(),
+        parent: parent.as_ref().map(|p| p.0),
+        time_ns: now_ns(),
+        environment: opts.environment.clone(),
+        lab: opts.lab.clone(),
+        researcher: opts.researcher.clone(),
+        hostname,
+        source_path,
+        tags: sorted(opts.tags.clone()),
+        metadata: sorted(opts.metadata.clone()),
+        stats: SnapshotStats {
+            files: counters.files,
+            dirs: counters.dirs,
+            bytes: counters.bytes,
+            bytes_new: written.bytes_new,
+            blobs_new: written.blobs_new,
+        },
+        skipped: counters.skipped.len() as u64,
+        skipped_paths: counters
+            .skipped
+            .iter()
+            .take(MAX_LISTED_SKIPS)
+            .map(|(p, _)| p.clone())
+            .collect(),
+    };
+    let id = repo.commit_snapshot(&snapshot)?;
+    Ok(SnapshotSummary {
+        id,
+        snapshot,
+        parent: parent.map(|p| p.0),
+        written,
+        files_unchanged: counters.unchanged,
+        bytes_read: counters.bytes_read,
+        skipped: counters.skipped,
+    })
+}
+
+/// Refuses labels that would not fit the snapshot object, before any work is done.
+fn check_labels(opts: &TreeOptions) -> Result<()> {
+    let probe = Snapshot {
+        source: SourceKind::Tree,
+        root: crate::id::Hash32::default(),
+        parent: None,
+        time_ns: 0,
+        environment: opts.environment.clone(),
+        lab: opts.lab.clone(),
+        researcher: opts.researcher.clone(),
+        hostname: String::new(),
+        source_path: String::new(),
+        tags: opts.tags.clone(),
+        metadata: opts.metadata.clone(),
+        stats: SnapshotStats::default(),
+        skipped: 0,
+        skipped_paths: Vec::new(),
+    };
+    probe.validate().map_err(|e| Error::InvalidArgument(e.to_string()))
+}
+
+fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Nanoseconds since the epoch.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// This machine's host name.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn find_parent(
+    repo: &Repository,
+    choice: &ParentChoice,
+    host: &str,
+    path: &str,
+    env: &str,
+) -> Result<Option<(SnapshotId, Snapshot)>> {
+    match choice {
+        ParentChoice::None => Ok(None),
+        ParentChoice::Given(id) => Ok(Some((*id, repo.load_snapshot(*id)?))),
+        ParentChoice::Auto => Ok(repo.snapshots()?.into_iter().rev().find(|(_, s)| {
+            s.source == SourceKind::Tree && s.hostname == host && s.source_path == path && s.environment == env
+        })),
+    }
+}
+
+/// Sorted names of a directory.
+fn read_names(path: &Path) -> std::io::Result<Vec<OsString>> {
+    let mut names = std::fs::read_dir(path)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(names)
+}
+
+/// Stores one directory (recursively) and returns its tree id.
+fn store_dir(shared: &Arc<Shared>, path: &Path, rel: &str, parent: Option<&TreeNode>) -> Result<TreeId> {
+    let names = match read_names(path) {
+        Ok(n) => n,
+        Err(e) => {
+            shared.skip(rel, format!("cannot list directory: {e}"));
+            Vec::new()
+        }
+    };
+    let (tx, rx) = unbounded::<(usize, std::result::Result<(Content, u64), FileError>)>();
+    let mut entries: Vec<Option<Entry>> = Vec::with_capacity(names.len());
+    let mut jobs = 0usize;
+    for name in names {
+        let child = path.join(&name);
+        let child_rel = join_rel(rel, name.as_bytes());
+        let Some(mut entry) = read_entry(shared, &child, &child_rel, name.as_bytes()) else {
+            continue;
+        };
+        let previous = parent.and_then(|p| p.get(&entry.name));
+        match entry.kind {
+            EntryKind::Dir => {
+                let sub_parent = previous.and_then(|p| load_subtree(shared, p));
+                entry.content = Content::Tree(store_dir(shared, &child, &child_rel, sub_parent.as_ref())?);
+                shared.count(|c| c.dirs += 1);
+            }
+            EntryKind::File => match previous.filter(|p| unchanged(p, &entry)) {
+                Some(p) => {
+                    entry.content = p.content.clone();
+                    shared.progress.add_file(0);
+                    shared.count(|c| {
+                        c.files += 1;
+                        c.bytes += entry.size;
+                        c.unchanged += 1;
+                    });
+                }
+                None => {
+                    spawn_file_job(shared, child, entries.len(), tx.clone())?;
+                    jobs += 1;
+                }
+            },
+            _ => {}
+        }
+        entries.push(Some(entry));
+    }
+    collect_file_jobs(shared, rel, &rx, jobs, &mut entries)?;
+    let node = TreeNode::new(entries.into_iter().flatten().collect())?;
+    Ok(TreeId::new(shared.writer.store_meta(BlobKind::Tree, &node.encode())?))
+}
+
+fn read_entry(shared: &Shared, child: &Path, rel: &str, name: &[u8]) -> Option<Entry> {
+    let meta = match std::fs::symlink_metadata(child) {
+        Ok(m) => m,
+        Err(e) => {
+            if e.kind() != ErrorKind::NotFound {
+                shared.skip(rel, format!("cannot stat: {e}"));
+            }
+            return None;
+        }
+    };
+    match fsmeta::entry_from(name, child, &meta, &shared.names) {
+        Ok(e) => Some(e),
+        Err(e) => {
+            shared.skip(rel, format!("cannot read metadata: {e}"));
+            None
+        }
+    }
+}
+
+fn load_subtree(shared: &Shared, previous: &Entry) -> Option<TreeNode> {
+    match (&previous.kind, &previous.content) {
+        (EntryKind::Dir, Content::Tree(id)) => shared.writer.repo().load_tree(*id).ok(),
+        _ => None,
+    }
+}
+
+/// A file is unchanged when size, mtime, ctime and inode all match the parent's entry.
+fn unchanged(previous: &Entry, now: &Entry) -> bool {
+    previous.kind == EntryKind::File
+        && previous.size == now.size
+        && previous.mtime == now.mtime
+        && previous.ctime == now.ctime
+        && previous.inode == now.inode
+}
+
+type JobResult = (usize, std::result::Result<(Content, u64), FileError>);
+
+fn spawn_file_job(shared: &Arc<Shared>, path: PathBuf, slot: usize, tx: Sender<JobResult>) -> Result<()> {
+    // Blocks while FILES_IN_FLIGHT jobs are running: the bound on open files and memory.
+    shared
+        .slots
+        .0
+        .send(())
+        .map_err(|_| Error::Pipeline("job slots closed".into()))?;
+    let job_shared = shared.clone();
+    shared.pool.spawn(move || {
+        let result = ingest_file(&job_shared, &path);
+        let _ = job_shared.slots.1.recv();
+        let _ = tx.send((slot, result));
+    });
+    Ok(())
+}
+
+fn collect_file_jobs(
+    shared: &Shared,
+    rel: &str,
+    rx: &Receiver<JobResult>,
+    jobs: usize,
+    entries: &mut [Option<Entry>],
+) -> Result<()> {
+    for _ in 0..jobs {
+        let (slot, result) = rx.recv().map_err(|_| Error::Pipeline("a file job vanished".into()))?;
+        let Some(cell) = entries.get_mut(slot) else { continue };
+        match result {
+            Ok((content, size)) => {
+                if let Some(e) = cell.as_mut() {
+                    e.content = content;
+                    e.size = size;
+                    shared.count(|c| {
+                        c.files += 1;
+                        c.bytes += size;
+                    });
+                }
+            }
+            Err(FileError::Source(err)) => {
+                let name = cell.as_ref().map(|e| join_rel(rel, &e.name)).unwrap_or_default();
+                shared.skip(&name, format!("cannot read: {err}"));
+                *cell = None;
+            }
+            Err(FileError::Engine(err)) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+/// Reads, chunks and stores one file; returns its content and the bytes actually read.
+fn ingest_file(shared: &Shared, path: &Path) -> std::result::Result<(Content, u64), FileError> {
+    let mut file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(FileError::Source)?;
+    let writer = &shared.writer;
+    let repo = writer.repo();
+    let mut chunker = ContentChunker::new(repo.config().chunker, repo.gear_table());
+    let mut list = ListBuilder::new(|node: &ListNode| -> Result<ListId> {
+        Ok(ListId::new(writer.store_meta(BlobKind::ChunkList, &node.encode())?))
+    });
+    let mut buf = vec![0u8; READ_BUFFER];
+    let mut total = 0u64;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(FileError::Source(e)),
+        };
+        total += n as u64;
+        shared.progress.add_bytes(n as u64);
+        chunker.push(buf.get(..n).unwrap_or_default());
+        drain_chunks(writer, &mut chunker, &mut list)?;
+    }
+    chunker.finish();
+    drain_chunks(writer, &mut chunker, &mut list)?;
+    shared.count(|c| c.bytes_read += total);
+    shared.progress.add_file(0);
+    Ok((list.finish()?, total))
+}
+
+fn drain_chunks<S>(writer: &BlobWriter, chunker: &mut ContentChunker, list: &mut ListBuilder<S>) -> Result<()>
+where
+    S: FnMut(&ListNode) -> Result<ListId>,
+{
+    while let Some(chunk) = chunker.next_chunk() {
+        let id = writer.repo().chunk_id(&chunk);
+        writer.store(BlobKind::Chunk, BlobId::from(id), &chunk)?;
+        let len = u32::try_from(chunk.len()).map_err(|_| Error::Pipeline("chunk over 4 GiB".into()))?;
+        list.push(ChunkRef { id, len })?;
+    }
+    Ok(())
+}

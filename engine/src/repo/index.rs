@@ -83,7 +83,10 @@ impl Index {
         opts.create_missing_column_families(true);
         let cfs = [CF_BLOBS, CF_PACKS, CF_SEGMENTS].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| index_err(path, &e))?;
-        Ok(Index { db, path: path.to_path_buf() })
+        Ok(Index {
+            db,
+            path: path.to_path_buf(),
+        })
     }
 
     /// Deletes the index at `path` (it is a cache).
@@ -114,7 +117,10 @@ impl Index {
     /// # Errors
     /// [`Error::Index`].
     pub fn lookup(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
-        let v = self.db.get_pinned_cf(self.cf(CF_BLOBS)?, id.as_bytes()).map_err(|e| self.err(&e))?;
+        let v = self
+            .db
+            .get_pinned_cf(self.cf(CF_BLOBS)?, id.as_bytes())
+            .map_err(|e| self.err(&e))?;
         match v {
             None => Ok(None),
             Some(bytes) => BlobLocation::decode(&bytes).map(Some).ok_or_else(|| Error::Index {
@@ -129,7 +135,11 @@ impl Index {
     /// # Errors
     /// [`Error::Index`].
     pub fn contains(&self, id: &BlobId) -> Result<bool> {
-        Ok(self.db.get_pinned_cf(self.cf(CF_BLOBS)?, id.as_bytes()).map_err(|e| self.err(&e))?.is_some())
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_BLOBS)?, id.as_bytes())
+            .map_err(|e| self.err(&e))?
+            .is_some())
     }
 
     /// Records every blob of a pack, atomically with the pack itself.
@@ -154,7 +164,11 @@ impl Index {
     /// # Errors
     /// [`Error::Index`].
     pub fn has_pack(&self, id: &PackId) -> Result<bool> {
-        Ok(self.db.get_pinned_cf(self.cf(CF_PACKS)?, id.as_bytes()).map_err(|e| self.err(&e))?.is_some())
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_PACKS)?, id.as_bytes())
+            .map_err(|e| self.err(&e))?
+            .is_some())
     }
 
     /// Every indexed pack id.
@@ -177,7 +191,9 @@ impl Index {
     /// # Errors
     /// [`Error::Index`].
     pub fn add_segment(&self, id: &SegmentId) -> Result<()> {
-        self.db.put_cf(self.cf(CF_SEGMENTS)?, id.as_bytes(), []).map_err(|e| self.err(&e))
+        self.db
+            .put_cf(self.cf(CF_SEGMENTS)?, id.as_bytes(), [])
+            .map_err(|e| self.err(&e))
     }
 
     /// True when the segment was loaded.
@@ -185,7 +201,11 @@ impl Index {
     /// # Errors
     /// [`Error::Index`].
     pub fn has_segment(&self, id: &SegmentId) -> Result<bool> {
-        Ok(self.db.get_pinned_cf(self.cf(CF_SEGMENTS)?, id.as_bytes()).map_err(|e| self.err(&e))?.is_some())
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_SEGMENTS)?, id.as_bytes())
+            .map_err(|e| self.err(&e))?
+            .is_some())
     }
 
     /// Removes every entry (the cache is about to be rebuilt).
@@ -209,7 +229,12 @@ impl Index {
     pub fn approximate_blobs(&self) -> u64 {
         self.cf(CF_BLOBS)
             .ok()
-            .and_then(|cf| self.db.property_int_value_cf(cf, "rocksdb.estimate-num-keys").ok().flatten())
+            .and_then(|cf| {
+                self.db
+                    .property_int_value_cf(cf, "rocksdb.estimate-num-keys")
+                    .ok()
+                    .flatten()
+            })
             .unwrap_or(0)
     }
 }
@@ -230,5 +255,8 @@ fn index_err(path: &Path, e: &rocksdb::Error) -> Error {
     if message.contains("lock") {
         message.push_str(" (is another amber process using this repository?)");
     }
-    Error::Index { path: path.to_path_buf(), message }
+    Error::Index {
+        path: path.to_path_buf(),
+        message,
+    }
 }

@@ -100,6 +100,11 @@ pub fn open_any(backend: &dyn Backend, vault: &VaultId, passphrase: &[u8]) -> Re
 pub fn slot_infos(backend: &dyn Backend) -> Result<Vec<KeySlotInfo>> {
     Ok(list_slots(backend)?
         .into_iter()
-        .map(|(id, s)| KeySlotInfo { id, label: s.label, created: s.created, kdf: s.kdf })
+        .map(|(id, s)| KeySlotInfo {
+            id,
+            label: s.label,
+            created: s.created,
+            kdf: s.kdf,
+        })
         .collect())
 }

@@ -50,7 +50,10 @@ pub fn sync_index(repo: &Repository) -> Result<SyncReport> {
     if index.packs()?.iter().any(|p| !in_store.contains(p)) {
         index.clear()?;
     }
-    let mut report = SyncReport { packs: packs.len() as u64, ..SyncReport::default() };
+    let mut report = SyncReport {
+        packs: packs.len() as u64,
+        ..SyncReport::default()
+    };
     load_segments(repo, &in_store, &mut report)?;
     read_unknown_packs(repo, packs, &mut report)?;
     Ok(report)
@@ -94,14 +97,23 @@ fn load_segments(repo: &Repository, in_store: &HashSet<PackId>, report: &mut Syn
 /// # Errors
 /// Store and corruption errors naming the segment.
 pub fn read_segment(repo: &Repository, id: SegmentId) -> Result<Vec<PackRecord>> {
-    let corrupt = |detail: String| Error::Corrupt { kind: "index segment", id: id.to_hex(), detail };
+    let corrupt = |detail: String| Error::Corrupt {
+        kind: "index segment",
+        id: id.to_hex(),
+        detail,
+    };
     let bytes = repo.backend().get(&segment_key(&id))?;
     if plain_hash(&bytes) != *id.hash() {
         return Err(corrupt("bytes do not hash to its name".into()));
     }
     let sealed = segment::unframe(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    let plain = blob::open_blob_unsized(&repo.keys().seal_key, BlobKind::IndexSegment, &pack::DIRECTORY_ID, sealed)
-        .map_err(|e| corrupt(e.to_string()))?;
+    let plain = blob::open_blob_unsized(
+        &repo.keys().seal_key,
+        BlobKind::IndexSegment,
+        &pack::DIRECTORY_ID,
+        sealed,
+    )
+    .map_err(|e| corrupt(e.to_string()))?;
     segment::decode(&plain).map_err(|e| corrupt(e.to_string()))
 }
 
@@ -110,13 +122,19 @@ pub fn read_segment(repo: &Repository, id: SegmentId) -> Result<Vec<PackRecord>>
 /// # Errors
 /// Store and corruption errors naming the pack.
 pub fn read_pack_record(repo: &Repository, id: PackId, kind: PackKind, size: u64) -> Result<PackRecord> {
-    let corrupt = |detail: String| Error::Corrupt { kind: "pack", id: id.to_hex(), detail };
+    let corrupt = |detail: String| Error::Corrupt {
+        kind: "pack",
+        id: id.to_hex(),
+        detail,
+    };
     let key = pack_key(kind, &id);
     let min = (pack::HEADER_LEN + pack::FOOTER_LEN) as u64;
     if size < min {
         return Err(corrupt(format!("only {size} bytes")));
     }
-    let footer = repo.backend().get_range(&key, size - pack::FOOTER_LEN as u64, pack::FOOTER_LEN as u64)?;
+    let footer = repo
+        .backend()
+        .get_range(&key, size - pack::FOOTER_LEN as u64, pack::FOOTER_LEN as u64)?;
     let dir_len = u64::from(pack::decode_footer(&footer).map_err(|e| corrupt(e.to_string()))?);
     let dir_at = (size - pack::FOOTER_LEN as u64)
         .checked_sub(dir_len)
@@ -124,7 +142,12 @@ pub fn read_pack_record(repo: &Repository, id: PackId, kind: PackKind, size: u64
         .ok_or_else(|| corrupt("directory length out of range".into()))?;
     let sealed = repo.backend().get_range(&key, dir_at, dir_len)?;
     let entries = pack::open_directory(&repo.keys().seal_key, id, &sealed, dir_at)?;
-    Ok(PackRecord { id, kind, len: size, entries })
+    Ok(PackRecord {
+        id,
+        kind,
+        len: size,
+        entries,
+    })
 }
 
 /// Throws the index away and rebuilds it from every pack's own directory, reading no
@@ -135,7 +158,10 @@ pub fn read_pack_record(repo: &Repository, id: PackId, kind: PackKind, size: u64
 pub fn rebuild_index(repo: &Repository) -> Result<SyncReport> {
     repo.index().clear()?;
     let packs = store_packs(repo)?;
-    let mut report = SyncReport { packs: packs.len() as u64, ..SyncReport::default() };
+    let mut report = SyncReport {
+        packs: packs.len() as u64,
+        ..SyncReport::default()
+    };
     read_unknown_packs(repo, packs, &mut report)?;
     Ok(report)
 }

@@ -70,7 +70,13 @@ impl BlobWriter {
             .name("amber-packer".into())
             .spawn(move || run_packer(&packer_repo, &rx, &packer_pending))
             .map_err(|e| Error::Pipeline(format!("cannot start the packer: {e}")))?;
-        Ok(BlobWriter { repo: repo.clone(), tx: Some(tx), packer: Some(packer), pending, counters: Counters::default() })
+        Ok(BlobWriter {
+            repo: repo.clone(),
+            tx: Some(tx),
+            packer: Some(packer),
+            pending,
+            counters: Counters::default(),
+        })
     }
 
     /// The repository written to.
@@ -80,7 +86,10 @@ impl BlobWriter {
 
     /// Claims `id` for this writer unless it is stored or already claimed.
     fn claim(&self, id: BlobId) -> Result<bool> {
-        let mut pending = self.pending.lock().map_err(|_| Error::Pipeline("pending set poisoned".into()))?;
+        let mut pending = self
+            .pending
+            .lock()
+            .map_err(|_| Error::Pipeline("pending set poisoned".into()))?;
         if pending.contains(&id) || self.repo.index().contains(&id)? {
             return Ok(false);
         }
@@ -100,12 +109,24 @@ impl BlobWriter {
         let level = Some(i32::from(self.repo.config().zstd_level));
         let sealed = blob::seal_blob(&self.repo.keys().seal_key, kind, id.hash(), plaintext, level)?;
         self.counters.blobs_new.fetch_add(1, Ordering::Relaxed);
-        self.counters.raw_new.fetch_add(plaintext.len() as u64, Ordering::Relaxed);
-        self.counters.bytes_new.fetch_add(sealed.len() as u64, Ordering::Relaxed);
+        self.counters
+            .raw_new
+            .fetch_add(plaintext.len() as u64, Ordering::Relaxed);
+        self.counters
+            .bytes_new
+            .fetch_add(sealed.len() as u64, Ordering::Relaxed);
         let raw_len = u32::try_from(plaintext.len()).map_err(|_| Error::InvalidArgument("blob over 4 GiB".into()))?;
-        let tx = self.tx.as_ref().ok_or_else(|| Error::Pipeline("writer already finished".into()))?;
-        tx.send(SealedBlob { id, kind, raw_len, sealed })
-            .map_err(|_| Error::Pipeline("the packer stopped; see the error that follows".into()))?;
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| Error::Pipeline("writer already finished".into()))?;
+        tx.send(SealedBlob {
+            id,
+            kind,
+            raw_len,
+            sealed,
+        })
+        .map_err(|_| Error::Pipeline("the packer stopped; see the error that follows".into()))?;
         Ok(true)
     }
 
@@ -114,7 +135,11 @@ impl BlobWriter {
     /// # Errors
     /// As [`BlobWriter::store`].
     pub fn store_meta(&self, kind: BlobKind, plaintext: &[u8]) -> Result<crate::id::Hash32> {
-        let id = self.repo.keys().id_key.hash(plaintext);
+        let key = self
+            .repo
+            .id_key(kind)
+            .ok_or_else(|| Error::InvalidArgument(format!("{} is not content-addressed", kind.name())))?;
+        let id = key.hash(plaintext);
         self.store(kind, BlobId::new(id), plaintext)?;
         Ok(id)
     }
@@ -138,12 +163,20 @@ impl BlobWriter {
         drop(self.tx.take());
         let records = self.join_packer()?;
         write_segment(&self.repo, &records)?;
-        Ok(WriteStats { packs: records.len() as u64, ..self.stats() })
+        Ok(WriteStats {
+            packs: records.len() as u64,
+            ..self.stats()
+        })
     }
 
     fn join_packer(&mut self) -> Result<Vec<PackRecord>> {
-        let handle = self.packer.take().ok_or_else(|| Error::Pipeline("packer already joined".into()))?;
-        handle.join().map_err(|_| Error::Pipeline("the packer thread panicked".into()))?
+        let handle = self
+            .packer
+            .take()
+            .ok_or_else(|| Error::Pipeline("packer already joined".into()))?;
+        handle
+            .join()
+            .map_err(|_| Error::Pipeline("the packer thread panicked".into()))?
     }
 }
 
@@ -164,8 +197,16 @@ struct OpenPack {
 
 fn run_packer(repo: &Repository, rx: &Receiver<SealedBlob>, pending: &Pending) -> Result<Vec<PackRecord>> {
     let cfg = repo.config();
-    let mut data = OpenPack { blobs: Vec::new(), bytes: 0, target: cfg.data_pack_target as usize };
-    let mut meta = OpenPack { blobs: Vec::new(), bytes: 0, target: cfg.meta_pack_target as usize };
+    let mut data = OpenPack {
+        blobs: Vec::new(),
+        bytes: 0,
+        target: cfg.data_pack_target as usize,
+    };
+    let mut meta = OpenPack {
+        blobs: Vec::new(),
+        bytes: 0,
+        target: cfg.meta_pack_target as usize,
+    };
     let mut records = Vec::new();
     for blob in rx {
         let kind = PackKind::for_blob(blob.kind);
@@ -190,10 +231,18 @@ fn flush(repo: &Repository, kind: PackKind, open: &mut OpenPack, pending: &Pendi
     open.bytes = 0;
     let seed = u64::from_le_bytes(random_array()?);
     let built = pack::build_pack(&repo.keys().seal_key, kind, blobs, seed)?;
-    repo.backend().put(&pack_key(kind, &built.id), &built.bytes, PutMode::CreateOnly)?;
-    let record = PackRecord { id: built.id, kind, len: built.bytes.len() as u64, entries: built.entries };
+    repo.backend()
+        .put(&pack_key(kind, &built.id), &built.bytes, PutMode::CreateOnly)?;
+    let record = PackRecord {
+        id: built.id,
+        kind,
+        len: built.bytes.len() as u64,
+        entries: built.entries,
+    };
     repo.index().add_pack(&record)?;
-    let mut set = pending.lock().map_err(|_| Error::Pipeline("pending set poisoned".into()))?;
+    let mut set = pending
+        .lock()
+        .map_err(|_| Error::Pipeline("pending set poisoned".into()))?;
     for e in &record.entries {
         set.remove(&e.id);
     }
@@ -205,7 +254,13 @@ fn write_segment(repo: &Repository, records: &[PackRecord]) -> Result<Option<Seg
         return Ok(None);
     }
     let plain = segment::encode(records);
-    let sealed = blob::seal_blob(&repo.keys().seal_key, BlobKind::IndexSegment, &DIRECTORY_ID, &plain, Some(3))?;
+    let sealed = blob::seal_blob(
+        &repo.keys().seal_key,
+        BlobKind::IndexSegment,
+        &DIRECTORY_ID,
+        &plain,
+        Some(3),
+    )?;
     let bytes = segment::frame(&sealed);
     let id = SegmentId::new(plain_hash(&bytes));
     repo.backend().put(&segment_key(&id), &bytes, PutMode::CreateOnly)?;

@@ -1,0 +1,35 @@
+//! Counters an operation updates as it goes, for a progress display.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Live counters, shared with whoever displays them.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Files done.
+    pub files: AtomicU64,
+    /// Bytes read (ingest) or written (restore).
+    pub bytes: AtomicU64,
+    /// Files that failed or were skipped.
+    pub errors: AtomicU64,
+}
+
+impl Progress {
+    pub(crate) fn add_file(&self, bytes: u64) {
+        self.files.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+    pub(crate) fn add_bytes(&self, bytes: u64) {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+    pub(crate) fn add_error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+    /// (files, bytes, errors) now.
+    pub fn snapshot(&self) -> (u64, u64, u64) {
+        (
+            self.files.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+        )
+    }
+}

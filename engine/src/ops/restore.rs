@@ -1,0 +1,352 @@
+//! Restore a tree snapshot to a directory.
+//!
+//! The walker creates directories, symlinks, special files and empty regular files in
+//! order (so hard links can be made at once), and hands each file's content to a bounded
+//! pool that reads, verifies and writes it, leaving all-zero chunks as holes. Directory
+//! metadata is applied last, deepest first, so writing inside does not disturb it.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+use crate::error::{Error, Result};
+use crate::format::tree::{Content, Entry, EntryKind};
+use crate::id::TreeId;
+use crate::ops::content::for_each_chunk;
+use crate::ops::fsmeta;
+use crate::ops::progress::Progress;
+use crate::ops::{default_threads, join_rel};
+use crate::repo::Repository;
+
+/// Files being written at once, per worker thread.
+pub const FILES_IN_FLIGHT_PER_THREAD: usize = 2;
+
+/// How to restore.
+#[derive(Clone, Debug, Default)]
+pub struct RestoreOptions {
+    /// Only paths matching one of these globs (relative to the snapshot root), and
+    /// everything below a matching directory. Empty: everything.
+    pub include: Vec<String>,
+    /// Worker threads (0: one per core).
+    pub threads: usize,
+    /// Live counters.
+    pub progress: Option<Arc<Progress>>,
+}
+
+/// One path that failed to restore.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathError {
+    /// Path relative to the snapshot root.
+    pub path: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// What a restore did.
+#[derive(Clone, Debug, Default)]
+pub struct RestoreReport {
+    /// Regular files restored.
+    pub files: u64,
+    /// Directories created.
+    pub dirs: u64,
+    /// Symlinks, hard links and special files created.
+    pub others: u64,
+    /// Content bytes written.
+    pub bytes: u64,
+    /// Paths that failed: their content could not be read or verified.
+    pub errors: Vec<PathError>,
+    /// Metadata that could not be applied (owner, xattrs on unsupporting file systems).
+    pub warnings: Vec<PathError>,
+}
+
+struct Shared {
+    repo: Repository,
+    pool: rayon::ThreadPool,
+    slots: (Sender<()>, Receiver<()>),
+    chown: bool,
+    progress: Arc<Progress>,
+    report: Mutex<RestoreReport>,
+}
+
+impl Shared {
+    fn with_report(&self, f: impl FnOnce(&mut RestoreReport)) {
+        if let Ok(mut r) = self.report.lock() {
+            f(&mut r);
+        }
+    }
+    fn error(&self, path: &str, message: String) {
+        self.progress.add_error();
+        self.with_report(|r| {
+            r.errors.push(PathError {
+                path: path.into(),
+                message,
+            })
+        });
+    }
+    fn warn(&self, path: &str, warnings: Vec<String>) {
+        if !warnings.is_empty() {
+            self.with_report(|r| {
+                r.warnings.extend(warnings.into_iter().map(|message| PathError {
+                    path: path.into(),
+                    message,
+                }));
+            });
+        }
+    }
+}
+
+struct Walk {
+    include: Option<GlobSet>,
+    /// (device, inode) of multiply-linked files → the path restored first.
+    links: HashMap<(u64, u64), PathBuf>,
+    /// Directories created, in creation order, with their entries.
+    dirs: Vec<(PathBuf, String, Entry)>,
+}
+
+/// Restores the tree `root` into `dest` (created if missing). Failures of single paths
+/// are collected in the report and do not stop the restore.
+///
+/// # Errors
+/// [`Error::Io`] when `dest` cannot be created; [`Error::InvalidArgument`] for a bad glob;
+/// errors reading the root tree.
+pub fn restore_tree(repo: &Repository, root: TreeId, dest: &Path, opts: &RestoreOptions) -> Result<RestoreReport> {
+    fs::create_dir_all(dest).map_err(|e| Error::io(dest, e))?;
+    let threads = if opts.threads == 0 {
+        default_threads()
+    } else {
+        opts.threads
+    };
+    let shared = Arc::new(Shared {
+        repo: repo.clone(),
+        pool: rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("amber-restore-{i}"))
+            .build()
+            .map_err(|e| Error::Pipeline(e.to_string()))?,
+        slots: bounded(threads * FILES_IN_FLIGHT_PER_THREAD),
+        chown: fsmeta::can_chown(),
+        progress: opts.progress.clone().unwrap_or_default(),
+        report: Mutex::default(),
+    });
+    let mut walk = Walk {
+        include: build_globs(&opts.include)?,
+        links: HashMap::new(),
+        dirs: Vec::new(),
+    };
+    let node = repo.load_tree(root)?;
+    let everything = walk.include.is_none();
+    restore_dir(&shared, &mut walk, node.entries(), dest, "", everything)?;
+    // Wait for every file job: each holds a slot until it is done.
+    for _ in 0..threads * FILES_IN_FLIGHT_PER_THREAD {
+        shared
+            .slots
+            .0
+            .send(())
+            .map_err(|_| Error::Pipeline("job slots closed".into()))?;
+    }
+    for (path, rel, entry) in walk.dirs.iter().rev() {
+        shared.warn(rel, fsmeta::apply(path, entry, shared.chown));
+    }
+    let report = shared
+        .report
+        .lock()
+        .map(|r| r.clone())
+        .map_err(|_| Error::Pipeline("report poisoned".into()))?;
+    Ok(report)
+}
+
+fn build_globs(patterns: &[String]) -> Result<Option<GlobSet>> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        let p = p.trim_start_matches('/');
+        b.add(Glob::new(p).map_err(|e| Error::InvalidArgument(format!("bad --include {p:?}: {e}")))?);
+    }
+    b.build().map(Some).map_err(|e| Error::InvalidArgument(e.to_string()))
+}
+
+fn restore_dir(
+    shared: &Arc<Shared>,
+    walk: &mut Walk,
+    entries: &[Entry],
+    dir: &Path,
+    rel: &str,
+    selected: bool,
+) -> Result<()> {
+    for entry in entries {
+        let path = dir.join(std::ffi::OsStr::from_bytes(&entry.name));
+        let child_rel = join_rel(rel, &entry.name);
+        let chosen = selected || walk.include.as_ref().is_some_and(|g| g.is_match(&child_rel));
+        if entry.kind == EntryKind::Dir {
+            restore_subdir(shared, walk, entry, &path, &child_rel, chosen)?;
+        } else if chosen && let Err(e) = restore_leaf(shared, walk, entry, &path, &child_rel) {
+            shared.error(&child_rel, e.to_string());
+        }
+    }
+    Ok(())
+}
+
+fn restore_subdir(
+    shared: &Arc<Shared>,
+    walk: &mut Walk,
+    entry: &Entry,
+    path: &Path,
+    rel: &str,
+    chosen: bool,
+) -> Result<()> {
+    let Content::Tree(id) = entry.content else {
+        shared.error(rel, "directory without a tree".into());
+        return Ok(());
+    };
+    let node = match shared.repo.load_tree(id) {
+        Ok(n) => n,
+        Err(e) => {
+            shared.error(rel, format!("cannot read directory: {e}"));
+            return Ok(());
+        }
+    };
+    if chosen {
+        if let Err(e) = create_dir(path) {
+            shared.error(rel, e.to_string());
+            return Ok(());
+        }
+        shared.with_report(|r| r.dirs += 1);
+        walk.dirs.push((path.to_path_buf(), rel.to_string(), entry.clone()));
+    }
+    restore_dir(shared, walk, node.entries(), path, rel, chosen)
+}
+
+fn create_dir(path: &Path) -> std::io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => {
+            fs::remove_file(path)?;
+            fs::create_dir(path)
+        }
+        Err(_) => fs::create_dir_all(path),
+    }
+}
+
+/// Removes whatever non-directory sits at `path`, so nothing is written through a symlink.
+fn clear_path(path: &Path) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(_) => Ok(()),
+    }
+}
+
+fn restore_leaf(shared: &Arc<Shared>, walk: &mut Walk, entry: &Entry, path: &Path, rel: &str) -> Result<()> {
+    clear_path(path).map_err(|e| Error::io(path, e))?;
+    let link_key = (entry.kind == EntryKind::File && entry.nlink > 1).then_some((entry.device, entry.inode));
+    if let Some(first) = link_key.and_then(|k| walk.links.get(&k)) {
+        fs::hard_link(first, path).map_err(|e| Error::io(path, e))?;
+        shared.with_report(|r| r.others += 1);
+        return Ok(());
+    }
+    match entry.kind {
+        EntryKind::File => {
+            File::create_new(path).map_err(|e| Error::io(path, e))?;
+            if let Some(k) = link_key {
+                walk.links.insert(k, path.to_path_buf());
+            }
+            spawn_file_job(shared, entry.clone(), path.to_path_buf(), rel.to_string())
+        }
+        EntryKind::Symlink => {
+            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&entry.link_target), path)
+                .map_err(|e| Error::io(path, e))?;
+            finish_other(shared, entry, path, rel);
+            Ok(())
+        }
+        EntryKind::Fifo | EntryKind::CharDevice | EntryKind::BlockDevice => {
+            make_node(entry, path).map_err(|e| Error::io(path, e))?;
+            finish_other(shared, entry, path, rel);
+            Ok(())
+        }
+        EntryKind::Socket | EntryKind::Dir => Ok(()),
+    }
+}
+
+fn finish_other(shared: &Shared, entry: &Entry, path: &Path, rel: &str) {
+    shared.warn(rel, fsmeta::apply(path, entry, shared.chown));
+    shared.with_report(|r| r.others += 1);
+}
+
+fn make_node(entry: &Entry, path: &Path) -> std::io::Result<()> {
+    use nix::sys::stat::{Mode, SFlag, mknod};
+    let kind = match entry.kind {
+        EntryKind::Fifo => SFlag::S_IFIFO,
+        EntryKind::CharDevice => SFlag::S_IFCHR,
+        _ => SFlag::S_IFBLK,
+    };
+    let mode = Mode::from_bits_truncate(entry.mode & 0o777);
+    mknod(path, kind, mode, entry.rdev).map_err(std::io::Error::from)
+}
+
+fn spawn_file_job(shared: &Arc<Shared>, entry: Entry, path: PathBuf, rel: String) -> Result<()> {
+    shared
+        .slots
+        .0
+        .send(())
+        .map_err(|_| Error::Pipeline("job slots closed".into()))?;
+    let job = shared.clone();
+    shared.pool.spawn(move || {
+        match write_file(&job, &entry, &path) {
+            Ok(bytes) => {
+                job.warn(&rel, fsmeta::apply(&path, &entry, job.chown));
+                job.progress.add_file(0);
+                job.with_report(|r| {
+                    r.files += 1;
+                    r.bytes += bytes;
+                });
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&path);
+                job.error(&rel, e.to_string());
+            }
+        }
+        let _ = job.slots.1.recv();
+    });
+    Ok(())
+}
+
+/// Writes a file's content, verifying every chunk, leaving all-zero chunks as holes.
+fn write_file(shared: &Shared, entry: &Entry, path: &Path) -> Result<u64> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    let mut written = 0u64;
+    for_each_chunk(&shared.repo, &entry.content, &mut |c| {
+        let data = shared.repo.read_chunk(c.id)?;
+        if data.iter().all(|&b| b == 0) {
+            file.seek(SeekFrom::Current(i64::from(c.len)))
+                .map_err(|e| Error::io(path, e))?;
+        } else {
+            file.write_all(&data).map_err(|e| Error::io(path, e))?;
+        }
+        written += u64::from(c.len);
+        shared.progress.add_bytes(u64::from(c.len));
+        Ok(())
+    })?;
+    if written != entry.size {
+        return Err(Error::Corrupt {
+            kind: "file content",
+            id: String::new(),
+            detail: format!("chunks hold {written} bytes, the entry says {}", entry.size),
+        });
+    }
+    file.set_len(written).map_err(|e| Error::io(path, e))?;
+    Ok(written)
+}

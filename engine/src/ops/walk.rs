@@ -1,0 +1,48 @@
+//! Walking a snapshot's tree (for `ls`).
+
+use crate::error::{Error, Result};
+use crate::format::tree::{Content, Entry, EntryKind};
+use crate::id::TreeId;
+use crate::ops::join_rel;
+use crate::repo::Repository;
+
+/// Finds the tree node at `subpath` (`a/b/c`, empty for the root).
+///
+/// # Errors
+/// [`Error::NoSuchPath`] when a component is missing or not a directory.
+pub fn find_dir(repo: &Repository, root: TreeId, subpath: &str) -> Result<TreeId> {
+    let mut id = root;
+    for part in subpath.split('/').filter(|p| !p.is_empty() && *p != ".") {
+        let node = repo.load_tree(id)?;
+        match node.get(part.as_bytes()) {
+            Some(Entry {
+                kind: EntryKind::Dir,
+                content: Content::Tree(sub),
+                ..
+            }) => id = *sub,
+            _ => return Err(Error::NoSuchPath(subpath.to_string())),
+        }
+    }
+    Ok(id)
+}
+
+/// Visits every entry below `tree` depth-first, in name order, with its path.
+///
+/// # Errors
+/// Errors loading nodes, or what `visit` returns.
+pub fn walk(
+    repo: &Repository,
+    tree: TreeId,
+    prefix: &str,
+    visit: &mut dyn FnMut(&str, &Entry) -> Result<()>,
+) -> Result<()> {
+    let node = repo.load_tree(tree)?;
+    for e in node.entries() {
+        let path = join_rel(prefix, &e.name);
+        visit(&path, e)?;
+        if let Content::Tree(sub) = e.content {
+            walk(repo, sub, &path, visit)?;
+        }
+    }
+    Ok(())
+}

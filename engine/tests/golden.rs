@@ -1,0 +1,721 @@
+//! Golden vectors of format v1.
+//!
+//! Every stored object is built here from fixed inputs (master key, vault id, nonces,
+//! shuffle seed, Argon2 parameters) and compared byte for byte with the hex files in
+//! `format-spec/vectors/`; then the stored bytes are decoded back and checked against the
+//! structs they were made from. `format-spec/vectors/README.md` lists the inputs.
+//!
+//! `AMBER_BLESS=1 cargo test -p amber-engine --test golden` rewrites the files instead of
+//! comparing. Without it a missing file is a failure, never a silent pass.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use amber_engine::chunker::{ChunkerParams, chunk_all};
+use amber_engine::crypto::{KdfParams, MasterKey, SealKey, VaultKeys, derive_kek};
+use amber_engine::format::blob::{self, BlobKind};
+use amber_engine::format::chunklist::{self, ListBuilder, ListEntry, ListNode};
+use amber_engine::format::config::{self, VaultConfig};
+use amber_engine::format::keyslot::{self, KeySlot};
+use amber_engine::format::pack::{self, BuiltPack, DIRECTORY_ID, PackKind, SealedBlob};
+use amber_engine::format::segment::{self, PackRecord};
+use amber_engine::format::snapshot::{self, Snapshot, SnapshotStats, SourceKind};
+use amber_engine::format::tree::{ChunkRef, Content, Entry, EntryKind, Timestamp, TreeNode};
+use amber_engine::hash::plain_hash;
+use amber_engine::id::{BlobId, ChunkId, Hash32, KeySlotId, ListId, SegmentId, SnapshotId, TreeId, VaultId};
+use amber_engine::repo::layout;
+
+// ---------------------------------------------------------------------------------------
+// Fixed inputs (mirrored in format-spec/vectors/README.md).
+// ---------------------------------------------------------------------------------------
+
+/// Master key: bytes 0x00, 0x01, ..., 0x1f.
+fn master_bytes() -> [u8; 32] {
+    std::array::from_fn(|i| i as u8)
+}
+/// Vault id: 32 × 0xa5.
+fn vault_id() -> VaultId {
+    config::fixed_vault_id(0xa5)
+}
+/// Every nonce is twelve copies of one byte; each object has its own byte.
+const fn nonce(byte: u8) -> [u8; 12] {
+    [byte; 12]
+}
+const NONCE_BLOB_COMPRESSIBLE: u8 = 0x01;
+const NONCE_BLOB_INCOMPRESSIBLE: u8 = 0x02;
+const NONCE_BLOB_SMALL: u8 = 0x03;
+const NONCE_PACK_DIRECTORY: u8 = 0x04;
+const NONCE_SNAPSHOT: u8 = 0x05;
+const NONCE_SEGMENT: u8 = 0x06;
+const NONCE_KEYSLOT: u8 = 0x07;
+
+const CREATED: i64 = 1_700_000_000;
+const PACK_SHUFFLE_SEED: u64 = 0x5eed_0000_0000_0001;
+const ID_HASH_INPUT: &[u8] = b"amber golden vector";
+const ZSTD_LEVEL: i32 = 3;
+const CHUNKER_INPUT_LEN: usize = 3_000_000;
+const CHUNKER_INPUT_SEED: u64 = 0x0123_4567_89ab_cdef;
+const PASSPHRASE: &[u8] = b"correct horse battery staple";
+
+/// xorshift64 bytes: `x ^= x << 13; x ^= x >> 7; x ^= x << 17; byte = (x >> 24) as u8`,
+/// starting from `seed | 1`.
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn keys() -> VaultKeys {
+    MasterKey::from_bytes(master_bytes()).subkeys(&vault_id()).unwrap()
+}
+
+fn compressible_chunk() -> Vec<u8> {
+    b"Amber golden vector: a compressible chunk.\n".repeat(100)
+}
+fn incompressible_chunk() -> Vec<u8> {
+    pseudo_random(256, 7)
+}
+fn small_chunk() -> Vec<u8> {
+    b"hello, amber\n".to_vec()
+}
+
+// ---------------------------------------------------------------------------------------
+// Vector files.
+// ---------------------------------------------------------------------------------------
+
+/// Every vector file the tests read; the directory must hold exactly these.
+const ALL_VECTORS: &[&str] = &[
+    "subkey-id-hash",
+    "subkey-chunker-seed",
+    "subkey-config-mac",
+    "config",
+    "keyslot",
+    "blob-compressible",
+    "blob-incompressible",
+    "pack",
+    "tree",
+    "chunklist",
+    "snapshot-plain",
+    "snapshot-file",
+    "segment-plain",
+    "segment",
+    "chunker-lengths",
+];
+
+fn vectors_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../format-spec/vectors")
+}
+
+fn blessing() -> bool {
+    std::env::var("AMBER_BLESS").is_ok_and(|v| v == "1")
+}
+
+/// Lower-case hex, 64 digits (32 bytes) per line, final newline.
+fn to_hex_lines(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2 + bytes.len() / 32 + 1);
+    for line in bytes.chunks(32) {
+        out.push_str(&hex::encode(line));
+        out.push('\n');
+    }
+    out
+}
+
+/// The vectors one test reads. A stored vector that differs from the freshly computed
+/// bytes is remembered, and the stored bytes are still handed out, so the decode checks
+/// that follow show whether old objects still read; the difference fails the test when
+/// the `Vectors` is dropped.
+#[derive(Default)]
+struct Vectors {
+    differences: Vec<String>,
+}
+
+impl Vectors {
+    /// Compares `fresh` with `format-spec/vectors/<name>.hex` (or writes it when blessing)
+    /// and returns the stored bytes, which the caller then decodes.
+    fn golden(&mut self, name: &str, fresh: &[u8]) -> Vec<u8> {
+        assert!(ALL_VECTORS.contains(&name), "{name} is missing from ALL_VECTORS");
+        let path = vectors_dir().join(format!("{name}.hex"));
+        if blessing() {
+            std::fs::create_dir_all(vectors_dir()).unwrap();
+            std::fs::write(&path, to_hex_lines(fresh)).unwrap();
+            return fresh.to_vec();
+        }
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "golden vector {} cannot be read ({e}); regenerate with \
+                 AMBER_BLESS=1 cargo test -p amber-engine --test golden",
+                path.display()
+            )
+        });
+        let digits: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        let stored = hex::decode(&digits).unwrap_or_else(|e| panic!("{} is not hex: {e}", path.display()));
+        if stored != fresh {
+            let at = stored
+                .iter()
+                .zip(fresh)
+                .position(|(a, b)| a != b)
+                .unwrap_or(stored.len().min(fresh.len()));
+            self.differences.push(format!(
+                "{name}: {} differs from the computed bytes at byte {at} (stored {} bytes, computed {})",
+                path.display(),
+                stored.len(),
+                fresh.len()
+            ));
+        }
+        stored
+    }
+}
+
+impl Drop for Vectors {
+    fn drop(&mut self) {
+        if self.differences.is_empty() {
+            return;
+        }
+        let list = self.differences.join("\n  ");
+        if std::thread::panicking() {
+            eprintln!("also, the encoding changed:\n  {list}");
+        } else {
+            panic!(
+                "format change; the stored vectors still decode, but the encoding is different:\n  {list}\n\
+                 If intended, bless the vectors (AMBER_BLESS=1) and say why; bump the object's \
+                 version if old objects could no longer be read."
+            );
+        }
+    }
+}
+
+fn u32s_le(bytes: &[u8]) -> Vec<u32> {
+    assert_eq!(bytes.len() % 4, 0);
+    bytes
+        .chunks(4)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Object builders shared by several tests.
+// ---------------------------------------------------------------------------------------
+
+fn chunk_blob(keys: &VaultKeys, plain: &[u8], nonce_byte: u8) -> SealedBlob {
+    let id = keys.id_key.hash(plain);
+    let sealed = blob::seal_blob_with_nonce(
+        &keys.seal_key,
+        nonce(nonce_byte),
+        BlobKind::Chunk,
+        &id,
+        plain,
+        Some(ZSTD_LEVEL),
+    )
+    .unwrap();
+    SealedBlob {
+        id: BlobId::new(id),
+        kind: BlobKind::Chunk,
+        raw_len: plain.len() as u32,
+        sealed,
+    }
+}
+
+fn golden_pack(keys: &VaultKeys) -> BuiltPack {
+    let blobs = vec![
+        chunk_blob(keys, &compressible_chunk(), NONCE_BLOB_COMPRESSIBLE),
+        chunk_blob(keys, &incompressible_chunk(), NONCE_BLOB_INCOMPRESSIBLE),
+        chunk_blob(keys, &small_chunk(), NONCE_BLOB_SMALL),
+    ];
+    pack::build_pack_with_nonce(
+        &keys.seal_key,
+        PackKind::Data,
+        blobs,
+        PACK_SHUFFLE_SEED,
+        nonce(NONCE_PACK_DIRECTORY),
+    )
+    .unwrap()
+}
+
+fn chunk_ref(keys: &VaultKeys, plain: &[u8]) -> ChunkRef {
+    ChunkRef {
+        id: ChunkId::new(keys.id_key.hash(plain)),
+        len: plain.len() as u32,
+    }
+}
+
+fn empty_tree_id(keys: &VaultKeys) -> TreeId {
+    TreeId::new(keys.id_key.hash(&TreeNode::new(Vec::new()).unwrap().encode()))
+}
+
+/// A directory with a file (two inline chunks, one xattr), a subdirectory and a symlink,
+/// given out of order so that the node has to sort them.
+fn golden_tree(keys: &VaultKeys) -> TreeNode {
+    let mut link = Entry::new(b"latest".to_vec(), EntryKind::Symlink);
+    link.mode = 0o777;
+    link.uid = 1000;
+    link.gid = 100;
+    link.user = b"jovyan".to_vec();
+    link.group = b"users".to_vec();
+    link.mtime = Timestamp {
+        sec: 1_700_000_300,
+        nsec: 0,
+    };
+    link.ctime = Timestamp {
+        sec: 1_700_000_300,
+        nsec: 1,
+    };
+    link.inode = 44;
+    link.device = 0x803;
+    link.size = 13;
+    link.link_target = b"results/run-7".to_vec();
+
+    let mut dir = Entry::new(b"results".to_vec(), EntryKind::Dir);
+    dir.mode = 0o2775;
+    dir.uid = 1000;
+    dir.gid = 100;
+    dir.user = b"jovyan".to_vec();
+    dir.group = b"users".to_vec();
+    dir.mtime = Timestamp {
+        sec: 1_700_000_200,
+        nsec: 999_999_999,
+    };
+    dir.ctime = Timestamp {
+        sec: 1_700_000_201,
+        nsec: 2,
+    };
+    dir.inode = 43;
+    dir.device = 0x803;
+    dir.nlink = 2;
+    dir.size = 4096;
+    dir.content = Content::Tree(empty_tree_id(keys));
+
+    let a = compressible_chunk();
+    let b = incompressible_chunk();
+    let mut file = Entry::new(b"data.bin".to_vec(), EntryKind::File);
+    file.mode = 0o644;
+    file.uid = 1000;
+    file.gid = 100;
+    file.user = b"jovyan".to_vec();
+    file.group = b"users".to_vec();
+    file.mtime = Timestamp {
+        sec: 1_700_000_100,
+        nsec: 123_456_789,
+    };
+    file.ctime = Timestamp {
+        sec: 1_700_000_101,
+        nsec: 3,
+    };
+    file.inode = 42;
+    file.device = 0x803;
+    file.size = (a.len() + b.len()) as u64;
+    file.xattrs = vec![(b"user.comment".to_vec(), b"golden".to_vec())];
+    file.content = Content::Inline(vec![chunk_ref(keys, &a), chunk_ref(keys, &b)]);
+
+    TreeNode::new(vec![link, dir, file]).unwrap()
+}
+
+fn golden_snapshot(keys: &VaultKeys) -> Snapshot {
+    let a = compressible_chunk().len() as u64;
+    let b = incompressible_chunk().len() as u64;
+    Snapshot {
+        source: SourceKind::Tree,
+        root: keys.id_key.hash(&golden_tree(keys).encode()),
+        parent: Some(SnapshotId::new(Hash32::from_bytes([0x5a; 32]))),
+        time_ns: 1_790_000_000_123_456_789,
+        environment: "genomics-lab/jupyter-3".into(),
+        lab: "genomics".into(),
+        researcher: "ada".into(),
+        hostname: "node-7".into(),
+        source_path: "/home/jovyan".into(),
+        tags: vec!["golden".into(), "nightly".into()],
+        metadata: vec![
+            ("experiment".into(), "E-42".into()),
+            ("funding".into(), "ERC-1234".into()),
+        ],
+        stats: SnapshotStats {
+            files: 1,
+            dirs: 2,
+            bytes: a + b,
+            bytes_new: 700,
+            blobs_new: 4,
+        },
+        skipped: 1,
+        skipped_paths: vec!["secret.txt".into()],
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn subkeys() {
+    let mut v = Vectors::default();
+    let keys = keys();
+    let id_hash = v.golden("subkey-id-hash", keys.id_key.hash(ID_HASH_INPUT).as_bytes());
+    assert_eq!(Hash32::from_slice(&id_hash).unwrap(), keys.id_key.hash(ID_HASH_INPUT));
+
+    let seed = v.golden("subkey-chunker-seed", &keys.chunker_seed.to_le_bytes());
+    assert_eq!(u64::from_le_bytes(seed.try_into().unwrap()), keys.chunker_seed);
+
+    let mac_key = v.golden("subkey-config-mac", &keys.config_mac);
+    assert_eq!(mac_key, keys.config_mac);
+
+    // Each label gives its own key, and another vault id gives other keys.
+    let other = MasterKey::from_bytes(master_bytes())
+        .subkeys(&config::fixed_vault_id(0x5a))
+        .unwrap();
+    assert_ne!(other.config_mac, keys.config_mac);
+    assert_ne!(other.chunker_seed, keys.chunker_seed);
+    assert_ne!(other.id_key.hash(ID_HASH_INPUT), keys.id_key.hash(ID_HASH_INPUT));
+    assert_ne!(keys.id_key.hash(ID_HASH_INPUT).as_bytes(), &keys.config_mac);
+}
+
+#[test]
+fn config() {
+    let mut v = Vectors::default();
+    let keys = keys();
+    let expected = VaultConfig::new(vault_id(), CREATED);
+    let stored = v.golden("config", &expected.encode(&keys.config_mac));
+    assert_eq!(stored.len(), config::CONFIG_LEN);
+    assert_eq!(layout::CONFIG_KEY, "config");
+    assert_eq!(&stored[..8], config::CONFIG_MAGIC);
+    assert_eq!(
+        &stored[80..],
+        blake3::keyed_hash(&keys.config_mac, &stored[..80]).as_bytes()
+    );
+    let (decoded, mac) = VaultConfig::decode(&stored).unwrap();
+    assert_eq!(decoded, expected);
+    assert_eq!(decoded.chunker, ChunkerParams::DEFAULT);
+    assert!(decoded.verify(&mac, &keys.config_mac));
+    assert!(!decoded.verify(&mac, &[0u8; 32]));
+}
+
+#[test]
+fn keyslot() {
+    let mut v = Vectors::default();
+    let kdf = KdfParams {
+        memory_kib: KdfParams::MIN_MEMORY_KIB,
+        iterations: 1,
+        parallelism: 1,
+    };
+    let salt: [u8; 16] = std::array::from_fn(|i| 0xf0 | i as u8);
+    let slot_id = KeySlotId::new(Hash32::from_bytes([0x6b; 32]));
+    let mut expected = KeySlot {
+        kdf,
+        salt,
+        created: CREATED,
+        label: "ada@node-7".into(),
+        wrapped: Vec::new(),
+    };
+    let kek = SealKey::new(&derive_kek(PASSPHRASE, &salt, kdf).unwrap()).unwrap();
+    let aad = expected.aad(&vault_id(), &slot_id);
+    expected.wrapped = kek
+        .seal_with_nonce(nonce(NONCE_KEYSLOT), &aad, master_bytes().to_vec())
+        .unwrap();
+
+    let stored = v.golden("keyslot", &expected.encode());
+    assert_eq!(&stored[..8], keyslot::KEYSLOT_MAGIC);
+    assert_eq!(layout::keyslot_key(&slot_id), format!("keys/{}", slot_id.to_hex()));
+    let decoded = KeySlot::decode(&stored).unwrap();
+    assert_eq!(decoded, expected);
+    assert_eq!(decoded.wrapped.len(), keyslot::WRAPPED_LEN);
+    assert_eq!(&decoded.wrapped[..12], &nonce(NONCE_KEYSLOT));
+
+    let kek = SealKey::new(&derive_kek(PASSPHRASE, &decoded.salt, decoded.kdf).unwrap()).unwrap();
+    let opened = kek
+        .open(&decoded.aad(&vault_id(), &slot_id), &decoded.wrapped, String::new)
+        .unwrap();
+    assert_eq!(opened, master_bytes());
+    // The associated data binds the vault and the slot id.
+    let other_slot = KeySlotId::new(Hash32::from_bytes([0x6c; 32]));
+    assert!(
+        kek.open(&decoded.aad(&vault_id(), &other_slot), &decoded.wrapped, String::new)
+            .is_err()
+    );
+    let other_vault = config::fixed_vault_id(0x5a);
+    assert!(
+        kek.open(&decoded.aad(&other_vault, &slot_id), &decoded.wrapped, String::new)
+            .is_err()
+    );
+}
+
+#[test]
+fn blobs() {
+    let mut v = Vectors::default();
+    let keys = keys();
+    for (name, plain, nonce_byte, compressed) in [
+        ("blob-compressible", compressible_chunk(), NONCE_BLOB_COMPRESSIBLE, true),
+        (
+            "blob-incompressible",
+            incompressible_chunk(),
+            NONCE_BLOB_INCOMPRESSIBLE,
+            false,
+        ),
+    ] {
+        let fresh = chunk_blob(&keys, &plain, nonce_byte);
+        let stored = v.golden(name, &fresh.sealed);
+        let id = keys.id_key.hash(&plain);
+        assert_eq!(&stored[..12], &nonce(nonce_byte), "{name}: nonce first");
+        if compressed {
+            assert!(stored.len() < plain.len() / 4, "{name}: stored compressed");
+        } else {
+            assert_eq!(stored.len(), 12 + 1 + plain.len() + 16, "{name}: stored raw");
+        }
+        let opened = blob::open_blob(&keys.seal_key, BlobKind::Chunk, &id, &stored, plain.len()).unwrap();
+        assert_eq!(opened, plain, "{name}");
+        assert_eq!(keys.id_key.hash(&opened), id, "{name}");
+        // Kind and id are associated data: the blob opens as nothing else.
+        assert!(blob::open_blob(&keys.seal_key, BlobKind::Tree, &id, &stored, plain.len()).is_err());
+        assert!(blob::open_blob(&keys.seal_key, BlobKind::Chunk, &DIRECTORY_ID, &stored, plain.len()).is_err());
+    }
+    let aad = blob::blob_aad(BlobKind::Tree, &Hash32::from_bytes([0xee; 32]));
+    assert_eq!(&aad[..13], b"amber blob v1");
+    assert_eq!(aad[13], 2);
+    assert_eq!(&aad[14..], &[0xee; 32]);
+}
+
+#[test]
+fn pack() {
+    let mut v = Vectors::default();
+    let keys = keys();
+    let built = golden_pack(&keys);
+    let stored = v.golden("pack", &built.bytes);
+    assert_eq!(
+        plain_hash(&stored),
+        *built.id.hash(),
+        "pack id is plain BLAKE3 of its bytes"
+    );
+    let hex = built.id.to_hex();
+    assert_eq!(
+        layout::pack_key(PackKind::Data, &built.id),
+        format!("data/{}/{hex}", &hex[..2])
+    );
+    assert_eq!(
+        layout::pack_key(PackKind::Meta, &built.id),
+        format!("meta/{}/{hex}", &hex[..2])
+    );
+    assert_eq!(
+        pack::decode_header(&stored[..pack::HEADER_LEN]).unwrap(),
+        PackKind::Data
+    );
+    let dir_len = pack::decode_footer(&stored[stored.len() - pack::FOOTER_LEN..]).unwrap() as usize;
+    // The directory holds 1 version byte, a u32 count and 45 bytes per entry, sealed raw.
+    assert_eq!(dir_len, 12 + 1 + (1 + 4 + 3 * pack::ENTRY_LEN) + 16);
+
+    let (kind, entries) = pack::read_directory(&keys.seal_key, built.id, &stored).unwrap();
+    assert_eq!(kind, PackKind::Data);
+    assert_eq!(entries, built.entries);
+    assert_eq!(entries.len(), 3);
+    assert_eq!(entries[0].offset as usize, pack::HEADER_LEN);
+    for pair in entries.windows(2) {
+        assert_eq!(
+            pair[0].offset + pair[0].sealed_len,
+            pair[1].offset,
+            "blobs are back to back"
+        );
+    }
+    let last = entries.last().unwrap();
+    assert_eq!(
+        (last.offset + last.sealed_len) as usize,
+        stored.len() - pack::FOOTER_LEN - dir_len
+    );
+
+    let plains = [compressible_chunk(), incompressible_chunk(), small_chunk()];
+    let mut seen = BTreeSet::new();
+    for e in &entries {
+        assert_eq!(e.kind, BlobKind::Chunk);
+        let sealed = &stored[e.offset as usize..(e.offset + e.sealed_len) as usize];
+        let plain = blob::open_blob(&keys.seal_key, e.kind, e.id.hash(), sealed, e.raw_len as usize).unwrap();
+        assert_eq!(keys.id_key.hash(&plain), *e.id.hash());
+        seen.insert(plains.iter().position(|p| *p == plain).unwrap());
+    }
+    assert_eq!(seen.len(), 3, "every input blob is in the pack once");
+}
+
+#[test]
+fn tree() {
+    let mut v = Vectors::default();
+    let keys = keys();
+    let node = golden_tree(&keys);
+    let stored = v.golden("tree", &node.encode());
+    let decoded = TreeNode::decode(&stored).unwrap();
+    assert_eq!(decoded, node);
+    let names: Vec<&[u8]> = decoded.entries().iter().map(|e| e.name.as_slice()).collect();
+    assert_eq!(
+        names,
+        [&b"data.bin"[..], b"latest", b"results"],
+        "entries sorted by name bytes"
+    );
+    assert_eq!(
+        decoded.get(b"results").unwrap().content,
+        Content::Tree(empty_tree_id(&keys))
+    );
+    let file = decoded.get(b"data.bin").unwrap();
+    let Content::Inline(chunks) = &file.content else {
+        panic!("inline chunks expected")
+    };
+    assert_eq!(chunks.iter().map(|c| u64::from(c.len)).sum::<u64>(), file.size);
+    assert_eq!(decoded.get(b"latest").unwrap().link_target, b"results/run-7");
+    assert_eq!(
+        TreeNode::new(Vec::new()).unwrap().encode(),
+        [1, 0, 0, 0, 0],
+        "an empty directory"
+    );
+}
+
+#[test]
+fn chunklist() {
+    let mut v = Vectors::default();
+    let keys = keys();
+    // Chunk ids of 1 MiB + i byte chunks, up to and including the first one that ends a node.
+    let mut refs = Vec::new();
+    for i in 0u32.. {
+        let id = keys.id_key.hash_parts(&[b"chunk list vector", &i.to_le_bytes()]);
+        refs.push(ChunkRef {
+            id: ChunkId::new(id),
+            len: (1 << 20) + i,
+        });
+        if chunklist::is_boundary(&id) {
+            break;
+        }
+    }
+    let expected = ListNode {
+        level: 0,
+        entries: refs
+            .iter()
+            .map(|r| ListEntry {
+                id: *r.id.hash(),
+                len: u64::from(r.len),
+            })
+            .collect(),
+    };
+
+    // The builder emits exactly this node and makes it the root of height 0.
+    let mut emitted = Vec::new();
+    let mut builder = ListBuilder::new(|node: &ListNode| -> Result<ListId, ()> {
+        emitted.push(node.clone());
+        Ok(ListId::new(keys.id_key.hash(&node.encode())))
+    });
+    for r in &refs {
+        builder.push(*r).unwrap();
+    }
+    let content = builder.finish().unwrap();
+    assert_eq!(emitted, std::slice::from_ref(&expected));
+    let root = ListId::new(keys.id_key.hash(&expected.encode()));
+    assert_eq!(content, Content::List { root, height: 0 });
+
+    let stored = v.golden("chunklist", &expected.encode());
+    let decoded = ListNode::decode(&stored).unwrap();
+    assert_eq!(decoded, expected);
+    let (last, rest) = decoded.entries.split_last().unwrap();
+    assert!(chunklist::is_boundary(&last.id));
+    assert!(rest.iter().all(|e| !chunklist::is_boundary(&e.id)));
+    assert_eq!(decoded.total_len(), refs.iter().map(|r| u64::from(r.len)).sum::<u64>());
+}
+
+#[test]
+fn snapshot() {
+    let mut v = Vectors::default();
+    let keys = keys();
+    let snap = golden_snapshot(&keys);
+    let plain = v.golden("snapshot-plain", &snap.encode());
+    assert_eq!(Snapshot::decode(&plain).unwrap(), snap);
+    assert_eq!(snap.root, keys.id_key.hash(&golden_tree(&keys).encode()));
+    let id = SnapshotId::new(keys.id_key.hash(&plain));
+
+    let sealed = blob::seal_blob_with_nonce(
+        &keys.seal_key,
+        nonce(NONCE_SNAPSHOT),
+        BlobKind::Snapshot,
+        id.hash(),
+        &plain,
+        Some(ZSTD_LEVEL),
+    )
+    .unwrap();
+    let file = v.golden("snapshot-file", &snapshot::frame(&sealed));
+    assert_eq!(&file[..8], snapshot::SNAPSHOT_MAGIC);
+    let inner = snapshot::unframe(&file).unwrap();
+    let opened = blob::open_blob_unsized(&keys.seal_key, BlobKind::Snapshot, id.hash(), inner).unwrap();
+    assert_eq!(opened, plain);
+    assert_eq!(
+        SnapshotId::new(keys.id_key.hash(&opened)),
+        id,
+        "snapshot id is keyed BLAKE3 of the plaintext"
+    );
+    assert_eq!(layout::snapshot_key(&id), format!("snapshots/{}", id.to_hex()));
+}
+
+#[test]
+fn segment() {
+    let mut v = Vectors::default();
+    let keys = keys();
+    let built = golden_pack(&keys);
+    let records = vec![PackRecord {
+        id: built.id,
+        kind: built.kind,
+        len: built.bytes.len() as u64,
+        entries: built.entries,
+    }];
+    let plain = v.golden("segment-plain", &segment::encode(&records));
+    assert_eq!(segment::decode(&plain).unwrap(), records);
+
+    let sealed = blob::seal_blob_with_nonce(
+        &keys.seal_key,
+        nonce(NONCE_SEGMENT),
+        BlobKind::IndexSegment,
+        &DIRECTORY_ID,
+        &plain,
+        Some(ZSTD_LEVEL),
+    )
+    .unwrap();
+    let file = v.golden("segment", &segment::frame(&sealed));
+    assert_eq!(&file[..8], segment::SEGMENT_MAGIC);
+    let segment_id = SegmentId::new(plain_hash(&file));
+    assert_eq!(
+        layout::segment_key(&segment_id),
+        format!("index/{}", segment_id.to_hex())
+    );
+    let inner = segment::unframe(&file).unwrap();
+    let opened = blob::open_blob_unsized(&keys.seal_key, BlobKind::IndexSegment, &DIRECTORY_ID, inner).unwrap();
+    assert_eq!(segment::decode(&opened).unwrap(), records);
+}
+
+#[test]
+fn chunker_lengths() {
+    let mut v = Vectors::default();
+    let keys = keys();
+    let data = pseudo_random(CHUNKER_INPUT_LEN, CHUNKER_INPUT_SEED);
+    let params = ChunkerParams::DEFAULT;
+    let chunks = chunk_all(params, keys.chunker_seed, &data);
+    let lengths: Vec<u32> = chunks.iter().map(|c| c.len() as u32).collect();
+    let fresh: Vec<u8> = lengths.iter().flat_map(|l| l.to_le_bytes()).collect();
+    let stored = u32s_le(&v.golden("chunker-lengths", &fresh));
+    assert_eq!(stored, lengths);
+    assert_eq!(stored.iter().map(|&l| l as usize).sum::<usize>(), CHUNKER_INPUT_LEN);
+    let (last, rest) = stored.split_last().unwrap();
+    assert!(rest.iter().all(|&l| (params.min()..=params.max()).contains(&l)));
+    assert!(*last <= params.max());
+    // Another seed cuts elsewhere: the boundaries depend on the vault key.
+    let unkeyed: Vec<u32> = chunk_all(params, 0, &data).iter().map(|c| c.len() as u32).collect();
+    assert_ne!(unkeyed, stored);
+}
+
+#[test]
+fn vector_directory_holds_exactly_the_known_files() {
+    if blessing() {
+        return;
+    }
+    let mut found = BTreeSet::new();
+    for entry in std::fs::read_dir(vectors_dir()).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if let Some(stem) = name.strip_suffix(".hex") {
+            found.insert(stem.to_string());
+        }
+    }
+    let known: BTreeSet<String> = ALL_VECTORS.iter().map(|s| (*s).to_string()).collect();
+    assert_eq!(found, known, "format-spec/vectors/*.hex and ALL_VECTORS differ");
+}
