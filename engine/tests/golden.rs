@@ -10,10 +10,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use amber_engine::chunker::{ChunkerParams, chunk_all};
+use amber_engine::chunker::{ChunkerParams, GearTable, chunk_all};
 use amber_engine::crypto::{KdfParams, MasterKey, SealKey, VaultKeys, derive_kek};
 use amber_engine::format::blob::{self, BlobKind};
 use amber_engine::format::chunklist::{self, ListBuilder, ListEntry, ListNode};
@@ -22,8 +23,8 @@ use amber_engine::format::keyslot::{self, KeySlot};
 use amber_engine::format::pack::{self, BuiltPack, DIRECTORY_ID, PackKind, SealedBlob};
 use amber_engine::format::segment::{self, PackRecord};
 use amber_engine::format::snapshot::{self, Snapshot, SnapshotStats, SourceKind};
-use amber_engine::format::tree::{ChunkRef, Content, Entry, EntryKind, Timestamp, TreeNode};
-use amber_engine::hash::plain_hash;
+use amber_engine::format::tree::{ChunkRef, Content, Entry, EntryKind, MAX_INLINE_CHUNKS, Timestamp, TreeNode};
+use amber_engine::hash::{IdKey, plain_hash};
 use amber_engine::id::{BlobId, ChunkId, Hash32, KeySlotId, ListId, SegmentId, SnapshotId, TreeId, VaultId};
 use amber_engine::repo::layout;
 
@@ -54,6 +55,8 @@ const NONCE_KEYSLOT: u8 = 0x07;
 const CREATED: i64 = 1_700_000_000;
 const PACK_SHUFFLE_SEED: u64 = 0x5eed_0000_0000_0001;
 const ID_HASH_INPUT: &[u8] = b"amber golden vector";
+/// What the chunker key hashes to draw the gear table (chunker.md).
+const GEAR_CONTEXT: &[u8] = b"amber gear table v1";
 const ZSTD_LEVEL: i32 = 3;
 const CHUNKER_INPUT_LEN: usize = 3_000_000;
 const CHUNKER_INPUT_SEED: u64 = 0x0123_4567_89ab_cdef;
@@ -93,9 +96,13 @@ fn small_chunk() -> Vec<u8> {
 
 /// Every vector file the tests read; the directory must hold exactly these.
 const ALL_VECTORS: &[&str] = &[
-    "subkey-id-hash",
-    "subkey-chunker-seed",
+    "subkey-id-chunk",
+    "subkey-id-tree",
+    "subkey-id-list",
+    "subkey-id-snapshot",
+    "subkey-chunker-key",
     "subkey-config-mac",
+    "chunker-gear",
     "config",
     "keyslot",
     "blob-compressible",
@@ -103,6 +110,7 @@ const ALL_VECTORS: &[&str] = &[
     "pack",
     "tree",
     "chunklist",
+    "chunklist-root",
     "snapshot-plain",
     "snapshot-file",
     "segment-plain",
@@ -205,7 +213,7 @@ fn u32s_le(bytes: &[u8]) -> Vec<u32> {
 // ---------------------------------------------------------------------------------------
 
 fn chunk_blob(keys: &VaultKeys, plain: &[u8], nonce_byte: u8) -> SealedBlob {
-    let id = keys.id_key.hash(plain);
+    let id = keys.ids.chunk.hash(plain);
     let sealed = blob::seal_blob_with_nonce(
         &keys.seal_key,
         nonce(nonce_byte),
@@ -241,13 +249,13 @@ fn golden_pack(keys: &VaultKeys) -> BuiltPack {
 
 fn chunk_ref(keys: &VaultKeys, plain: &[u8]) -> ChunkRef {
     ChunkRef {
-        id: ChunkId::new(keys.id_key.hash(plain)),
+        id: ChunkId::new(keys.ids.chunk.hash(plain)),
         len: plain.len() as u32,
     }
 }
 
 fn empty_tree_id(keys: &VaultKeys) -> TreeId {
-    TreeId::new(keys.id_key.hash(&TreeNode::new(Vec::new()).unwrap().encode()))
+    TreeId::new(keys.ids.tree.hash(&TreeNode::new(Vec::new()).unwrap().encode()))
 }
 
 /// A directory with a file (two inline chunks, one xattr), a subdirectory and a symlink,
@@ -322,7 +330,7 @@ fn golden_snapshot(keys: &VaultKeys) -> Snapshot {
     let b = incompressible_chunk().len() as u64;
     Snapshot {
         source: SourceKind::Tree,
-        root: keys.id_key.hash(&golden_tree(keys).encode()),
+        root: keys.ids.tree.hash(&golden_tree(keys).encode()),
         parent: Some(SnapshotId::new(Hash32::from_bytes([0x5a; 32]))),
         time_ns: 1_790_000_000_123_456_789,
         environment: "genomics-lab/jupyter-3".into(),
@@ -351,27 +359,51 @@ fn golden_snapshot(keys: &VaultKeys) -> Snapshot {
 // Tests.
 // ---------------------------------------------------------------------------------------
 
+/// The four id keys with the vector each one pins, in `ALL_VECTORS` order.
+fn id_keys(keys: &VaultKeys) -> [(&'static str, &IdKey); 4] {
+    [
+        ("subkey-id-chunk", &keys.ids.chunk),
+        ("subkey-id-tree", &keys.ids.tree),
+        ("subkey-id-list", &keys.ids.list),
+        ("subkey-id-snapshot", &keys.ids.snapshot),
+    ]
+}
+
 #[test]
 fn subkeys() {
     let mut v = Vectors::default();
     let keys = keys();
-    let id_hash = v.golden("subkey-id-hash", keys.id_key.hash(ID_HASH_INPUT).as_bytes());
-    assert_eq!(Hash32::from_slice(&id_hash).unwrap(), keys.id_key.hash(ID_HASH_INPUT));
+    let mut hashes = BTreeSet::new();
+    for (name, key) in id_keys(&keys) {
+        let stored = v.golden(name, key.hash(ID_HASH_INPUT).as_bytes());
+        assert_eq!(Hash32::from_slice(&stored).unwrap(), key.hash(ID_HASH_INPUT), "{name}");
+        hashes.insert(stored);
+    }
+    assert_eq!(hashes.len(), 4, "each kind of id has its own key");
 
-    let seed = v.golden("subkey-chunker-seed", &keys.chunker_seed.to_le_bytes());
-    assert_eq!(u64::from_le_bytes(seed.try_into().unwrap()), keys.chunker_seed);
+    let chunker_key = v.golden("subkey-chunker-key", &keys.chunker_key);
+    assert_eq!(chunker_key, keys.chunker_key);
 
     let mac_key = v.golden("subkey-config-mac", &keys.config_mac);
     assert_eq!(mac_key, keys.config_mac);
+    assert_ne!(keys.config_mac, keys.chunker_key);
+    assert!(!hashes.contains(&keys.config_mac[..]));
 
-    // Each label gives its own key, and another vault id gives other keys.
+    // Another vault id gives other keys.
     let other = MasterKey::from_bytes(master_bytes())
         .subkeys(&config::fixed_vault_id(0x5a))
         .unwrap();
     assert_ne!(other.config_mac, keys.config_mac);
-    assert_ne!(other.chunker_seed, keys.chunker_seed);
-    assert_ne!(other.id_key.hash(ID_HASH_INPUT), keys.id_key.hash(ID_HASH_INPUT));
-    assert_ne!(keys.id_key.hash(ID_HASH_INPUT).as_bytes(), &keys.config_mac);
+    assert_ne!(other.chunker_key, keys.chunker_key);
+    for ((name, mine), (_, theirs)) in id_keys(&keys).into_iter().zip(id_keys(&other)) {
+        assert_ne!(mine.hash(ID_HASH_INPUT), theirs.hash(ID_HASH_INPUT), "{name}");
+    }
+
+    // The five bytes of an empty directory's tree node, stored as a file, get another id
+    // than the directory (one id space per kind).
+    let empty_dir = TreeNode::new(Vec::new()).unwrap().encode();
+    assert_eq!(empty_dir, [1, 0, 0, 0, 0]);
+    assert_ne!(keys.ids.chunk.hash(&empty_dir), keys.ids.tree.hash(&empty_dir));
 }
 
 #[test]
@@ -458,7 +490,7 @@ fn blobs() {
     ] {
         let fresh = chunk_blob(&keys, &plain, nonce_byte);
         let stored = v.golden(name, &fresh.sealed);
-        let id = keys.id_key.hash(&plain);
+        let id = keys.ids.chunk.hash(&plain);
         assert_eq!(&stored[..12], &nonce(nonce_byte), "{name}: nonce first");
         if compressed {
             assert!(stored.len() < plain.len() / 4, "{name}: stored compressed");
@@ -467,7 +499,7 @@ fn blobs() {
         }
         let opened = blob::open_blob(&keys.seal_key, BlobKind::Chunk, &id, &stored, plain.len()).unwrap();
         assert_eq!(opened, plain, "{name}");
-        assert_eq!(keys.id_key.hash(&opened), id, "{name}");
+        assert_eq!(keys.ids.chunk.hash(&opened), id, "{name}");
         // Kind and id are associated data: the blob opens as nothing else.
         assert!(blob::open_blob(&keys.seal_key, BlobKind::Tree, &id, &stored, plain.len()).is_err());
         assert!(blob::open_blob(&keys.seal_key, BlobKind::Chunk, &DIRECTORY_ID, &stored, plain.len()).is_err());
@@ -530,7 +562,7 @@ fn pack() {
         assert_eq!(e.kind, BlobKind::Chunk);
         let sealed = &stored[e.offset as usize..(e.offset + e.sealed_len) as usize];
         let plain = blob::open_blob(&keys.seal_key, e.kind, e.id.hash(), sealed, e.raw_len as usize).unwrap();
-        assert_eq!(keys.id_key.hash(&plain), *e.id.hash());
+        assert_eq!(keys.ids.chunk.hash(&plain), *e.id.hash());
         seen.insert(plains.iter().position(|p| *p == plain).unwrap());
     }
     assert_eq!(seen.len(), 3, "every input blob is in the pack once");
@@ -567,54 +599,97 @@ fn tree() {
     );
 }
 
+/// Builds a chunk list from `refs`, returning the content and every node emitted, in order.
+fn build_list(keys: &VaultKeys, refs: &[ChunkRef]) -> (Content, Vec<(ListId, ListNode)>) {
+    let mut emitted = Vec::new();
+    let mut builder = ListBuilder::new(|node: &ListNode| -> Result<ListId, ()> {
+        let id = ListId::new(keys.ids.list.hash(&node.encode()));
+        emitted.push((id, node.clone()));
+        Ok(id)
+    });
+    for r in refs {
+        builder.push(*r).unwrap();
+    }
+    let content = builder.finish().unwrap();
+    (content, emitted)
+}
+
+/// Appends the leaf entries under node `id` to `out`, checking every node's level and every
+/// entry's length; returns the node's total length.
+fn walk_list(nodes: &HashMap<Hash32, ListNode>, id: &Hash32, level: u8, out: &mut Vec<ListEntry>) -> u64 {
+    let node = &nodes[id];
+    assert_eq!(node.level, level, "node level follows its depth");
+    for e in &node.entries {
+        if level == 0 {
+            out.push(*e);
+        } else {
+            assert_eq!(walk_list(nodes, &e.id, level - 1, out), e.len, "entry length = child total");
+        }
+    }
+    node.total_len()
+}
+
 #[test]
 fn chunklist() {
     let mut v = Vectors::default();
     let keys = keys();
-    // Chunk ids of 1 MiB + i byte chunks, up to and including the first one that ends a node.
-    let mut refs = Vec::new();
-    for i in 0u32.. {
-        let id = keys.id_key.hash_parts(&[b"chunk list vector", &i.to_le_bytes()]);
-        refs.push(ChunkRef {
-            id: ChunkId::new(id),
-            len: (1 << 20) + i,
-        });
-        if chunklist::is_boundary(&id) {
-            break;
-        }
-    }
-    let expected = ListNode {
-        level: 0,
-        entries: refs
-            .iter()
-            .map(|r| ListEntry {
-                id: *r.id.hash(),
-                len: u64::from(r.len),
-            })
-            .collect(),
+    // Chunks of 1 MiB + i bytes with made-up ids, up to and including the first that ends a
+    // node, and one more.
+    let chunk = |i: u32| ChunkRef {
+        id: ChunkId::new(keys.ids.chunk.hash_parts(&[b"chunk list vector", &i.to_le_bytes()])),
+        len: (1 << 20) + i,
+    };
+    let first_boundary = (0u32..).find(|&i| chunklist::is_boundary(chunk(i).id.hash())).unwrap();
+    let refs: Vec<ChunkRef> = (0..=first_boundary + 1).map(chunk).collect();
+    let (up_to_boundary, _) = refs.split_at(first_boundary as usize + 1);
+    assert!(up_to_boundary.len() <= MAX_INLINE_CHUNKS);
+    let entry = |r: &ChunkRef| ListEntry {
+        id: *r.id.hash(),
+        len: u64::from(r.len),
     };
 
-    // The builder emits exactly this node and makes it the root of height 0.
-    let mut emitted = Vec::new();
-    let mut builder = ListBuilder::new(|node: &ListNode| -> Result<ListId, ()> {
-        emitted.push(node.clone());
-        Ok(ListId::new(keys.id_key.hash(&node.encode())))
-    });
-    for r in &refs {
-        builder.push(*r).unwrap();
-    }
-    let content = builder.finish().unwrap();
-    assert_eq!(emitted, std::slice::from_ref(&expected));
-    let root = ListId::new(keys.id_key.hash(&expected.encode()));
-    assert_eq!(content, Content::List { root, height: 0 });
+    // Ending on a boundary does not close the node: these chunks stay inline.
+    let (content, emitted) = build_list(&keys, up_to_boundary);
+    assert!(emitted.is_empty(), "no node for a short list ending on a boundary");
+    assert_eq!(content, Content::Inline(up_to_boundary.to_vec()));
 
-    let stored = v.golden("chunklist", &expected.encode());
+    // The chunk after the boundary closes the first leaf ...
+    let leaf = ListNode {
+        level: 0,
+        entries: up_to_boundary.iter().map(entry).collect(),
+    };
+    let (content, emitted) = build_list(&keys, &refs);
+    assert_eq!(emitted.first().map(|(_, n)| n), Some(&leaf), "the first node emitted");
+    let stored = v.golden("chunklist", &leaf.encode());
     let decoded = ListNode::decode(&stored).unwrap();
-    assert_eq!(decoded, expected);
+    assert_eq!(decoded, leaf);
     let (last, rest) = decoded.entries.split_last().unwrap();
     assert!(chunklist::is_boundary(&last.id));
     assert!(rest.iter().all(|e| !chunklist::is_boundary(&e.id)));
-    assert_eq!(decoded.total_len(), refs.iter().map(|r| u64::from(r.len)).sum::<u64>());
+    assert_eq!(
+        decoded.total_len(),
+        up_to_boundary.iter().map(|r| u64::from(r.len)).sum::<u64>()
+    );
+
+    // ... and finish closes the second leaf and the root above them, emitted last.
+    let Content::List { root, height } = content else {
+        panic!("a chunk list expected, got {content:?}")
+    };
+    let (root_id, root_node) = emitted.last().unwrap();
+    assert_eq!(*root_id, root);
+    let stored_root = v.golden("chunklist-root", &root_node.encode());
+    let decoded_root = ListNode::decode(&stored_root).unwrap();
+    assert_eq!(&decoded_root, root_node);
+    assert_eq!(decoded_root.level, height, "the height is the root's level");
+    assert_eq!(ListId::new(keys.ids.list.hash(&stored_root)), root);
+
+    // Walking down from the root gives every chunk back, in order.
+    let nodes: HashMap<Hash32, ListNode> = emitted.iter().map(|(id, n)| (*id.hash(), n.clone())).collect();
+    assert_eq!(nodes.len(), emitted.len());
+    let mut leaves = Vec::new();
+    let total = walk_list(&nodes, root.hash(), height, &mut leaves);
+    assert_eq!(leaves, refs.iter().map(entry).collect::<Vec<_>>());
+    assert_eq!(total, refs.iter().map(|r| u64::from(r.len)).sum::<u64>());
 }
 
 #[test]
@@ -623,9 +698,10 @@ fn snapshot() {
     let keys = keys();
     let snap = golden_snapshot(&keys);
     let plain = v.golden("snapshot-plain", &snap.encode());
+    snap.validate().unwrap();
     assert_eq!(Snapshot::decode(&plain).unwrap(), snap);
-    assert_eq!(snap.root, keys.id_key.hash(&golden_tree(&keys).encode()));
-    let id = SnapshotId::new(keys.id_key.hash(&plain));
+    assert_eq!(snap.root, keys.ids.tree.hash(&golden_tree(&keys).encode()));
+    let id = SnapshotId::new(keys.ids.snapshot.hash(&plain));
 
     let sealed = blob::seal_blob_with_nonce(
         &keys.seal_key,
@@ -642,11 +718,29 @@ fn snapshot() {
     let opened = blob::open_blob_unsized(&keys.seal_key, BlobKind::Snapshot, id.hash(), inner).unwrap();
     assert_eq!(opened, plain);
     assert_eq!(
-        SnapshotId::new(keys.id_key.hash(&opened)),
+        SnapshotId::new(keys.ids.snapshot.hash(&opened)),
         id,
         "snapshot id is keyed BLAKE3 of the plaintext"
     );
     assert_eq!(layout::snapshot_key(&id), format!("snapshots/{}", id.to_hex()));
+
+    // What a field's encoding cannot hold is refused before anything is written.
+    let too_long = "x".repeat(usize::from(u16::MAX) + 1);
+    let mut bad = snap.clone();
+    bad.hostname = too_long.clone();
+    assert!(bad.validate().is_err(), "text over 65535 bytes");
+    let mut bad = snap.clone();
+    bad.tags.push(too_long.clone());
+    assert!(bad.validate().is_err(), "tag over 65535 bytes");
+    let mut bad = snap.clone();
+    bad.skipped_paths = vec![too_long];
+    assert!(bad.validate().is_err(), "skipped path over 65535 bytes");
+    let mut bad = snap.clone();
+    bad.metadata = vec![("big".into(), "x".repeat(1024 * 1024 + 1))];
+    assert!(bad.validate().is_err(), "metadata value over 1 MiB");
+    let mut bad = snap;
+    bad.tags = (0..=u32::from(u16::MAX)).map(|i| i.to_string()).collect();
+    assert!(bad.validate().is_err(), "more than 65535 tags");
 }
 
 #[test]
@@ -684,13 +778,104 @@ fn segment() {
     assert_eq!(segment::decode(&opened).unwrap(), records);
 }
 
+/// The gear table as chunker.md defines it: 256 little-endian `u64`s read from the BLAKE3
+/// XOF of `GEAR_CONTEXT` keyed with the chunker key.
+fn spec_gear_table(chunker_key: &[u8; 32]) -> Vec<u8> {
+    let mut bytes = vec![0u8; 256 * 8];
+    blake3::Hasher::new_keyed(chunker_key)
+        .update(GEAR_CONTEXT)
+        .finalize_xof()
+        .fill(&mut bytes);
+    bytes
+}
+
+/// The masks chunker.md gives for a 1 MiB average at normalization level 1.
+const MASK_S_1MIB: u64 = 0x0000_d917_6753_7000;
+const MASK_L_1MIB: u64 = 0x0000_d917_0753_7000;
+
+/// `cut(window)` exactly as chunker.md writes it.
+fn spec_cut(window: &[u8], params: ChunkerParams, gear: &[u64]) -> usize {
+    let (min, avg, max) = (params.min() as usize, params.avg() as usize, params.max() as usize);
+    let (mask_s, mask_l) = (MASK_S_1MIB, MASK_L_1MIB);
+    let (mask_s_ls, mask_l_ls) = (mask_s << 1, mask_l << 1);
+    let gear_ls: Vec<u64> = gear.iter().map(|g| g << 1).collect();
+    let n = window.len();
+    if n <= min {
+        return n;
+    }
+    let limit = n.min(max);
+    let center = avg.min(limit);
+    let mut hash = 0u64;
+    let mut i = min / 2;
+    while i < center / 2 {
+        let a = 2 * i;
+        hash = (hash << 2).wrapping_add(gear_ls[usize::from(window[a])]);
+        if hash & mask_s_ls == 0 {
+            return a;
+        }
+        hash = hash.wrapping_add(gear[usize::from(window[a + 1])]);
+        if hash & mask_s == 0 {
+            return a + 1;
+        }
+        i += 1;
+    }
+    while i < limit / 2 {
+        let a = 2 * i;
+        hash = (hash << 2).wrapping_add(gear_ls[usize::from(window[a])]);
+        if hash & mask_l_ls == 0 {
+            return a;
+        }
+        hash = hash.wrapping_add(gear[usize::from(window[a + 1])]);
+        if hash & mask_l == 0 {
+            return a + 1;
+        }
+        i += 1;
+    }
+    limit
+}
+
+#[test]
+fn chunker_gear() {
+    let mut v = Vectors::default();
+    let keys = keys();
+    let stored = v.golden("chunker-gear", &spec_gear_table(&keys.chunker_key));
+    assert_eq!(stored.len(), 256 * 8);
+    let gear: Vec<u64> = stored
+        .chunks(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(gear.iter().collect::<BTreeSet<_>>().len(), 256, "256 distinct entries");
+    assert_eq!(
+        fastcdc::v2020::select_masks(1 << 20, fastcdc::v2020::Normalization::Level1),
+        (MASK_S_1MIB, MASK_L_1MIB),
+        "the masks written in chunker.md"
+    );
+
+    // The engine's table is this one: chunker.md's cut loop over the stored table
+    // reproduces the engine's chunks.
+    let data = pseudo_random(CHUNKER_INPUT_LEN, CHUNKER_INPUT_SEED);
+    let params = ChunkerParams::DEFAULT;
+    let engine: Vec<usize> = chunk_all(params, Arc::new(GearTable::keyed(&keys.chunker_key)), &data)
+        .iter()
+        .map(Vec::len)
+        .collect();
+    let mut spec = Vec::new();
+    let mut rest = &data[..];
+    while !rest.is_empty() {
+        let cut = spec_cut(rest, params, &gear);
+        spec.push(cut);
+        rest = &rest[cut..];
+    }
+    assert_eq!(spec, engine);
+}
+
 #[test]
 fn chunker_lengths() {
     let mut v = Vectors::default();
     let keys = keys();
     let data = pseudo_random(CHUNKER_INPUT_LEN, CHUNKER_INPUT_SEED);
     let params = ChunkerParams::DEFAULT;
-    let chunks = chunk_all(params, keys.chunker_seed, &data);
+    let chunks = chunk_all(params, Arc::new(GearTable::keyed(&keys.chunker_key)), &data);
     let lengths: Vec<u32> = chunks.iter().map(|c| c.len() as u32).collect();
     let fresh: Vec<u8> = lengths.iter().flat_map(|l| l.to_le_bytes()).collect();
     let stored = u32s_le(&v.golden("chunker-lengths", &fresh));
@@ -699,9 +884,12 @@ fn chunker_lengths() {
     let (last, rest) = stored.split_last().unwrap();
     assert!(rest.iter().all(|&l| (params.min()..=params.max()).contains(&l)));
     assert!(*last <= params.max());
-    // Another seed cuts elsewhere: the boundaries depend on the vault key.
-    let unkeyed: Vec<u32> = chunk_all(params, 0, &data).iter().map(|c| c.len() as u32).collect();
-    assert_ne!(unkeyed, stored);
+    // Another key cuts elsewhere: the boundaries depend on the vault key.
+    let other: Vec<u32> = chunk_all(params, Arc::new(GearTable::keyed(&[0; 32])), &data)
+        .iter()
+        .map(|c| c.len() as u32)
+        .collect();
+    assert_ne!(other, stored);
 }
 
 #[test]

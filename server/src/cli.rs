@@ -1,0 +1,146 @@
+//! Command-line definitions.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Amber: deduplicated, encrypted snapshots of Jupyter environments.
+#[derive(Debug, Parser)]
+#[command(name = "amber", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Repository directory.
+    #[arg(long, global = true, env = "AMBER_REPO", default_value = "./amber-data")]
+    pub repo: PathBuf,
+    /// File holding the passphrase (else AMBER_PASSWORD).
+    #[arg(long, global = true, env = "AMBER_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Directory for the local index cache (default: <repo>/cache).
+    #[arg(long, global = true, env = "AMBER_CACHE")]
+    pub cache_dir: Option<PathBuf>,
+    /// Print one JSON document on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Environment that `latest` refers to.
+    #[arg(long = "env", global = true)]
+    pub env: Option<String>,
+    /// Worker threads for CPU work (default: one per core).
+    #[arg(long, global = true, default_value_t = 0)]
+    pub threads: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new repository.
+    Init(KdfArgs),
+    /// Snapshot a directory tree.
+    Snapshot(SnapshotArgs),
+    /// List snapshots.
+    Snapshots,
+    /// List the files of a snapshot.
+    Ls {
+        /// Snapshot id, unique prefix, or `latest`.
+        snapshot: String,
+        /// Only below this path inside the snapshot.
+        path: Option<String>,
+    },
+    /// Restore a snapshot into a directory.
+    Restore {
+        /// Snapshot id, unique prefix, or `latest`.
+        snapshot: String,
+        /// Target directory (created if missing).
+        dest: PathBuf,
+        /// Restore only paths matching this glob (repeatable).
+        #[arg(long)]
+        include: Vec<String>,
+    },
+    /// Show what changed between two snapshots.
+    Diff {
+        /// First snapshot.
+        a: String,
+        /// Second snapshot.
+        b: String,
+    },
+    /// Manage the local index cache.
+    #[command(subcommand)]
+    Index(IndexCommand),
+    /// Manage passphrases (key slots).
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct KdfArgs {
+    /// Argon2id memory in MiB for the new key slot.
+    #[arg(long, default_value_t = 64)]
+    pub kdf_memory_mib: u32,
+    /// Argon2id passes for the new key slot.
+    #[arg(long, default_value_t = 3)]
+    pub kdf_iterations: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// Directory to snapshot.
+    pub path: PathBuf,
+    /// Tag (repeatable).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Lab the environment belongs to.
+    #[arg(long, default_value = "")]
+    pub lab: String,
+    /// Researcher responsible for it.
+    #[arg(long, default_value = "")]
+    pub researcher: String,
+    /// Free metadata KEY=VALUE (repeatable): experiment, funding, criticality, ...
+    #[arg(long = "meta", value_parser = parse_meta)]
+    pub metadata: Vec<(String, String)>,
+    /// Compare against this snapshot instead of the latest of the same host and path.
+    #[arg(long, conflicts_with = "force")]
+    pub parent: Option<String>,
+    /// Read every file, ignoring any parent snapshot.
+    #[arg(long)]
+    pub force: bool,
+}
+
+fn parse_meta(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IndexCommand {
+    /// Throw the index away and rebuild it from the packs alone.
+    Rebuild,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Add a passphrase (from --new-password-file or AMBER_NEW_PASSWORD).
+    Add {
+        /// File holding the new passphrase.
+        #[arg(long, env = "AMBER_NEW_PASSWORD_FILE")]
+        new_password_file: Option<PathBuf>,
+        /// Label for the slot (default user@host).
+        #[arg(long)]
+        label: Option<String>,
+        #[command(flatten)]
+        kdf: KdfArgs,
+    },
+    /// List key slots.
+    List,
+    /// Remove a key slot by id or unique prefix.
+    Remove {
+        /// Slot id or prefix.
+        id: String,
+    },
+}

@@ -1,0 +1,90 @@
+//! `init`, `index`, `key`.
+
+use std::process::ExitCode;
+
+use amber_engine::repo::sync::rebuild_index;
+use amber_engine::repo::{InitOptions, Repository};
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use crate::cli::{Global, IndexCommand, KdfArgs, KeyCommand};
+use crate::context::{self, backend, cache_dir, passphrase};
+use crate::output::emit;
+
+pub fn init(g: &Global, kdf: &KdfArgs) -> Result<ExitCode> {
+    let pass = passphrase(g.password_file.as_deref(), "AMBER_PASSWORD")?;
+    std::fs::create_dir_all(&g.repo).with_context(|| format!("cannot create {}", g.repo.display()))?;
+    let opts = InitOptions {
+        kdf: context::kdf(kdf),
+        label: context::default_label(),
+    };
+    let repo = Repository::init(backend(g), &cache_dir(g), &pass, &opts)?;
+    let vault = repo.config().vault_id.to_hex();
+    emit(g.json, &json!({ "vault_id": vault, "repo": g.repo }), || {
+        format!("created repository {vault} at {}", g.repo.display())
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn index(g: &Global, cmd: &IndexCommand) -> Result<ExitCode> {
+    match cmd {
+        IndexCommand::Rebuild => {
+            let repo = context::open(g)?;
+            let r = rebuild_index(&repo)?;
+            emit(g.json, &json!({ "packs": r.packs, "blobs": r.blobs }), || {
+                format!("index rebuilt from {} packs: {} blobs", r.packs, r.blobs)
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn key(g: &Global, cmd: KeyCommand) -> Result<ExitCode> {
+    let repo = context::open(g)?;
+    match cmd {
+        KeyCommand::Add {
+            new_password_file,
+            label,
+            kdf,
+        } => {
+            let pass = passphrase(new_password_file.as_deref(), "AMBER_NEW_PASSWORD")?;
+            let label = label.unwrap_or_else(context::default_label);
+            let id = repo.add_key(&pass, context::kdf(&kdf), &label)?;
+            emit(g.json, &json!({ "added": id.to_hex() }), || {
+                format!("added key slot {id}")
+            });
+        }
+        KeyCommand::List => {
+            let current = repo.current_slot();
+            let slots = repo.list_keys()?;
+            let value: Vec<_> = slots
+                .iter()
+                .map(|s| {
+                    json!({ "id": s.id.to_hex(), "label": s.label, "created": s.created,
+                                 "current": s.id == current, "kdf_memory_kib": s.kdf.memory_kib })
+                })
+                .collect();
+            emit(g.json, &json!(value), || {
+                slots
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "{} {} {}",
+                            if s.id == current { "*" } else { " " },
+                            s.id.short(),
+                            s.label
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        KeyCommand::Remove { id } => {
+            let removed = repo.remove_key(&id)?;
+            emit(g.json, &json!({ "removed": removed.to_hex() }), || {
+                format!("removed key slot {removed}")
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,78 @@
+//! `snapshot`.
+
+use std::process::ExitCode;
+
+use amber_engine::ops::ingest::{ParentChoice, TreeOptions, snapshot_tree};
+use anyhow::Result;
+use serde_json::json;
+
+use crate::cli::{Global, SnapshotArgs};
+use crate::commands::EXIT_INCOMPLETE;
+use crate::context;
+use crate::output::{ProgressDisplay, bytes, emit};
+
+pub fn run(g: &Global, args: &SnapshotArgs) -> Result<ExitCode> {
+    let repo = context::open(g)?;
+    let parent = match (&args.parent, args.force) {
+        (_, true) => ParentChoice::None,
+        (Some(name), _) => ParentChoice::Given(repo.resolve_snapshot(name, g.env.as_deref())?.0),
+        (None, false) => ParentChoice::Auto,
+    };
+    let display = ProgressDisplay::start("snapshot");
+    let opts = TreeOptions {
+        environment: g.env.clone().unwrap_or_default(),
+        lab: args.lab.clone(),
+        researcher: args.researcher.clone(),
+        tags: args.tags.clone(),
+        metadata: args.metadata.clone(),
+        parent,
+        threads: g.threads,
+        progress: Some(display.counters()),
+    };
+    let started = std::time::Instant::now();
+    let result = snapshot_tree(&repo, &args.path, &opts);
+    display.finish();
+    let s = result?;
+    for (path, why) in &s.skipped {
+        eprintln!("warning: skipped {path}: {why}");
+    }
+    let st = &s.snapshot.stats;
+    let value = json!({
+        "id": s.id.to_hex(),
+        "parent": s.parent.map(|p| p.to_hex()),
+        "files": st.files,
+        "dirs": st.dirs,
+        "bytes": st.bytes,
+        "files_unchanged": s.files_unchanged,
+        "bytes_read": s.bytes_read,
+        "bytes_new": s.written.bytes_new,
+        "raw_bytes_new": s.written.raw_new,
+        "blobs_new": s.written.blobs_new,
+        "packs_written": s.written.packs,
+        "complete": s.snapshot.is_complete(),
+        "skipped": s.skipped.iter().map(|(p, why)| json!({ "path": p, "error": why })).collect::<Vec<_>>(),
+        "duration_secs": started.elapsed().as_secs_f64(),
+    });
+    emit(g.json, &value, || {
+        format!(
+            "files: {} ({} unchanged), dirs: {}, {} read\nadded to the repository: {} ({} stored)\nsnapshot {} saved{}",
+            st.files,
+            s.files_unchanged,
+            st.dirs,
+            bytes(s.bytes_read),
+            bytes(s.written.raw_new),
+            bytes(s.written.bytes_new),
+            s.id,
+            if s.snapshot.is_complete() {
+                ""
+            } else {
+                " (incomplete: some paths could not be read)"
+            }
+        )
+    });
+    Ok(if s.snapshot.is_complete() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_INCOMPLETE)
+    })
+}

@@ -1,0 +1,84 @@
+//! Printing results as text or one JSON document, and progress on a terminal.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use amber_engine::ops::progress::Progress;
+use serde_json::Value;
+
+/// Prints `value` as JSON when asked, else the text `human` produces.
+pub fn emit(json: bool, value: &Value, human: impl FnOnce() -> String) {
+    let mut out = std::io::stdout().lock();
+    let text = if json { value.to_string() } else { human() };
+    let _ = writeln!(out, "{text}");
+}
+
+/// Human-readable bytes.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", UNITS.get(unit).unwrap_or(&"?"))
+    }
+}
+
+/// A progress line on stderr, refreshed while the operation runs; silent when stderr is
+/// not a terminal.
+pub struct ProgressDisplay {
+    progress: Arc<Progress>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ProgressDisplay {
+    pub fn start(verb: &'static str) -> Self {
+        let progress = Arc::new(Progress::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::io::stderr().is_terminal().then(|| {
+            let (p, s) = (progress.clone(), stop.clone());
+            std::thread::spawn(move || draw_loop(verb, &p, &s))
+        });
+        ProgressDisplay { progress, stop, thread }
+    }
+
+    pub fn counters(&self) -> Arc<Progress> {
+        self.progress.clone()
+    }
+
+    pub fn finish(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+fn draw_loop(verb: &str, p: &Progress, stop: &AtomicBool) {
+    let start = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(250));
+        let (files, b, errors) = p.snapshot();
+        let secs = start.elapsed().as_secs_f64().max(0.001);
+        eprint!(
+            "\r\x1b[K{verb}: {files} files, {} ({}/s){}",
+            bytes(b),
+            bytes((b as f64 / secs) as u64),
+            if errors > 0 {
+                format!(", {errors} errors")
+            } else {
+                String::new()
+            }
+        );
+    }
+}
