@@ -8,6 +8,9 @@ pub mod progress;
 pub mod restore;
 pub mod walk;
 
+#[cfg(test)]
+mod tests;
+
 /// Worker threads for CPU work when the caller does not choose.
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::backend::{DynBackend, PutMode, PutOutcome};
-use crate::chunker::GearTable;
+use crate::chunker::{ChunkerParams, GearTable};
 use crate::crypto::{KdfParams, MasterKey, VaultKeys, random_array};
 use crate::error::{Error, Result};
 use crate::format::blob::{self, BlobKind};
@@ -31,6 +31,8 @@ pub struct InitOptions {
     pub kdf: KdfParams,
     /// Label of the first key slot.
     pub label: String,
+    /// Content chunking, fixed for the life of the vault.
+    pub chunker: ChunkerParams,
 }
 
 impl Default for InitOptions {
@@ -38,6 +40,7 @@ impl Default for InitOptions {
         InitOptions {
             kdf: KdfParams::DEFAULT,
             label: String::new(),
+            chunker: ChunkerParams::DEFAULT,
         }
     }
 }
@@ -81,7 +84,10 @@ impl Repository {
             return Err(Error::AlreadyExists(format!("{backend:?}")));
         }
         let vault_id = VaultId::new(Hash32::from_bytes(random_array()?));
-        let config = VaultConfig::new(vault_id, now_secs());
+        let config = VaultConfig {
+            chunker: opts.chunker,
+            ..VaultConfig::new(vault_id, now_secs())
+        };
         let master = MasterKey::generate()?;
         let keys = master.subkeys(&vault_id)?;
         keys::create_slot(

@@ -623,7 +623,11 @@ fn walk_list(nodes: &HashMap<Hash32, ListNode>, id: &Hash32, level: u8, out: &mu
         if level == 0 {
             out.push(*e);
         } else {
-            assert_eq!(walk_list(nodes, &e.id, level - 1, out), e.len, "entry length = child total");
+            assert_eq!(
+                walk_list(nodes, &e.id, level - 1, out),
+                e.len,
+                "entry length = child total"
+            );
         }
     }
     node.total_len()

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Measures Amber's wall-clock throughput against the tools it is built from, on this
+# machine and in this run: b3sum (hashing) and zstd -3 over a tar (compression) as
+# baselines, then `amber snapshot` into a fresh repository, a second `amber snapshot
+# --force` (everything already stored: the dedup path) and `amber restore`.
+#
+#   benches/compare.sh [TREE]     (default: a generated ~100 MiB tree, as the criterion benches use)
+#
+# Each figure is the median of RUNS runs (default 3). Everything reads the tree from a warm
+# page cache. Temporary files go below TMPDIR (default /tmp) and are removed on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-3}
+
+log() { echo "compare: $*" >&2; }
+
+install_missing_tools() {
+  local need=()
+  command -v b3sum >/dev/null || need+=(b3sum)
+  command -v zstd >/dev/null || need+=(zstd)
+  [ ${#need[@]} -eq 0 ] && return
+  log "installing ${need[*]}"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+}
+
+# The cargo target directory, wherever CARGO_TARGET_DIR or .cargo/config put it.
+target_dir() {
+  cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p'
+}
+
+# Seconds taken by one run of "$@" (stdout discarded, stderr kept in $work/last.err).
+time_once() {
+  local t0 t1
+  t0=$(date +%s.%N)
+  if ! "$@" >/dev/null 2>"$work/last.err"; then
+    log "failed: $*"
+    cat "$work/last.err" >&2
+    return 1
+  fi
+  t1=$(date +%s.%N)
+  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", b - a }'
+}
+
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+# What each measurement runs.
+run_b3sum() { find "$tree" -type f -print0 | xargs -0 -r b3sum >/dev/null; }
+run_b3sum_t1() { find "$tree" -type f -print0 | xargs -0 -r b3sum --num-threads 1 >/dev/null; }
+run_zstd_t1() { tar cf - -C "$tree" . | zstd -3 -T1 -q -c >/dev/null; }
+run_zstd_t0() { tar cf - -C "$tree" . | zstd -3 -T0 -q -c >/dev/null; }
+fresh_repo() {
+  rm -rf "$AMBER_REPO"
+  "$amber" init --kdf-memory-mib 8 --kdf-iterations 1 >/dev/null
+}
+run_snapshot() { "$amber" snapshot "$tree" --force; }
+run_restore() {
+  rm -rf "$work/restored"
+  "$amber" restore latest "$work/restored"
+}
+
+install_missing_tools
+work=$(mktemp -d "${TMPDIR:-/tmp}/amber-compare.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+log "building amber (release)"
+cargo build --release -p amber-server
+bin=$(target_dir)/release
+amber=$bin/amber
+
+if [ $# -ge 1 ]; then
+  [ -d "$1" ] || { log "$1 is not a directory"; exit 2; }
+  tree=$(realpath "$1")
+else
+  cargo build --release -p amber-benches --bin amber-bench-tree
+  tree=$work/tree
+  log "generating the test tree: $("$bin/amber-bench-tree" "$tree")"
+fi
+files=$(find "$tree" -type f | wc -l)
+bytes=$(find "$tree" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%d\n", s }')
+[ "$bytes" -gt 0 ] || { log "$tree holds no file content to measure"; exit 2; }
+
+export AMBER_REPO=$work/repo
+export AMBER_PASSWORD=compare-passphrase
+unset AMBER_PASSWORD_FILE AMBER_CACHE
+
+# Warm the page cache so the first tool measured does not pay for the disk.
+tar cf - -C "$tree" . >/dev/null
+
+names=("b3sum" "b3sum --num-threads 1" "tar | zstd -3 -T1" "tar | zstd -3 -T0"
+  "amber snapshot (fresh repo)" "amber snapshot (dedup)" "amber restore")
+declare -a times=()
+for ((run = 1; run <= RUNS; run++)); do
+  log "run $run of $RUNS"
+  times[0]+=" $(time_once run_b3sum)"
+  times[1]+=" $(time_once run_b3sum_t1)"
+  times[2]+=" $(time_once run_zstd_t1)"
+  times[3]+=" $(time_once run_zstd_t0)"
+  fresh_repo
+  times[4]+=" $(time_once run_snapshot)"
+  times[5]+=" $(time_once run_snapshot)"
+  times[6]+=" $(time_once run_restore)"
+  # The restored copy must be the tree itself, or the figures mean nothing.
+  diff -r "$tree" "$work/restored" >/dev/null || { log "restored tree differs from $tree"; exit 1; }
+done
+
+mbps() { awk -v b="$bytes" -v s="$1" 'BEGIN { printf "%.1f", b / s / 1e6 }'; }
+declare -a med rate
+for i in "${!names[@]}"; do
+  # shellcheck disable=SC2086 # the run times are a space-separated list
+  med[i]=$(median ${times[$i]})
+  rate[i]=$(mbps "${med[i]}")
+done
+
+echo
+echo "tree: $tree ($files files, $(awk -v b="$bytes" 'BEGIN { printf "%.1f", b / 1e6 }') MB)"
+echo "machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
+echo "median of $RUNS runs; MB = 10^6 bytes of file content; ratios are MB/s over the baseline's MB/s"
+echo
+printf '%-28s %9s %9s %9s %10s %10s   %s\n' "measurement" "median s" "MB/s" "/ b3sum" "/ zstd-T1" "/ zstd-T0" "runs (s)"
+for i in "${!names[@]}"; do
+  printf '%-28s %9s %9s %9s %10s %10s  %s\n' "${names[i]}" "${med[i]}" "${rate[i]}" \
+    "$(awk -v a="${rate[i]}" -v b="${rate[0]}" 'BEGIN { printf "%.2f", a / b }')" \
+    "$(awk -v a="${rate[i]}" -v b="${rate[2]}" 'BEGIN { printf "%.2f", a / b }')" \
+    "$(awk -v a="${rate[i]}" -v b="${rate[3]}" 'BEGIN { printf "%.2f", a / b }')" \
+    "${times[$i]}"
+done
