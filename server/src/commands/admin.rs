@@ -17,6 +17,7 @@ pub fn init(g: &Global, kdf: &KdfArgs) -> Result<ExitCode> {
     let opts = InitOptions {
         kdf: context::kdf(kdf),
         label: context::default_label(),
+        ..InitOptions::default()
     };
     let repo = Repository::init(backend(g), &cache_dir(g), &pass, &opts)?;
     let vault = repo.config().vault_id.to_hex();
