@@ -389,6 +389,9 @@ fn spawn_file_job(shared: &Arc<Shared>, path: PathBuf, slot: usize, tx: Sender<J
     shared.pool.spawn(move || {
         let result = ingest_file(&job_shared, &path);
         let _ = job_shared.slots.1.recv();
+        // Let go of the shared state before reporting, so the walker's last receive
+        // means no job holds it any more.
+        drop(job_shared);
         let _ = tx.send((slot, result));
     });
     Ok(())
