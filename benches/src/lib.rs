@@ -142,7 +142,7 @@ pub fn text_bytes(seed: u64, len: usize) -> Vec<u8> {
     };
     while out.len() < len {
         let r = rng.next_u64();
-        if r % 8 == 0 {
+        if r.is_multiple_of(8) {
             // A number: the part that keeps the text from being a pure dictionary.
             out.extend_from_slice((r >> 40).to_string().as_bytes());
         } else {

@@ -253,6 +253,12 @@ impl Repository {
     pub fn commit_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
         snap.validate()?;
         let plain = snap.encode();
+        if plain.len() > blob::MAX_BLOB_LEN {
+            return Err(Error::InvalidArgument(format!(
+                "snapshot object of {} bytes is too large",
+                plain.len()
+            )));
+        }
         let id = SnapshotId::new(self.keys().ids.snapshot.hash(&plain));
         let sealed = blob::seal_blob(&self.keys().seal_key, BlobKind::Snapshot, id.hash(), &plain, Some(3))?;
         self.backend()

@@ -1,1 +1,16 @@
-fn main() {}
+//! End-to-end tests: the real `amber` binary (build it first with
+//! `cargo build -p amber-server`, or point `AMBER_BIN` at it) against real repositories in
+//! temporary directories.
+
+// Test code: a panic is the failure report. (clippy.toml allows these only inside
+// `#[test]` functions; the shared helpers need them too.)
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod bad_input;
+mod common;
+mod crash;
+mod dedup;
+mod index;
+mod keys;
+mod roundtrip;
+mod security;

@@ -187,27 +187,25 @@ where
     /// Whatever `sink` returns.
     pub fn finish(mut self) -> Result<Content, E> {
         let leaf_only = !self.emitted && self.levels.len() == 1;
-        if leaf_only {
-            let leaves = self.levels.pop().unwrap_or_default();
-            if leaves.len() <= MAX_INLINE_CHUNKS {
-                return Ok(inline(leaves));
-            }
+        if leaf_only && self.levels.first().is_some_and(|l| l.len() <= MAX_INLINE_CHUNKS) {
+            return Ok(inline(self.levels.pop().unwrap_or_default()));
         }
-        // Close levels bottom-up until a level holds a single entry and nothing is above it.
+        // Close levels bottom-up until the top level holds a single entry: the root.
         let mut level = 0;
-        loop {
-            let is_top = level + 1 >= self.levels.len();
-            let len = self.levels.get(level).map_or(0, Vec::len);
-            if is_top && len == 1 && self.emitted && level > 0 {
-                let root = self.levels.get(level).and_then(|l| l.first()).map(|e| e.id);
+        while level < self.levels.len() {
+            let is_top = level + 1 == self.levels.len();
+            let open = self.levels.get(level).map_or(&[][..], Vec::as_slice);
+            if let ([root], true, true) = (open, is_top, level > 0) {
                 return Ok(Content::List {
-                    root: ListId::new(root.unwrap_or_default()),
+                    root: ListId::new(root.id),
                     height: u8::try_from(level - 1).unwrap_or(u8::MAX),
                 });
             }
             self.close(level)?;
             level += 1;
         }
+        // Only an empty list reaches here, and it was returned inline above.
+        Ok(Content::None)
     }
 }
 
@@ -306,6 +304,16 @@ mod tests {
 
     #[test]
     fn long_lists_round_trip_for_many_lengths() {
+        // Many salts, so some lists have no boundary before their last chunk.
+        for salt in 0..40 {
+            for n in [65, 100, 1024, 1025] {
+                let mut store = HashMap::new();
+                let c = ids(n, 100 + salt);
+                let content = build(&c, &mut store);
+                assert!(matches!(content, Content::List { .. }), "n = {n}");
+                assert_eq!(flatten(&content, &store), c, "n = {n}, salt = {salt}");
+            }
+        }
         for n in [65, 100, 1000, 5000, 70_000] {
             let mut store = HashMap::new();
             let c = ids(n, 1);

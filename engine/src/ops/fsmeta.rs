@@ -119,6 +119,7 @@ pub fn read_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
         })
         .collect();
     out.sort();
+    out.truncate(usize::from(u16::MAX));
     out
 }
 

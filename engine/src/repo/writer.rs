@@ -162,7 +162,7 @@ impl BlobWriter {
     pub fn finish(mut self) -> Result<WriteStats> {
         drop(self.tx.take());
         let records = self.join_packer()?;
-        write_segment(&self.repo, &records)?;
+        write_segments(&self.repo, &records)?;
         Ok(WriteStats {
             packs: records.len() as u64,
             ..self.stats()
@@ -249,10 +249,29 @@ fn flush(repo: &Repository, kind: PackKind, open: &mut OpenPack, pending: &Pendi
     Ok(record)
 }
 
-fn write_segment(repo: &Repository, records: &[PackRecord]) -> Result<Option<SegmentId>> {
-    if records.is_empty() {
-        return Ok(None);
+/// Blob entries per index segment, keeping each segment's plaintext far below the
+/// largest blob a reader accepts (45 bytes per entry: about 22 MiB).
+const SEGMENT_MAX_ENTRIES: usize = 500_000;
+
+fn write_segments(repo: &Repository, records: &[PackRecord]) -> Result<()> {
+    let mut start = 0;
+    while start < records.len() {
+        let mut end = start;
+        let mut entries = 0;
+        while let Some(r) = records.get(end) {
+            if end > start && entries + r.entries.len() > SEGMENT_MAX_ENTRIES {
+                break;
+            }
+            entries += r.entries.len();
+            end += 1;
+        }
+        write_segment(repo, records.get(start..end).unwrap_or_default())?;
+        start = end;
     }
+    Ok(())
+}
+
+fn write_segment(repo: &Repository, records: &[PackRecord]) -> Result<SegmentId> {
     let plain = segment::encode(records);
     let sealed = blob::seal_blob(
         &repo.keys().seal_key,
@@ -265,5 +284,5 @@ fn write_segment(repo: &Repository, records: &[PackRecord]) -> Result<Option<Seg
     let id = SegmentId::new(plain_hash(&bytes));
     repo.backend().put(&segment_key(&id), &bytes, PutMode::CreateOnly)?;
     repo.index().add_segment(&id)?;
-    Ok(Some(id))
+    Ok(id)
 }

@@ -1,0 +1,255 @@
+//! Snapshot → restore gives back the same tree: a real Python environment, a varied small
+//! tree, partial restores, and `diff`.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::common::{Kind, Node, Repo, assert_same_tree, id_of, num, python_venv, sample_tree, walk_tree};
+
+/// Checks `amber ls` against the tree on disk: same paths, types, sizes, mtimes, targets.
+fn assert_ls_matches(repo: &Repo, snapshot: &str, tree: &BTreeMap<PathBuf, Node>) {
+    let listed = match repo.ok(&["ls", snapshot]) {
+        Value::Array(a) => a,
+        other => panic!("`amber ls` did not print an array: {other}"),
+    };
+    assert_eq!(
+        listed.len(),
+        tree.len(),
+        "`amber ls` lists as many entries as the tree has"
+    );
+    for e in &listed {
+        let path = e["path"].as_str().expect("path");
+        let node = tree
+            .get(Path::new(path))
+            .unwrap_or_else(|| panic!("`amber ls` lists {path:?}, which is not in the tree"));
+        let letter = match node.kind {
+            Kind::File => "-",
+            Kind::Dir => "d",
+            Kind::Symlink => "l",
+            Kind::Other(_) => "?",
+        };
+        assert_eq!(e["type"], letter, "type of {path}: {e}");
+        if node.kind == Kind::File {
+            assert_eq!(num(e, "size"), node.size, "size of {path}: {e}");
+        }
+        assert_eq!(e["mtime"].as_i64(), Some(node.mtime), "mtime of {path}: {e}");
+        assert_eq!(
+            e["mtime_nsec"].as_i64(),
+            Some(node.mtime_nsec),
+            "mtime_nsec of {path}: {e}"
+        );
+        let mode = u32::from_str_radix(e["mode"].as_str().expect("mode"), 8).expect("octal mode");
+        if node.kind != Kind::Symlink {
+            assert_eq!(mode & 0o7777, node.mode, "mode of {path}: {e}");
+        }
+        let target = node
+            .target
+            .as_ref()
+            .map(|t| t.to_str().expect("UTF-8 target").to_string());
+        assert_eq!(
+            e["link_target"].as_str().map(str::to_string),
+            target,
+            "link target of {path}"
+        );
+    }
+}
+
+#[test]
+fn python_environment_round_trip() {
+    let venv = python_venv();
+    let tree = walk_tree(&venv);
+    let files = tree.values().filter(|n| n.kind == Kind::File).count() as u64;
+    let dirs = tree.values().filter(|n| n.kind == Kind::Dir).count() as u64;
+    let symlinks = tree.values().filter(|n| n.kind == Kind::Symlink).count();
+    let bytes: u64 = tree.values().filter(|n| n.kind == Kind::File).map(|n| n.size).sum();
+    assert!(
+        tree.len() > 10_000,
+        "the venv should have over 10000 entries, has {}",
+        tree.len()
+    );
+    assert!(symlinks >= 1, "the venv should have symlinks (bin/python)");
+    assert_eq!(tree.get(Path::new("bin/python")).map(|n| n.kind), Some(Kind::Symlink));
+
+    let repo = Repo::init();
+    let snap = repo.snapshot(
+        &venv,
+        &[
+            "--tag",
+            "venv",
+            "--lab",
+            "ml-lab",
+            "--researcher",
+            "ada",
+            "--meta",
+            "experiment=e2e",
+        ],
+    );
+    let id = id_of(&snap);
+    assert_eq!(num(&snap, "files"), files, "files counted: {snap}");
+    assert_eq!(num(&snap, "dirs"), dirs, "dirs counted: {snap}");
+    assert_eq!(num(&snap, "bytes"), bytes, "bytes counted: {snap}");
+    assert_eq!(
+        num(&snap, "bytes_read"),
+        bytes,
+        "first snapshot reads everything: {snap}"
+    );
+
+    let list = repo.snapshots();
+    assert_eq!(list.len(), 1);
+    let s = &list[0];
+    assert_eq!(s["id"], id.as_str());
+    assert_eq!(s["kind"], "tree");
+    assert_eq!(s["tags"], serde_json::json!(["venv"]));
+    assert_eq!(s["lab"], "ml-lab");
+    assert_eq!(s["researcher"], "ada");
+    assert_eq!(s["metadata"]["experiment"], "e2e");
+    assert_eq!(s["path"], fs::canonicalize(&venv).unwrap().to_str().unwrap());
+    assert_eq!(s["complete"], true);
+    assert_eq!(num(s, "files"), files);
+
+    let dest = repo.scratch("restored");
+    let r = repo.restore(&id, &dest);
+    assert_eq!(num(&r, "files"), files, "restore count: {r}");
+    assert_eq!(num(&r, "bytes"), bytes, "restore bytes: {r}");
+    assert_same_tree(&venv, &dest);
+    assert_ls_matches(&repo, &id[..12], &tree);
+}
+
+#[test]
+fn varied_tree_round_trip() {
+    let repo = Repo::init();
+    let src = repo.scratch("src");
+    let entries = sample_tree(&src, 1);
+    let snap = repo.snapshot(&src, &[]);
+    let dest = repo.scratch("restored");
+    repo.restore("latest", &dest);
+    assert_same_tree(&src, &dest);
+    let tree = walk_tree(&src);
+    assert_eq!(tree.len(), entries);
+    assert_ls_matches(&repo, &id_of(&snap), &tree);
+
+    // Hard links come back as hard links.
+    let restored = walk_tree(&dest);
+    assert_eq!(
+        restored[Path::new("hard-a")].inode,
+        restored[Path::new("pkg0/hard-b")].inode,
+        "a hard-linked pair should be restored as one inode"
+    );
+
+    // `ls` below a path lists only that subtree.
+    let sub = repo.ok(&["ls", "latest", "pkg0/sub"]);
+    let paths: Vec<&str> = sub
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["pkg0/sub/deeper", "pkg0/sub/deeper/data.bin"], "{sub}");
+}
+
+#[test]
+fn restore_include_restores_only_matching_paths() {
+    let repo = Repo::init();
+    let src = repo.scratch("src");
+    sample_tree(&src, 2);
+    repo.snapshot(&src, &[]);
+    let dest = repo.scratch("partial");
+    repo.ok(&[
+        "restore",
+        "latest",
+        dest.to_str().unwrap(),
+        "--include",
+        "pkg1",
+        "--include",
+        "*.sh",
+    ]);
+    let got = walk_tree(&dest);
+    let want: BTreeMap<_, _> = walk_tree(&src)
+        .into_iter()
+        .filter(|(p, _)| p.starts_with("pkg1") || p == Path::new("run.sh"))
+        .collect();
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "--include pkg1 --include '*.sh' should restore exactly pkg1/** and run.sh"
+    );
+    assert!(crate::common::same_content(
+        &src.join("pkg1/mod3.py"),
+        &dest.join("pkg1/mod3.py")
+    ));
+}
+
+#[test]
+fn incremental_snapshot_and_diff() {
+    let repo = Repo::init();
+    let src = repo.scratch("src");
+    sample_tree(&src, 3);
+    let a = repo.snapshot(&src, &[]);
+
+    // One change of each kind.
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(src.join("pkg0/mod0.py"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"\nappended line\n").unwrap();
+    drop(f);
+    fs::remove_file(src.join("pkg1/mod1.py")).unwrap();
+    fs::write(src.join("new.txt"), "a new file\n").unwrap();
+    fs::set_permissions(src.join("pkg2/mod0.py"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::remove_file(src.join("link-rel")).unwrap();
+    fs::write(src.join("link-rel"), "now a regular file\n").unwrap();
+
+    let b = repo.snapshot(&src, &[]);
+    assert_eq!(
+        b["parent"], a["id"],
+        "the earlier snapshot of the same path is the parent: {b}"
+    );
+    // Re-read: the appended file, the new file, the type-changed path, and the chmod-ed
+    // file (its ctime changed). Everything else comes from the parent unread.
+    let reread = ["pkg0/mod0.py", "new.txt", "link-rel", "pkg2/mod0.py"];
+    let reread_bytes: u64 = reread.iter().map(|r| fs::metadata(src.join(r)).unwrap().len()).sum();
+    assert_eq!(num(&b, "files_unchanged"), num(&b, "files") - 4, "{b}");
+    assert_eq!(num(&b, "bytes_read"), reread_bytes, "{b}");
+
+    let d = repo.ok(&["diff", &id_of(&a), &id_of(&b)]);
+    let mut paths: Vec<&str> = d["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    paths.sort_unstable();
+    let twice: Vec<&str> = paths.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]).collect();
+    assert!(
+        twice.is_empty(),
+        "each changed path is reported once, these twice: {twice:?}\n{d}"
+    );
+    let change = |path: &str| -> Option<String> {
+        d["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["path"] == path)
+            .map(|c| c["change"].as_str().unwrap().to_string())
+    };
+    assert_eq!(change("pkg0/mod0.py").as_deref(), Some("modified"), "{d}");
+    assert_eq!(change("pkg1/mod1.py").as_deref(), Some("removed"), "{d}");
+    assert_eq!(change("new.txt").as_deref(), Some("added"), "{d}");
+    assert_eq!(change("pkg2/mod0.py").as_deref(), Some("metadata"), "{d}");
+    assert_eq!(change("link-rel").as_deref(), Some("type"), "{d}");
+    assert_eq!(change("big.bin"), None, "untouched files are not reported: {d}");
+    assert_eq!(
+        (num(&d, "added"), num(&d, "removed"), num(&d, "modified")),
+        (1, 1, 1),
+        "{d}"
+    );
+    assert_eq!(num(&d, "type_changed"), 1, "{d}");
+
+    let dest = repo.scratch("restored");
+    repo.restore(&id_of(&b), &dest);
+    assert_same_tree(&src, &dest);
+}
