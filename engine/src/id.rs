@@ -144,6 +144,16 @@ typed_id!(
     KeySlotId
 );
 
+impl ChunkId {
+    /// The id of an all-zero block of a volume: a hole, stored nowhere and read from nowhere.
+    pub const HOLE: ChunkId = ChunkId(Hash32([0u8; ID_LEN]));
+
+    /// True for [`ChunkId::HOLE`].
+    pub fn is_hole(&self) -> bool {
+        *self == ChunkId::HOLE
+    }
+}
+
 macro_rules! into_blob_id {
     ($($name:ident),*) => {$(
         impl From<$name> for BlobId {

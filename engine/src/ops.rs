@@ -1,10 +1,12 @@
 //! Operations on a vault: snapshot a tree, restore, list, diff.
 
+pub mod block;
 pub mod content;
 pub mod diff;
 pub mod fsmeta;
 pub mod ingest;
 pub mod progress;
+pub mod ranges;
 pub mod restore;
 pub mod walk;
 

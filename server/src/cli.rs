@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 
 /// Amber: deduplicated, encrypted snapshots of Jupyter environments.
 #[derive(Debug, Parser)]
@@ -52,15 +52,22 @@ pub enum Command {
         /// Only below this path inside the snapshot.
         path: Option<String>,
     },
-    /// Restore a snapshot into a directory.
+    /// Restore a snapshot: a tree into a directory, a volume into an image.
+    #[command(group(ArgGroup::new("target").required(true).args(["dest", "block"])))]
     Restore {
         /// Snapshot id, unique prefix, or `latest`.
         snapshot: String,
-        /// Target directory (created if missing).
-        dest: PathBuf,
-        /// Restore only paths matching this glob (repeatable).
+        /// Target directory for a tree (created if missing).
+        dest: Option<PathBuf>,
+        /// Restore only paths matching this glob (repeatable; trees).
         #[arg(long)]
         include: Vec<String>,
+        /// Write a volume snapshot to this image file or block device.
+        #[arg(long, value_name = "OUT")]
+        block: Option<PathBuf>,
+        /// Take blocks that match from this older image instead of the repository.
+        #[arg(long, requires = "block", value_name = "EXISTING_IMAGE")]
+        seed: Option<PathBuf>,
     },
     /// Show what changed between two snapshots.
     Diff {
@@ -88,9 +95,16 @@ pub struct KdfArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("source").required(true).args(["path", "block"])))]
 pub struct SnapshotArgs {
     /// Directory to snapshot.
-    pub path: PathBuf,
+    pub path: Option<PathBuf>,
+    /// Snapshot a raw volume image or block device instead, in fixed-size blocks.
+    #[arg(long, value_name = "FILE")]
+    pub block: Option<PathBuf>,
+    /// Only these byte ranges changed since --parent (one `OFFSET LENGTH` per line).
+    #[arg(long, requires = "block", requires = "parent", value_name = "FILE")]
+    pub changed_ranges: Option<PathBuf>,
     /// Tag (repeatable).
     #[arg(long = "tag")]
     pub tags: Vec<String>,
@@ -103,7 +117,8 @@ pub struct SnapshotArgs {
     /// Free metadata KEY=VALUE (repeatable): experiment, funding, criticality, ...
     #[arg(long = "meta", value_parser = parse_meta)]
     pub metadata: Vec<(String, String)>,
-    /// Compare against this snapshot instead of the latest of the same host and path.
+    /// Compare against this snapshot instead of the latest of the same host and path
+    /// (for volumes: the previous snapshot of this volume).
     #[arg(long, conflicts_with = "force")]
     pub parent: Option<String>,
     /// Read every file, ignoring any parent snapshot.

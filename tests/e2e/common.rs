@@ -628,7 +628,8 @@ pub fn sample_tree(root: &Path, seed: u64) -> usize {
 /// Copies a tree preserving types, modes and symlinks (not mtimes).
 pub fn copy_tree(from: &Path, to: &Path) {
     fs::create_dir_all(to).expect("mkdir");
-    for (rel, node) in walk_tree(from) {
+    let tree = walk_tree(from);
+    for (rel, node) in tree.clone() {
         let (src, dst) = (from.join(&rel), to.join(&rel));
         match node.kind {
             Kind::Dir => fs::create_dir_all(&dst).expect("mkdir"),
@@ -646,6 +647,9 @@ pub fn copy_tree(from: &Path, to: &Path) {
             }
             Kind::Other(_) => {}
         }
+    }
+    for (rel, node) in tree.iter().filter(|(_, n)| n.kind == Kind::Dir) {
+        fs::set_permissions(to.join(rel), fs::Permissions::from_mode(node.mode)).expect("chmod dir");
     }
 }
 

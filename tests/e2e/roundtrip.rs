@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -252,4 +252,60 @@ fn incremental_snapshot_and_diff() {
     let dest = repo.scratch("restored");
     repo.restore(&id_of(&b), &dest);
     assert_same_tree(&src, &dest);
+}
+
+/// The comparator the round-trip tests rely on notices each kind of difference.
+#[test]
+fn tree_comparison_detects_every_kind_of_difference() {
+    use crate::common::{copy_tree, set_mtime, tree_differences};
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    sample_tree(&a, 50);
+    let fresh = |name: &str| {
+        let b = tmp.path().join(name);
+        copy_tree(&a, &b);
+        for (rel, n) in walk_tree(&a).iter().rev() {
+            set_mtime(&b.join(rel), n.mtime, n.mtime_nsec as u32);
+        }
+        for (rel, n) in walk_tree(&a) {
+            if n.kind == Kind::File && !n.xattrs.is_empty() {
+                for (k, v) in &n.xattrs {
+                    xattr::set(b.join(&rel), k, v).unwrap();
+                }
+            }
+        }
+        assert_eq!(
+            tree_differences(&a, &b),
+            Vec::<String>::new(),
+            "a faithful copy compares equal"
+        );
+        b
+    };
+    let expect = |b: &Path, what: &str| {
+        let d = tree_differences(&a, b);
+        assert!(
+            d.iter().any(|l| l.contains(what)),
+            "expected a {what:?} difference, got {d:?}"
+        );
+    };
+    let b = fresh("content");
+    let m = fs::metadata(b.join("pkg0/mod0.py")).unwrap();
+    let mut bytes = fs::read(b.join("pkg0/mod0.py")).unwrap();
+    bytes[0] ^= 1;
+    fs::write(b.join("pkg0/mod0.py"), bytes).unwrap();
+    set_mtime(&b.join("pkg0/mod0.py"), m.mtime(), m.mtime_nsec() as u32);
+    expect(&b, "content differs");
+    let b = fresh("mode");
+    fs::set_permissions(b.join("run.sh"), fs::Permissions::from_mode(0o744)).unwrap();
+    expect(&b, "mode");
+    let b = fresh("mtime");
+    set_mtime(&b.join("pkg0/sub"), 1, 2);
+    expect(&b, "mtime");
+    let b = fresh("target");
+    fs::remove_file(b.join("link-rel")).unwrap();
+    std::os::unix::fs::symlink("elsewhere", b.join("link-rel")).unwrap();
+    expect(&b, "link target");
+    let b = fresh("missing");
+    fs::remove_file(b.join("empty.txt")).unwrap();
+    expect(&b, "only in");
 }

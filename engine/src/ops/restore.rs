@@ -329,6 +329,12 @@ fn write_file(shared: &Shared, entry: &Entry, path: &Path) -> Result<u64> {
         .map_err(|e| Error::io(path, e))?;
     let mut written = 0u64;
     for_each_chunk(&shared.repo, &entry.content, &mut |c| {
+        if c.id.is_hole() {
+            file.seek(SeekFrom::Current(i64::from(c.len)))
+                .map_err(|e| Error::io(path, e))?;
+            written += u64::from(c.len);
+            return Ok(());
+        }
         let data = shared.repo.read_chunk(c.id)?;
         if data.iter().all(|&b| b == 0) {
             file.seek(SeekFrom::Current(i64::from(c.len)))

@@ -101,8 +101,9 @@ pub fn snapshots(g: &Global) -> Result<ExitCode> {
 }
 
 fn tree_root(id: &SnapshotId, s: &Snapshot) -> Result<TreeId> {
-    if s.source != SourceKind::Tree {
-        bail!("snapshot {id} is a {} snapshot, not a tree", s.source.name());
+    // Volume snapshots are rooted in a one-entry tree too.
+    if !matches!(s.source, SourceKind::Tree | SourceKind::BlockVolume) {
+        bail!("snapshot {id} is a {} snapshot, which has no file tree", s.source.name());
     }
     Ok(TreeId::new(s.root))
 }

@@ -1,10 +1,11 @@
 //! `restore`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use amber_engine::format::snapshot::SourceKind;
 use amber_engine::id::TreeId;
+use amber_engine::ops::block::{BlockRestoreOptions, restore_block};
 use amber_engine::ops::restore::{RestoreOptions, restore_tree};
 use anyhow::{Result, bail};
 use serde_json::json;
@@ -72,4 +73,40 @@ pub fn run(g: &Global, name: &str, dest: &Path, include: Vec<String>) -> Result<
     } else {
         ExitCode::from(EXIT_INCOMPLETE)
     })
+}
+
+pub fn block(g: &Global, name: &str, out: &Path, seed: Option<PathBuf>) -> Result<ExitCode> {
+    let repo = context::open(g)?;
+    let (id, _) = repo.resolve_snapshot(name, g.env.as_deref())?;
+    let display = ProgressDisplay::start("restore");
+    let opts = BlockRestoreOptions {
+        seed,
+        threads: g.threads,
+        progress: Some(display.counters()),
+    };
+    let result = restore_block(&repo, id, out, &opts);
+    display.finish();
+    let r = result?;
+    let value = json!({
+        "snapshot": id.to_hex(),
+        "size": r.size,
+        "blocks": r.blocks,
+        "holes": r.holes,
+        "from_repo": r.from_repo,
+        "from_seed": r.from_seed,
+        "bytes_written": r.bytes_written,
+    });
+    emit(g.json, &value, || {
+        format!(
+            "restored volume {} to {}: {}, {} blocks ({} holes, {} from the repository, {} from the seed)",
+            id.short(),
+            out.display(),
+            bytes(r.size),
+            r.blocks,
+            r.holes,
+            r.from_repo,
+            r.from_seed
+        )
+    });
+    Ok(ExitCode::SUCCESS)
 }

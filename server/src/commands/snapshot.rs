@@ -2,8 +2,11 @@
 
 use std::process::ExitCode;
 
+use amber_engine::ops::block::{BlockOptions, snapshot_block};
 use amber_engine::ops::ingest::{ParentChoice, TreeOptions, snapshot_tree};
-use anyhow::Result;
+use amber_engine::ops::ranges::parse_ranges;
+use amber_engine::repo::Repository;
+use anyhow::{Context, Result, bail};
 use serde_json::json;
 
 use crate::cli::{Global, SnapshotArgs};
@@ -13,6 +16,12 @@ use crate::output::{ProgressDisplay, bytes, emit};
 
 pub fn run(g: &Global, args: &SnapshotArgs) -> Result<ExitCode> {
     let repo = context::open(g)?;
+    if let Some(image) = &args.block {
+        return block(g, &repo, image, args);
+    }
+    let Some(path) = &args.path else {
+        bail!("give a directory, or --block FILE")
+    };
     let parent = match (&args.parent, args.force) {
         (_, true) => ParentChoice::None,
         (Some(name), _) => ParentChoice::Given(repo.resolve_snapshot(name, g.env.as_deref())?.0),
@@ -30,7 +39,7 @@ pub fn run(g: &Global, args: &SnapshotArgs) -> Result<ExitCode> {
         progress: Some(display.counters()),
     };
     let started = std::time::Instant::now();
-    let result = snapshot_tree(&repo, &args.path, &opts);
+    let result = snapshot_tree(&repo, path, &opts);
     display.finish();
     let s = result?;
     for (path, why) in &s.skipped {
@@ -75,4 +84,63 @@ pub fn run(g: &Global, args: &SnapshotArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(EXIT_INCOMPLETE)
     })
+}
+
+fn block(g: &Global, repo: &Repository, image: &std::path::Path, args: &SnapshotArgs) -> Result<ExitCode> {
+    let parent = match &args.parent {
+        Some(name) => Some(repo.resolve_snapshot(name, g.env.as_deref())?.0),
+        None => None,
+    };
+    let changed_ranges = match &args.changed_ranges {
+        Some(f) => {
+            let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+            Some(parse_ranges(&text)?)
+        }
+        None => None,
+    };
+    let display = ProgressDisplay::start("snapshot");
+    let opts = BlockOptions {
+        environment: g.env.clone().unwrap_or_default(),
+        lab: args.lab.clone(),
+        researcher: args.researcher.clone(),
+        tags: args.tags.clone(),
+        metadata: args.metadata.clone(),
+        parent,
+        changed_ranges,
+        threads: g.threads,
+        progress: Some(display.counters()),
+    };
+    let started = std::time::Instant::now();
+    let result = snapshot_block(repo, image, &opts);
+    display.finish();
+    let s = result?;
+    let value = json!({
+        "id": s.id.to_hex(),
+        "kind": "block",
+        "parent": s.snapshot.parent.map(|p| p.to_hex()),
+        "size": s.size,
+        "block_size": repo.config().block_size,
+        "blocks": s.blocks,
+        "holes": s.holes,
+        "blocks_inherited": s.inherited,
+        "bytes_read": s.bytes_read,
+        "bytes_new": s.written.bytes_new,
+        "raw_bytes_new": s.written.raw_new,
+        "blobs_new": s.written.blobs_new,
+        "duration_secs": started.elapsed().as_secs_f64(),
+    });
+    emit(g.json, &value, || {
+        format!(
+            "volume: {}, {} blocks ({} holes, {} inherited), {} read\nadded to the repository: {} ({} stored)\nsnapshot {} saved",
+            bytes(s.size),
+            s.blocks,
+            s.holes,
+            s.inherited,
+            bytes(s.bytes_read),
+            bytes(s.written.raw_new),
+            bytes(s.written.bytes_new),
+            s.id
+        )
+    });
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,130 @@
+//! Changed-range lists, as a cloud block-volume change API reports them.
+//!
+//! Text, one range per line: `OFFSET LENGTH` in bytes, decimal or `0x` hexadecimal,
+//! separated by white space or a comma. Blank lines and lines starting with `#` are
+//! ignored. Ranges may overlap and come in any order.
+
+use crate::error::{Error, Result};
+
+/// A byte range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteRange {
+    /// First byte.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+fn number(text: &str, line: usize) -> Result<u64> {
+    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    parsed.map_err(|_| Error::InvalidArgument(format!("changed ranges, line {line}: {text:?} is not a number")))
+}
+
+/// Parses a changed-ranges file.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming the line.
+pub fn parse_ranges(text: &str) -> Result<Vec<ByteRange>> {
+    let mut out = Vec::new();
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fields: Vec<&str> = line
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .filter(|f| !f.is_empty())
+            .collect();
+        let [offset, len] = fields.as_slice() else {
+            return Err(Error::InvalidArgument(format!(
+                "changed ranges, line {}: expected OFFSET LENGTH",
+                n + 1
+            )));
+        };
+        out.push(ByteRange {
+            offset: number(offset, n + 1)?,
+            len: number(len, n + 1)?,
+        });
+    }
+    Ok(out)
+}
+
+/// The set of block indices touched by some ranges, as sorted disjoint intervals.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BlockSet {
+    intervals: Vec<(u64, u64)>,
+}
+
+impl BlockSet {
+    /// The blocks of `block` bytes touched by `ranges` in a volume of `size` bytes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a range that reaches past the end of the volume.
+    pub fn from_ranges(ranges: &[ByteRange], size: u64, block: u64) -> Result<Self> {
+        let mut intervals = Vec::with_capacity(ranges.len());
+        for r in ranges {
+            let end = r.offset.checked_add(r.len).filter(|&e| e <= size).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "changed range {}+{} lies outside the volume of {size} bytes",
+                    r.offset, r.len
+                ))
+            })?;
+            if r.len > 0 {
+                intervals.push((r.offset / block, (end - 1) / block + 1));
+            }
+        }
+        intervals.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(intervals.len());
+        for (a, b) in intervals {
+            match merged.last_mut() {
+                Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                _ => merged.push((a, b)),
+            }
+        }
+        Ok(BlockSet { intervals: merged })
+    }
+
+    /// True when block `i` is touched.
+    pub fn contains(&self, i: u64) -> bool {
+        let pos = self.intervals.partition_point(|&(_, end)| end <= i);
+        self.intervals.get(pos).is_some_and(|&(start, _)| start <= i)
+    }
+
+    /// Number of blocks touched.
+    pub fn count(&self) -> u64 {
+        self.intervals.iter().map(|(a, b)| b - a).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_merge() {
+        let r = parse_ranges("# changed\n0 10\n0x100000,4096\n\n8 4\n").unwrap();
+        assert_eq!(r.len(), 3);
+        let set = BlockSet::from_ranges(&r, 4 << 20, 1 << 20).unwrap();
+        assert!(set.contains(0) && set.contains(1) && !set.contains(2));
+        assert_eq!(set.count(), 2);
+        assert!(parse_ranges("12").is_err());
+        assert!(parse_ranges("a b").is_err());
+        assert!(
+            BlockSet::from_ranges(
+                &[ByteRange {
+                    offset: 10,
+                    len: u64::MAX
+                }],
+                100,
+                10
+            )
+            .is_err()
+        );
+        assert!(BlockSet::from_ranges(&[ByteRange { offset: 95, len: 6 }], 100, 10).is_err());
+        let edge = BlockSet::from_ranges(&[ByteRange { offset: 95, len: 5 }], 100, 10).unwrap();
+        assert!(edge.contains(9) && !edge.contains(8));
+    }
+}
