@@ -33,6 +33,8 @@ pub struct InitOptions {
     pub label: String,
     /// Content chunking, fixed for the life of the vault.
     pub chunker: ChunkerParams,
+    /// Block size for volume images (a power of two from 4 KiB to 16 MiB).
+    pub block_size: u32,
 }
 
 impl Default for InitOptions {
@@ -41,9 +43,13 @@ impl Default for InitOptions {
             kdf: KdfParams::DEFAULT,
             label: String::new(),
             chunker: ChunkerParams::DEFAULT,
+            block_size: DEFAULT_BLOCK_SIZE,
         }
     }
 }
+
+/// Default block size for volume images; see format-spec/DECISIONS.md for the measurement.
+pub const DEFAULT_BLOCK_SIZE: u32 = 1024 * 1024;
 
 struct Inner {
     backend: DynBackend,

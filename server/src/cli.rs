@@ -40,7 +40,13 @@ pub struct Global {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a new repository.
-    Init(KdfArgs),
+    Init {
+        #[command(flatten)]
+        kdf: KdfArgs,
+        /// Block size in KiB for volume images (power of two, 4 to 16384).
+        #[arg(long, default_value_t = 1024)]
+        block_size_kib: u32,
+    },
     /// Snapshot a directory tree.
     Snapshot(SnapshotArgs),
     /// List snapshots.

@@ -18,7 +18,7 @@ pub const EXIT_INCOMPLETE: u8 = 3;
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let g = &cli.global;
     match cli.command {
-        Command::Init(kdf) => admin::init(g, &kdf),
+        Command::Init { kdf, block_size_kib } => admin::init(g, &kdf, block_size_kib),
         Command::Snapshot(args) => snapshot::run(g, &args),
         Command::Snapshots => inspect::snapshots(g),
         Command::Ls { snapshot, path } => inspect::ls(g, &snapshot, path.as_deref()),

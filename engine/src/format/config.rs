@@ -57,7 +57,7 @@ impl VaultConfig {
             vault_id,
             created,
             chunker: ChunkerParams::DEFAULT,
-            block_size: 1024 * 1024,
+            block_size: crate::repo::DEFAULT_BLOCK_SIZE,
             zstd_level: 3,
             data_pack_target: 32 * 1024 * 1024,
             meta_pack_target: 8 * 1024 * 1024,

@@ -30,6 +30,7 @@ fn small_chunks() -> InitOptions {
         },
         label: "test".into(),
         chunker: ChunkerParams::new(64 * 1024, 128 * 1024, 256 * 1024).unwrap(),
+        block_size: 64 * 1024,
     }
 }
 

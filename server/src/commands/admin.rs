@@ -11,12 +11,13 @@ use crate::cli::{Global, IndexCommand, KdfArgs, KeyCommand};
 use crate::context::{self, backend, cache_dir, passphrase};
 use crate::output::emit;
 
-pub fn init(g: &Global, kdf: &KdfArgs) -> Result<ExitCode> {
+pub fn init(g: &Global, kdf: &KdfArgs, block_size_kib: u32) -> Result<ExitCode> {
     let pass = passphrase(g.password_file.as_deref(), "AMBER_PASSWORD")?;
     std::fs::create_dir_all(&g.repo).with_context(|| format!("cannot create {}", g.repo.display()))?;
     let opts = InitOptions {
         kdf: context::kdf(kdf),
         label: context::default_label(),
+        block_size: block_size_kib.saturating_mul(1024),
         ..InitOptions::default()
     };
     let repo = Repository::init(backend(g), &cache_dir(g), &pass, &opts)?;

@@ -103,7 +103,10 @@ pub fn snapshots(g: &Global) -> Result<ExitCode> {
 fn tree_root(id: &SnapshotId, s: &Snapshot) -> Result<TreeId> {
     // Volume snapshots are rooted in a one-entry tree too.
     if !matches!(s.source, SourceKind::Tree | SourceKind::BlockVolume) {
-        bail!("snapshot {id} is a {} snapshot, which has no file tree", s.source.name());
+        bail!(
+            "snapshot {id} is a {} snapshot, which has no file tree",
+            s.source.name()
+        );
     }
     Ok(TreeId::new(s.root))
 }
