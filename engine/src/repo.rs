@@ -90,8 +90,15 @@ impl Repository {
             return Err(Error::AlreadyExists(format!("{backend:?}")));
         }
         let vault_id = VaultId::new(Hash32::from_bytes(random_array()?));
+        if !opts.block_size.is_power_of_two() || !(4096..=16 << 20).contains(&opts.block_size) {
+            return Err(Error::InvalidArgument(format!(
+                "block size {} is not a power of two from 4 KiB to 16 MiB",
+                opts.block_size
+            )));
+        }
         let config = VaultConfig {
             chunker: opts.chunker,
+            block_size: opts.block_size,
             ..VaultConfig::new(vault_id, now_secs())
         };
         let master = MasterKey::generate()?;

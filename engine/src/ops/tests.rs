@@ -348,3 +348,122 @@ fn unreadable_directory_is_skipped_and_snapshot_marked_incomplete() {
     assert!(root.get(b"ok.txt").is_some_and(|e| e.kind == EntryKind::File));
     assert!(root.get(b"secret.txt").is_none());
 }
+
+mod block {
+    use super::*;
+    use crate::ops::block::{BlockOptions, BlockRestoreOptions, restore_block, snapshot_block};
+    use crate::ops::ranges::ByteRange;
+    use std::os::unix::fs::{FileExt, MetadataExt};
+
+    const BLOCK: u64 = 64 * 1024;
+
+    fn volume(path: &Path, size: u64) {
+        let f = std::fs::File::create(path).unwrap();
+        f.set_len(size).unwrap();
+        for (i, off) in [0u64, 5 * BLOCK + 100, 40 * BLOCK].into_iter().enumerate() {
+            f.write_all_at(&noise(3 * BLOCK as usize, i as u64 + 1), off).unwrap();
+        }
+    }
+
+    #[test]
+    fn round_trip_holes_changed_ranges_and_seed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = init(Arc::new(MemoryBackend::new()), &tmp.path().join("cache"));
+        let img = tmp.path().join("vol.img");
+        let size = 1 << 30; // 1 GiB, sparse: 16384 blocks, all but ~10 holes
+        volume(&img, size);
+        let first = snapshot_block(&repo, &img, &BlockOptions::default()).unwrap();
+        assert_eq!(first.blocks, size / BLOCK);
+        assert!(first.holes >= first.blocks - 12, "{} holes", first.holes);
+        let out = tmp.path().join("out.img");
+        let r = restore_block(&repo, first.id, &out, &BlockRestoreOptions::default()).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&img).unwrap());
+        assert!(
+            std::fs::metadata(&out).unwrap().blocks() * 512 < 4 << 20,
+            "holes stay sparse"
+        );
+        assert_eq!(r.from_repo + r.holes, r.blocks);
+
+        // Change ten scattered blocks and say so.
+        let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+        let mut ranges = Vec::new();
+        for k in 0..10u64 {
+            let off = k * 1601 * BLOCK + 17;
+            f.write_all_at(b"changed!", off).unwrap();
+            ranges.push(ByteRange { offset: off, len: 8 });
+        }
+        let opts = BlockOptions {
+            parent: Some(first.id),
+            changed_ranges: Some(ranges),
+            ..BlockOptions::default()
+        };
+        let second = snapshot_block(&repo, &img, &opts).unwrap();
+        assert_eq!(second.bytes_read, 10 * BLOCK, "only the changed blocks are read");
+        assert_eq!(second.inherited, second.blocks - 10);
+        let chunks = 10;
+        assert!(
+            second.written.blobs_new <= chunks + 30,
+            "{} blobs",
+            second.written.blobs_new
+        );
+        assert!(
+            second.written.raw_new < 10 * BLOCK + 400 * 1024,
+            "{} bytes",
+            second.written.raw_new
+        );
+
+        // Restore seeded from the old image: only the ten blocks come from the store.
+        let seeded = restore_block(
+            &repo,
+            second.id,
+            &out,
+            &BlockRestoreOptions {
+                seed: Some(out.clone()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&img).unwrap());
+        assert_eq!(seeded.from_repo, 10);
+    }
+
+    #[test]
+    fn bad_ranges_and_size_changes_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = init(Arc::new(MemoryBackend::new()), &tmp.path().join("cache"));
+        let img = tmp.path().join("vol.img");
+        volume(&img, 64 * BLOCK);
+        let first = snapshot_block(&repo, &img, &BlockOptions::default()).unwrap();
+        let outside = vec![ByteRange {
+            offset: 64 * BLOCK - 4,
+            len: 8,
+        }];
+        let opts = BlockOptions {
+            parent: Some(first.id),
+            changed_ranges: Some(outside),
+            ..Default::default()
+        };
+        assert!(snapshot_block(&repo, &img, &opts).is_err());
+        let no_parent = BlockOptions {
+            changed_ranges: Some(vec![]),
+            ..Default::default()
+        };
+        assert!(snapshot_block(&repo, &img, &no_parent).is_err());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&img)
+            .unwrap()
+            .set_len(65 * BLOCK)
+            .unwrap();
+        let grown = BlockOptions {
+            parent: Some(first.id),
+            ..Default::default()
+        };
+        assert!(snapshot_block(&repo, &img, &grown).is_err());
+        assert_eq!(
+            repo.snapshots().unwrap().len(),
+            1,
+            "nothing committed by refused snapshots"
+        );
+    }
+}
