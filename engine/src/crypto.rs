@@ -132,6 +132,7 @@ impl MasterKey {
                 tree: id(b"amber v1 tree id")?,
                 list: id(b"amber v1 chunk list id")?,
                 snapshot: id(b"amber v1 snapshot id")?,
+                layout: id(b"amber v1 tar layout id")?,
             },
             seal_key: SealKey::new(&self.derive(vault, b"amber v1 blob key")?)?,
             config_mac: self.derive(vault, b"amber v1 config mac")?,
@@ -157,6 +158,8 @@ pub struct IdKeys {
     pub list: IdKey,
     /// Snapshot ids.
     pub snapshot: IdKey,
+    /// Tar layout chunk ids.
+    pub layout: IdKey,
 }
 
 /// The working keys of one vault, all derived from its master key.

@@ -7,9 +7,11 @@ pub mod chunklist;
 pub mod codec;
 pub mod config;
 pub mod keyslot;
+pub mod layout;
 pub mod pack;
 pub mod segment;
 pub mod snapshot;
+pub mod tarhdr;
 pub mod tree;
 
 /// A stored object did not decode.

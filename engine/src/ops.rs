@@ -3,11 +3,14 @@
 pub mod block;
 pub mod content;
 pub mod diff;
+pub mod extract;
 pub mod fsmeta;
 pub mod ingest;
 pub mod progress;
 pub mod ranges;
 pub mod restore;
+pub mod stream;
+pub mod tar;
 pub mod walk;
 
 #[cfg(test)]

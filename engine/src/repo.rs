@@ -196,6 +196,7 @@ impl Repository {
             BlobKind::Tree => Some(&ids.tree),
             BlobKind::ChunkList => Some(&ids.list),
             BlobKind::Snapshot => Some(&ids.snapshot),
+            BlobKind::Layout => Some(&ids.layout),
             BlobKind::PackDirectory | BlobKind::IndexSegment => None,
         }
     }

@@ -59,7 +59,7 @@ pub enum Command {
         path: Option<String>,
     },
     /// Restore a snapshot: a tree into a directory, a volume into an image.
-    #[command(group(ArgGroup::new("target").required(true).args(["dest", "block"])))]
+    #[command(group(ArgGroup::new("target").required(true).args(["dest", "block", "tar"])))]
     Restore {
         /// Snapshot id, unique prefix, or `latest`.
         snapshot: String,
@@ -74,6 +74,12 @@ pub enum Command {
         /// Take blocks that match from this older image instead of the repository.
         #[arg(long, requires = "block", value_name = "EXISTING_IMAGE")]
         seed: Option<PathBuf>,
+        /// Write a layer snapshot as its original (uncompressed) tar stream; `-` for stdout.
+        #[arg(long, value_name = "OUT")]
+        tar: Option<PathBuf>,
+        /// When extracting a layer into DEST, apply OCI whiteouts (`.wh.` files, opaque dirs).
+        #[arg(long)]
+        apply_whiteouts: bool,
     },
     /// Show what changed between two snapshots.
     Diff {
@@ -101,10 +107,13 @@ pub struct KdfArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("source").required(true).args(["path", "block"])))]
+#[command(group(ArgGroup::new("source").required(true).args(["path", "block", "tar"])))]
 pub struct SnapshotArgs {
     /// Directory to snapshot.
     pub path: Option<PathBuf>,
+    /// Snapshot a container layer: a tar stream, plain, gzip or zstd; `-` for stdin.
+    #[arg(long, value_name = "FILE")]
+    pub tar: Option<PathBuf>,
     /// Snapshot a raw volume image or block device instead, in fixed-size blocks.
     #[arg(long, value_name = "FILE")]
     pub block: Option<PathBuf>,

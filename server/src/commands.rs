@@ -28,10 +28,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             include,
             block,
             seed,
-        } => match (dest, block) {
-            (_, Some(out)) => restore::block(g, &snapshot, &out, seed),
-            (Some(dest), None) => restore::run(g, &snapshot, &dest, include),
-            (None, None) => anyhow::bail!("give a target directory or --block OUT"),
+            tar,
+            apply_whiteouts,
+        } => match (dest, block, tar) {
+            (_, Some(out), _) => restore::block(g, &snapshot, &out, seed),
+            (_, _, Some(out)) => restore::tar(g, &snapshot, &out),
+            (Some(dest), None, None) => restore::run(g, &snapshot, &dest, include, apply_whiteouts),
+            (None, None, None) => anyhow::bail!("give a target directory, --block OUT or --tar OUT"),
         },
         Command::Diff { a, b } => inspect::diff(g, &a, &b),
         Command::Index(cmd) => admin::index(g, &cmd),

@@ -29,6 +29,8 @@ pub enum BlobKind {
     Snapshot = 5,
     /// An index segment.
     IndexSegment = 6,
+    /// A chunk of a tar layout (metadata: kept with trees, in the hot tier).
+    Layout = 7,
 }
 
 impl BlobKind {
@@ -44,6 +46,7 @@ impl BlobKind {
             4 => BlobKind::PackDirectory,
             5 => BlobKind::Snapshot,
             6 => BlobKind::IndexSegment,
+            7 => BlobKind::Layout,
             other => return Err(FormatError::invalid("blob kind", format!("unknown tag {other}"))),
         })
     }
@@ -60,6 +63,7 @@ impl BlobKind {
             BlobKind::PackDirectory => "pack directory",
             BlobKind::Snapshot => "snapshot",
             BlobKind::IndexSegment => "index segment",
+            BlobKind::Layout => "tar layout",
         }
     }
 }

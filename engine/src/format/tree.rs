@@ -245,7 +245,8 @@ fn decode_time(r: &mut Reader<'_>, field: &'static str) -> Result<Timestamp, For
     Ok(Timestamp { sec, nsec })
 }
 
-fn encode_content(w: &mut Writer, c: &Content) {
+/// Encodes a content reference (also used by tar layouts).
+pub(crate) fn encode_content(w: &mut Writer, c: &Content) {
     match c {
         Content::None => w.u8(0),
         Content::Inline(chunks) => {
@@ -268,7 +269,8 @@ fn encode_content(w: &mut Writer, c: &Content) {
     }
 }
 
-fn decode_content(r: &mut Reader<'_>) -> Result<Content, FormatError> {
+/// Decodes a content reference.
+pub(crate) fn decode_content(r: &mut Reader<'_>) -> Result<Content, FormatError> {
     Ok(match r.u8("content tag")? {
         0 => Content::None,
         1 => {

@@ -8,7 +8,7 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -16,23 +16,20 @@ use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
-use crate::chunker::ContentChunker;
 use crate::error::{Error, Result};
 use crate::format::blob::BlobKind;
-use crate::format::chunklist::{ListBuilder, ListNode};
 use crate::format::snapshot::{MAX_LISTED_SKIPS, Snapshot, SnapshotStats, SourceKind};
-use crate::format::tree::{ChunkRef, Content, Entry, EntryKind, TreeNode};
-use crate::id::{BlobId, ListId, SnapshotId, TreeId};
+use crate::format::tree::{Content, Entry, EntryKind, TreeNode};
+use crate::id::{SnapshotId, TreeId};
 use crate::ops::fsmeta::{self, NameCache};
 use crate::ops::progress::Progress;
+use crate::ops::stream::{StreamError, store_stream};
 use crate::ops::{default_threads, join_rel};
 use crate::repo::Repository;
 use crate::repo::writer::{BlobWriter, WriteStats};
 
 /// Files being read at once, per worker thread.
 pub const FILES_IN_FLIGHT_PER_THREAD: usize = 2;
-/// Bytes read from a file per `read` call.
-pub const READ_BUFFER: usize = 1024 * 1024;
 /// Stack of the walker thread (deep trees recurse).
 const WALKER_STACK: usize = 64 * 1024 * 1024;
 
@@ -86,18 +83,6 @@ pub struct SnapshotSummary {
     pub bytes_read: u64,
     /// Paths skipped, with the reason.
     pub skipped: Vec<(String, String)>,
-}
-
-/// A file job failed: either the source (skip the file) or the engine (abort).
-enum FileError {
-    Source(std::io::Error),
-    Engine(Error),
-}
-
-impl From<Error> for FileError {
-    fn from(e: Error) -> Self {
-        FileError::Engine(e)
-    }
 }
 
 struct Shared {
@@ -301,7 +286,7 @@ fn store_dir(shared: &Arc<Shared>, path: &Path, rel: &str, parent: Option<&TreeN
             Vec::new()
         }
     };
-    let (tx, rx) = unbounded::<(usize, std::result::Result<(Content, u64), FileError>)>();
+    let (tx, rx) = unbounded::<(usize, std::result::Result<(Content, u64), StreamError>)>();
     let mut entries: Vec<Option<Entry>> = Vec::with_capacity(names.len());
     let mut jobs = 0usize;
     for name in names {
@@ -376,7 +361,7 @@ fn unchanged(previous: &Entry, now: &Entry) -> bool {
         && previous.inode == now.inode
 }
 
-type JobResult = (usize, std::result::Result<(Content, u64), FileError>);
+type JobResult = (usize, std::result::Result<(Content, u64), StreamError>);
 
 fn spawn_file_job(shared: &Arc<Shared>, path: PathBuf, slot: usize, tx: Sender<JobResult>) -> Result<()> {
     // Blocks while FILES_IN_FLIGHT jobs are running: the bound on open files and memory.
@@ -418,60 +403,26 @@ fn collect_file_jobs(
                     });
                 }
             }
-            Err(FileError::Source(err)) => {
+            Err(StreamError::Source(err)) => {
                 let name = cell.as_ref().map(|e| join_rel(rel, &e.name)).unwrap_or_default();
                 shared.skip(&name, format!("cannot read: {err}"));
                 *cell = None;
             }
-            Err(FileError::Engine(err)) => return Err(err),
+            Err(StreamError::Engine(err)) => return Err(err),
         }
     }
     Ok(())
 }
 
 /// Reads, chunks and stores one file; returns its content and the bytes actually read.
-fn ingest_file(shared: &Shared, path: &Path) -> std::result::Result<(Content, u64), FileError> {
+fn ingest_file(shared: &Shared, path: &Path) -> std::result::Result<(Content, u64), StreamError> {
     let mut file = File::options()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
-        .map_err(FileError::Source)?;
-    let writer = &shared.writer;
-    let repo = writer.repo();
-    let mut chunker = ContentChunker::new(repo.config().chunker, repo.gear_table());
-    let mut list = ListBuilder::new(|node: &ListNode| -> Result<ListId> {
-        Ok(ListId::new(writer.store_meta(BlobKind::ChunkList, &node.encode())?))
-    });
-    let mut buf = vec![0u8; READ_BUFFER];
-    let mut total = 0u64;
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(FileError::Source(e)),
-        };
-        total += n as u64;
-        shared.progress.add_bytes(n as u64);
-        chunker.push(buf.get(..n).unwrap_or_default());
-        drain_chunks(writer, &mut chunker, &mut list)?;
-    }
-    chunker.finish();
-    drain_chunks(writer, &mut chunker, &mut list)?;
+        .map_err(StreamError::Source)?;
+    let (content, total) = store_stream(&shared.writer, &mut file, u64::MAX, &shared.progress)?;
     shared.count(|c| c.bytes_read += total);
     shared.progress.add_file(0);
-    Ok((list.finish()?, total))
-}
-
-fn drain_chunks<S>(writer: &BlobWriter, chunker: &mut ContentChunker, list: &mut ListBuilder<S>) -> Result<()>
-where
-    S: FnMut(&ListNode) -> Result<ListId>,
-{
-    while let Some(chunk) = chunker.next_chunk() {
-        let id = writer.repo().chunk_id(&chunk);
-        writer.store(BlobKind::Chunk, BlobId::from(id), &chunk)?;
-        let len = u32::try_from(chunk.len()).map_err(|_| Error::Pipeline("chunk over 4 GiB".into()))?;
-        list.push(ChunkRef { id, len })?;
-    }
-    Ok(())
+    Ok((content, total))
 }

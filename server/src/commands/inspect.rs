@@ -61,6 +61,8 @@ fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> Value {
         "bytes_new": s.stats.bytes_new,
         "complete": s.is_complete(),
         "skipped": s.skipped,
+        "diff_id": amber_engine::ops::tar::recorded_diff_id(s),
+        "digest": s.metadata.iter().find(|(k, _)| k == amber_engine::ops::tar::DIGEST_KEY).map(|(_, v)| v),
     })
 }
 

@@ -4,10 +4,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use amber_engine::format::snapshot::SourceKind;
+use amber_engine::id::SnapshotId;
 use amber_engine::id::TreeId;
 use amber_engine::ops::block::{BlockRestoreOptions, restore_block};
+use amber_engine::ops::extract::extract_layer;
 use amber_engine::ops::restore::{RestoreOptions, restore_tree};
-use anyhow::{Result, bail};
+use amber_engine::ops::tar::restore_tar;
+use amber_engine::repo::Repository;
+use anyhow::{Context, Result, bail};
 use serde_json::json;
 
 use crate::cli::Global;
@@ -15,14 +19,13 @@ use crate::commands::EXIT_INCOMPLETE;
 use crate::context;
 use crate::output::{ProgressDisplay, bytes, emit};
 
-pub fn run(g: &Global, name: &str, dest: &Path, include: Vec<String>) -> Result<ExitCode> {
+pub fn run(g: &Global, name: &str, dest: &Path, include: Vec<String>, whiteouts: bool) -> Result<ExitCode> {
     let repo = context::open(g)?;
     let (id, snap) = repo.resolve_snapshot(name, g.env.as_deref())?;
-    if snap.source != SourceKind::Tree {
-        bail!(
-            "snapshot {id} is a {} snapshot; this build restores trees",
-            snap.source.name()
-        );
+    match snap.source {
+        SourceKind::Tree => {}
+        SourceKind::TarLayer => return extract(g, &repo, id, dest, whiteouts),
+        SourceKind::BlockVolume => bail!("snapshot {id} is a block volume: restore it with --block OUT"),
     }
     let display = ProgressDisplay::start("restore");
     let opts = RestoreOptions {
@@ -108,5 +111,72 @@ pub fn block(g: &Global, name: &str, out: &Path, seed: Option<PathBuf>) -> Resul
             r.from_seed
         )
     });
+    Ok(ExitCode::SUCCESS)
+}
+
+fn extract(g: &Global, repo: &Repository, id: SnapshotId, dest: &Path, whiteouts: bool) -> Result<ExitCode> {
+    let r = extract_layer(repo, id, dest, whiteouts)?;
+    for (path, why) in &r.skipped {
+        eprintln!("warning: skipped {path}: {why}");
+    }
+    let value = json!({
+        "snapshot": id.to_hex(),
+        "members": r.members,
+        "whiteouts": r.whiteouts,
+        "skipped": r.skipped.iter().map(|(p, w)| json!({ "path": p, "error": w })).collect::<Vec<_>>(),
+        "errors": Vec::<String>::new(),
+    });
+    emit(g.json, &value, || {
+        format!(
+            "extracted layer {} into {}: {} members, {} whiteouts applied",
+            id.short(),
+            dest.display(),
+            r.members,
+            r.whiteouts
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn tar(g: &Global, name: &str, out: &Path) -> Result<ExitCode> {
+    let repo = context::open(g)?;
+    let (id, _) = repo.resolve_snapshot(name, g.env.as_deref())?;
+    let to_stdout = out.as_os_str() == "-";
+    let size = if to_stdout {
+        let stdout = std::io::stdout();
+        let mut lock = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+        restore_tar(&repo, id, &mut lock)?
+    } else {
+        // Write beside the target, then rename: a failed rebuild leaves no half file behind.
+        let tmp = out.with_extension("amber-partial");
+        let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+        let result = restore_tar(&repo, id, &mut w).and_then(|n| {
+            std::io::Write::flush(&mut w).map_err(|e| amber_engine::Error::io(&tmp, e))?;
+            Ok(n)
+        });
+        match result {
+            Ok(n) => {
+                std::fs::rename(&tmp, out).with_context(|| format!("cannot rename to {}", out.display()))?;
+                n
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e.into());
+            }
+        }
+    };
+    if !to_stdout {
+        emit(g.json, &json!({ "snapshot": id.to_hex(), "bytes": size }), || {
+            format!(
+                "rebuilt layer {} into {} ({}), digest verified",
+                id.short(),
+                out.display(),
+                bytes(size)
+            )
+        });
+    } else {
+        eprintln!("rebuilt layer {} ({}), digest verified", id.short(), bytes(size));
+    }
     Ok(ExitCode::SUCCESS)
 }

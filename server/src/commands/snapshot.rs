@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use amber_engine::ops::block::{BlockOptions, snapshot_block};
 use amber_engine::ops::ingest::{ParentChoice, TreeOptions, snapshot_tree};
 use amber_engine::ops::ranges::parse_ranges;
+use amber_engine::ops::tar::{TarOptions, snapshot_tar};
 use amber_engine::repo::Repository;
 use anyhow::{Context, Result, bail};
 use serde_json::json;
@@ -18,6 +19,9 @@ pub fn run(g: &Global, args: &SnapshotArgs) -> Result<ExitCode> {
     let repo = context::open(g)?;
     if let Some(image) = &args.block {
         return block(g, &repo, image, args);
+    }
+    if let Some(layer) = &args.tar {
+        return tar(g, &repo, layer, args);
     }
     let Some(path) = &args.path else {
         bail!("give a directory, or --block FILE")
@@ -139,6 +143,60 @@ fn block(g: &Global, repo: &Repository, image: &std::path::Path, args: &Snapshot
             bytes(s.bytes_read),
             bytes(s.written.raw_new),
             bytes(s.written.bytes_new),
+            s.id
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tar(g: &Global, repo: &Repository, layer: &std::path::Path, args: &SnapshotArgs) -> Result<ExitCode> {
+    let display = ProgressDisplay::start("snapshot");
+    let opts = TarOptions {
+        environment: g.env.clone().unwrap_or_default(),
+        lab: args.lab.clone(),
+        researcher: args.researcher.clone(),
+        tags: args.tags.clone(),
+        metadata: args.metadata.clone(),
+        progress: Some(display.counters()),
+    };
+    let started = std::time::Instant::now();
+    let result = if layer.as_os_str() == "-" {
+        snapshot_tar(repo, &mut std::io::stdin().lock(), "-", &opts)
+    } else {
+        let mut file = std::fs::File::open(layer).with_context(|| format!("cannot open {}", layer.display()))?;
+        snapshot_tar(repo, &mut file, &layer.to_string_lossy(), &opts)
+    };
+    display.finish();
+    let s = result?;
+    let value = json!({
+        "id": s.id.to_hex(),
+        "kind": "tar",
+        "already_stored": s.already_stored,
+        "members": s.members,
+        "size": s.size,
+        "input_size": s.input_size,
+        "diff_id": s.diff_id,
+        "digest": s.digest,
+        "compression": s.compression,
+        "bytes_new": s.written.bytes_new,
+        "raw_bytes_new": s.written.raw_new,
+        "blobs_new": s.written.blobs_new,
+        "duration_secs": started.elapsed().as_secs_f64(),
+    });
+    emit(g.json, &value, || {
+        format!(
+            "layer: {} members, {} ({} compression), diff id {}\nadded to the repository: {} ({} stored)\n{} {}",
+            s.members,
+            bytes(s.size),
+            s.compression,
+            s.diff_id,
+            bytes(s.written.raw_new),
+            bytes(s.written.bytes_new),
+            if s.already_stored {
+                "already stored as snapshot"
+            } else {
+                "snapshot"
+            },
             s.id
         )
     });

@@ -1,0 +1,320 @@
+//! Extracting a stored layer into a directory, as `tar -x` would, with OCI whiteouts
+//! applied when asked. Every path is checked: no absolute paths, no `..`, and nothing is
+//! ever written through a symlink.
+
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use filetime::FileTime;
+
+use crate::error::{Error, Result};
+use crate::format::layout::Record;
+use crate::format::tarhdr::{self, TarHeader, TarKind};
+use crate::format::tree::Content;
+use crate::id::SnapshotId;
+use crate::ops::fsmeta;
+use crate::ops::tar::{for_each_record, layer_layout, write_content};
+use crate::repo::Repository;
+
+/// OCI whiteout prefix.
+const WHITEOUT: &[u8] = b".wh.";
+/// OCI opaque-directory marker.
+const OPAQUE: &[u8] = b".wh..wh..opq";
+
+/// What an extraction did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExtractReport {
+    /// Members written.
+    pub members: u64,
+    /// Whiteouts applied.
+    pub whiteouts: u64,
+    /// Members skipped (device nodes when not root, unknown types), with the reason.
+    pub skipped: Vec<(String, String)>,
+}
+
+#[derive(Default)]
+struct Pending {
+    header: Option<TarHeader>,
+    long_name: Option<Vec<u8>>,
+    long_link: Option<Vec<u8>>,
+    pax_path: Option<Vec<u8>>,
+    pax_link: Option<Vec<u8>>,
+    pax_mtime: Option<i64>,
+}
+
+struct Extractor<'a> {
+    repo: &'a Repository,
+    dest: PathBuf,
+    whiteouts: bool,
+    chown: bool,
+    pending: Pending,
+    dirs: Vec<(PathBuf, u32, i64)>,
+    report: ExtractReport,
+}
+
+/// Extracts layer snapshot `id` into `dest` (created if missing).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a member whose path leaves `dest` (absolute, `..`, or
+/// through a symlink); store, corruption and I/O errors.
+pub fn extract_layer(repo: &Repository, id: SnapshotId, dest: &Path, apply_whiteouts: bool) -> Result<ExtractReport> {
+    let snap = repo.load_snapshot(id)?;
+    let layout = layer_layout(repo, id, &snap)?;
+    fs::create_dir_all(dest).map_err(|e| Error::io(dest, e))?;
+    let mut x = Extractor {
+        repo,
+        dest: dest.to_path_buf(),
+        whiteouts: apply_whiteouts,
+        chown: fsmeta::can_chown(),
+        pending: Pending::default(),
+        dirs: Vec::new(),
+        report: ExtractReport::default(),
+    };
+    for_each_record(repo, &layout, &mut |rec| x.record(rec))?;
+    for (path, mode, mtime) in x.dirs.iter().rev() {
+        let _ = fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(*mode));
+        let t = FileTime::from_unix_time(*mtime, 0);
+        let _ = filetime::set_file_times(path, t, t);
+    }
+    Ok(x.report)
+}
+
+impl Extractor<'_> {
+    fn record(&mut self, rec: Record) -> Result<()> {
+        match rec {
+            Record::Header(block) => {
+                let h = tarhdr::parse_header(&block)
+                    .map_err(|e| Error::InvalidArgument(format!("stored tar header: {e}")))?;
+                if h.size == 0 && !h.kind.is_meta() {
+                    return self.member(h, None);
+                }
+                self.pending.header = Some(h);
+                Ok(())
+            }
+            Record::Raw(data) => {
+                self.meta_data(&data)?;
+                Ok(())
+            }
+            Record::Member { content, .. } => match self.pending.header.take() {
+                Some(h) => self.member(h, Some(&content)),
+                None => Ok(()),
+            },
+            Record::Zeros(_) | Record::Tail { .. } | Record::End => Ok(()),
+        }
+    }
+
+    /// Data of a PAX or GNU record: remembered for the next member.
+    fn meta_data(&mut self, data: &[u8]) -> Result<()> {
+        let Some(h) = self.pending.header.take() else {
+            return Ok(());
+        }; // non-zero padding
+        let text = data
+            .get(..data.iter().position(|&b| b == 0).unwrap_or(data.len()))
+            .unwrap_or_default();
+        match h.kind {
+            TarKind::GnuLongName => self.pending.long_name = Some(text.to_vec()),
+            TarKind::GnuLongLink => self.pending.long_link = Some(text.to_vec()),
+            TarKind::PaxLocal => {
+                let records =
+                    tarhdr::parse_pax(data).map_err(|e| Error::InvalidArgument(format!("PAX header: {e}")))?;
+                for (k, v) in records {
+                    match k.as_slice() {
+                        b"path" => self.pending.pax_path = Some(v),
+                        b"linkpath" => self.pending.pax_link = Some(v),
+                        b"mtime" => {
+                            let secs = std::str::from_utf8(&v)
+                                .ok()
+                                .and_then(|s| s.split('.').next()?.parse().ok());
+                            self.pending.pax_mtime = secs;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn member(&mut self, mut h: TarHeader, content: Option<&Content>) -> Result<()> {
+        let p = std::mem::take(&mut self.pending);
+        if let Some(name) = p.pax_path.or(p.long_name) {
+            h.name = name;
+        }
+        if let Some(link) = p.pax_link.or(p.long_link) {
+            h.link = link;
+        }
+        if let Some(m) = p.pax_mtime {
+            h.mtime = m;
+        }
+        let rel = safe_relative(&h.name)?;
+        if rel.as_os_str().is_empty() {
+            return Ok(()); // "./" itself
+        }
+        let name = rel.file_name().map(OsStr::as_bytes).unwrap_or_default();
+        if self.whiteouts && name.starts_with(WHITEOUT) {
+            return self.whiteout(&rel, name);
+        }
+        let path = self.checked_target(&rel)?;
+        self.create(&h, &path, content)?;
+        self.report.members += 1;
+        Ok(())
+    }
+
+    fn whiteout(&mut self, rel: &Path, name: &[u8]) -> Result<()> {
+        let parent = self.checked_target(rel.parent().unwrap_or(Path::new("")))?;
+        if name == OPAQUE {
+            if let Ok(entries) = fs::read_dir(&parent) {
+                for e in entries.flatten() {
+                    remove_any(&e.path()).map_err(|err| Error::io(e.path(), err))?;
+                }
+            }
+        } else {
+            let hidden = parent.join(OsStr::from_bytes(name.get(WHITEOUT.len()..).unwrap_or_default()));
+            remove_any(&hidden).map_err(|e| Error::io(&hidden, e))?;
+        }
+        self.report.whiteouts += 1;
+        Ok(())
+    }
+
+    /// `dest/rel`, after checking that no existing component on the way is a symlink.
+    fn checked_target(&self, rel: &Path) -> Result<PathBuf> {
+        let mut at = self.dest.clone();
+        let parts: Vec<_> = rel.components().collect();
+        for (i, c) in parts.iter().enumerate() {
+            at.push(c.as_os_str());
+            let last = i + 1 == parts.len();
+            if let Ok(m) = fs::symlink_metadata(&at)
+                && m.file_type().is_symlink()
+                && !last
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "member {} would be written through the symlink {}",
+                    rel.display(),
+                    at.display()
+                )));
+            }
+        }
+        Ok(at)
+    }
+
+    fn create(&mut self, h: &TarHeader, path: &Path, content: Option<&Content>) -> Result<()> {
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        if h.kind != TarKind::Dir {
+            remove_any(path).map_err(|e| Error::io(path, e))?;
+        }
+        let io = |e| Error::io(path, e);
+        match h.kind {
+            TarKind::Dir => {
+                if !fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+                    let _ = remove_any(path);
+                    fs::create_dir(path).map_err(io)?;
+                }
+                self.dirs.push((path.to_path_buf(), h.mode, h.mtime));
+                return Ok(());
+            }
+            TarKind::File => {
+                let mut f = File::create(path).map_err(io)?;
+                if let Some(c) = content {
+                    write_content(self.repo, c, &mut f)?;
+                }
+            }
+            TarKind::Symlink => {
+                std::os::unix::fs::symlink(OsStr::from_bytes(&h.link), path).map_err(io)?;
+                let t = FileTime::from_unix_time(h.mtime, 0);
+                let _ = filetime::set_symlink_file_times(path, t, t);
+                return Ok(());
+            }
+            TarKind::HardLink => {
+                let target = self.checked_target(&safe_relative(&h.link)?)?;
+                fs::hard_link(&target, path).map_err(io)?;
+                return Ok(());
+            }
+            TarKind::Fifo | TarKind::CharDevice | TarKind::BlockDevice => {
+                if let Err(why) = make_special(h, path, self.chown) {
+                    self.report.skipped.push((path.display().to_string(), why));
+                    return Ok(());
+                }
+            }
+            other => {
+                self.report
+                    .skipped
+                    .push((path.display().to_string(), format!("unsupported member type {other:?}")));
+                return Ok(());
+            }
+        }
+        self.finish_metadata(h, path);
+        Ok(())
+    }
+
+    fn finish_metadata(&self, h: &TarHeader, path: &Path) {
+        if self.chown {
+            let (uid, gid) = (u32::try_from(h.uid).unwrap_or(0), u32::try_from(h.gid).unwrap_or(0));
+            let _ = std::os::unix::fs::lchown(path, Some(uid), Some(gid));
+        }
+        let _ = fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(h.mode));
+        let t = FileTime::from_unix_time(h.mtime, 0);
+        let _ = filetime::set_file_times(path, t, t);
+    }
+}
+
+fn make_special(h: &TarHeader, path: &Path, root: bool) -> std::result::Result<(), String> {
+    use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+    let kind = match h.kind {
+        TarKind::Fifo => SFlag::S_IFIFO,
+        _ if !root => return Err("device nodes need root".into()),
+        TarKind::CharDevice => SFlag::S_IFCHR,
+        _ => SFlag::S_IFBLK,
+    };
+    let dev = makedev(u64::from(h.dev.0), u64::from(h.dev.1));
+    mknod(path, kind, Mode::from_bits_truncate(h.mode & 0o777), dev).map_err(|e| e.to_string())
+}
+
+fn remove_any(path: &Path) -> std::io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A member path as a relative path with only normal components (`./` prefixes and
+/// trailing slashes dropped).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for absolute paths and `..` components.
+pub fn safe_relative(name: &[u8]) -> Result<PathBuf> {
+    let path = Path::new(OsStr::from_bytes(name));
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(part) => out.push(part),
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) | Component::ParentDir => {
+                return Err(Error::InvalidArgument(format!(
+                    "member path {:?} leaves the target directory (absolute or '..')",
+                    String::from_utf8_lossy(name)
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_are_checked() {
+        assert_eq!(safe_relative(b"./a/b/").unwrap(), PathBuf::from("a/b"));
+        assert!(safe_relative(b"../x").is_err());
+        assert!(safe_relative(b"a/../../x").is_err());
+        assert!(safe_relative(b"/etc/passwd").is_err());
+    }
+}

@@ -1,0 +1,448 @@
+//! Container layers: tar streams (plain, gzip or zstd) stored file-aware — each member's
+//! data chunked on its own, so it deduplicates with the same file in trees and other
+//! layers — plus a layout (headers, long-name records, padding, end blocks) that rebuilds
+//! the uncompressed stream byte for byte. The SHA-256 of that stream (the layer's diff id)
+//! is checked on every rebuild.
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::sync::{Arc, Mutex};
+
+use ring::digest::{Context, SHA256};
+
+use crate::error::{Error, Result};
+use crate::format::blob::BlobKind;
+use crate::format::layout::{self, LayoutReader, Record};
+use crate::format::snapshot::{Snapshot, SnapshotStats, SourceKind};
+use crate::format::tarhdr::{self, BLOCK, MAX_META_RECORD};
+use crate::format::tree::{Content, Entry, EntryKind, TreeNode};
+use crate::id::{BlobId, SnapshotId, TreeId};
+use crate::ops::content::ChunkCursor;
+use crate::ops::ingest::{hostname, now_ns};
+use crate::ops::progress::Progress;
+use crate::ops::stream::{ContentSink, StreamError, store_stream};
+use crate::repo::Repository;
+use crate::repo::writer::{BlobWriter, WriteStats};
+
+/// Metadata key holding a layer's diff id (`sha256:<hex>` of the uncompressed stream).
+pub const DIFF_ID_KEY: &str = "oci.diff_id";
+/// Metadata key holding the digest of the stream as it was given (compressed or not).
+pub const DIGEST_KEY: &str = "oci.digest";
+/// Metadata key holding the compression detected (`none`, `gzip`, `zstd`).
+pub const COMPRESSION_KEY: &str = "oci.compression";
+/// Name of the single entry at the root of a layer snapshot; its content is the layout.
+pub const LAYOUT_ENTRY: &[u8] = b"layer.tar";
+
+/// What to record with a layer snapshot.
+#[derive(Clone, Debug, Default)]
+pub struct TarOptions {
+    /// Environment name.
+    pub environment: String,
+    /// Lab.
+    pub lab: String,
+    /// Researcher.
+    pub researcher: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Free metadata.
+    pub metadata: Vec<(String, String)>,
+    /// Live counters.
+    pub progress: Option<Arc<Progress>>,
+}
+
+/// What a layer snapshot did.
+#[derive(Clone, Debug)]
+pub struct TarSummary {
+    /// The snapshot (an existing one when the layer was already stored).
+    pub id: SnapshotId,
+    /// Its object.
+    pub snapshot: Snapshot,
+    /// The vault already held a layer with this diff id; nothing new was committed.
+    pub already_stored: bool,
+    /// Members (not counting PAX and GNU long-name records).
+    pub members: u64,
+    /// Uncompressed bytes.
+    pub size: u64,
+    /// Bytes as given.
+    pub input_size: u64,
+    /// `sha256:<hex>` of the uncompressed stream.
+    pub diff_id: String,
+    /// `sha256:<hex>` of the stream as given.
+    pub digest: String,
+    /// `none`, `gzip` or `zstd`.
+    pub compression: &'static str,
+    /// What the store grew by.
+    pub written: WriteStats,
+}
+
+/// SHA-256 and length of what passes through.
+#[derive(Clone)]
+struct Tally(Arc<Mutex<(Context, u64)>>);
+
+impl Tally {
+    fn new() -> Self {
+        Tally(Arc::new(Mutex::new((Context::new(&SHA256), 0))))
+    }
+    fn add(&self, bytes: &[u8]) {
+        if let Ok(mut t) = self.0.lock() {
+            t.0.update(bytes);
+            t.1 += bytes.len() as u64;
+        }
+    }
+    fn finish(&self) -> (String, u64) {
+        match self.0.lock() {
+            Ok(t) => (format!("sha256:{}", hex::encode(t.0.clone().finish().as_ref())), t.1),
+            Err(_) => (String::new(), 0),
+        }
+    }
+}
+
+struct Tallied<R> {
+    inner: R,
+    tally: Tally,
+}
+
+impl<R: Read> Read for Tallied<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.tally.add(buf.get(..n).unwrap_or_default());
+        Ok(n)
+    }
+}
+
+/// Detects gzip or zstd from the first bytes and returns a reader of the plain stream.
+fn decompressed<'a>(input: impl Read + 'a) -> Result<(Box<dyn Read + 'a>, &'static str)> {
+    let mut buffered = BufReader::with_capacity(256 * 1024, input);
+    let head = buffered.fill_buf().map_err(|e| Error::io("tar input", e))?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Ok((Box::new(flate2::read::MultiGzDecoder::new(buffered)), "gzip"))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        let dec = zstd::stream::read::Decoder::with_buffer(buffered).map_err(|e| Error::io("tar input", e))?;
+        Ok((Box::new(dec), "zstd"))
+    } else {
+        Ok((Box::new(buffered), "none"))
+    }
+}
+
+fn bad_tar(offset: u64, detail: impl std::fmt::Display) -> Error {
+    Error::InvalidArgument(format!("malformed tar at byte {offset}: {detail}"))
+}
+
+/// Reads until `buf` is full or the stream ends; returns how much was read.
+fn read_full(src: &mut dyn Read, buf: &mut [u8]) -> Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match src.read(buf.get_mut(got..).unwrap_or_default()) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::InvalidArgument(format!("cannot read the tar stream: {e}"))),
+        }
+    }
+    Ok(got)
+}
+
+/// Snapshots one layer read from `input`. A failed or malformed stream leaves no snapshot.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for malformed input (truncated, bad checksum, a member larger
+/// than the stream); store errors.
+pub fn snapshot_tar(
+    repo: &Repository,
+    input: &mut dyn Read,
+    source_name: &str,
+    opts: &TarOptions,
+) -> Result<TarSummary> {
+    let raw_tally = Tally::new();
+    let plain_tally = Tally::new();
+    let (plain, compression) = decompressed(Tallied {
+        inner: input,
+        tally: raw_tally.clone(),
+    })?;
+    let mut src = Tallied {
+        inner: plain,
+        tally: plain_tally.clone(),
+    };
+    let progress = opts.progress.clone().unwrap_or_default();
+    let writer = BlobWriter::new(repo)?;
+    let (layout, members) = ingest_stream(&writer, &mut src, &progress)?;
+    let (diff_id, size) = plain_tally.finish();
+    let (digest, input_size) = raw_tally.finish();
+    let existing = repo.snapshots()?.into_iter().find(|(_, s)| {
+        s.source == SourceKind::TarLayer && s.metadata.iter().any(|(k, v)| k == DIFF_ID_KEY && *v == diff_id)
+    });
+    let mut entry = Entry::new(LAYOUT_ENTRY.to_vec(), EntryKind::File);
+    entry.size = size;
+    entry.mode = 0o644;
+    entry.content = layout;
+    let root = writer.store_meta(BlobKind::Tree, &TreeNode::new(vec![entry])?.encode())?;
+    let written = writer.finish()?;
+    let summary = |id, snapshot, already_stored| TarSummary {
+        id,
+        snapshot,
+        already_stored,
+        members,
+        size,
+        input_size,
+        diff_id: diff_id.clone(),
+        digest: digest.clone(),
+        compression,
+        written,
+    };
+    if let Some((id, snap)) = existing {
+        return Ok(summary(id, snap, true));
+    }
+    let mut metadata = opts.metadata.clone();
+    metadata.push((DIFF_ID_KEY.into(), diff_id.clone()));
+    metadata.push((DIGEST_KEY.into(), digest.clone()));
+    metadata.push((COMPRESSION_KEY.into(), compression.into()));
+    metadata.sort();
+    let snapshot = Snapshot {
+        source: SourceKind::TarLayer,
+        root,
+        parent: None,
+        time_ns: now_ns(),
+        environment: opts.environment.clone(),
+        lab: opts.lab.clone(),
+        researcher: opts.researcher.clone(),
+        hostname: hostname(),
+        source_path: source_name.to_string(),
+        tags: opts.tags.clone(),
+        metadata,
+        stats: SnapshotStats {
+            files: members,
+            dirs: 0,
+            bytes: size,
+            bytes_new: written.bytes_new,
+            blobs_new: written.blobs_new,
+        },
+        skipped: 0,
+        skipped_paths: Vec::new(),
+    };
+    let id = repo.commit_snapshot(&snapshot)?;
+    Ok(summary(id, snapshot, false))
+}
+
+/// Parses the stream, storing member data as content and everything else in the layout.
+fn ingest_stream(writer: &BlobWriter, src: &mut dyn Read, progress: &Progress) -> Result<(Content, u64)> {
+    let mut layout = ContentSink::new(writer, BlobKind::Layout);
+    layout.push(&layout::layout_start())?;
+    let mut offset = 0u64;
+    let mut members = 0u64;
+    loop {
+        let mut block = Box::new([0u8; BLOCK]);
+        let got = read_full(src, &mut block[..])?;
+        if got == 0 {
+            break; // No end-of-archive blocks: rebuilt exactly as given.
+        }
+        if got < BLOCK {
+            return Err(bad_tar(offset, format!("the stream ends {got} bytes into a header")));
+        }
+        if tarhdr::is_zero_block(&block[..]) {
+            let tail = store_tail(writer, &block[..], src, progress)?;
+            layout.push(&layout::encode(&tail))?;
+            break;
+        }
+        let header = tarhdr::parse_header(&block).map_err(|e| bad_tar(offset, e))?;
+        offset += BLOCK as u64;
+        layout.push(&layout::encode(&Record::Header(block)))?;
+        let data = if header.kind.is_meta() {
+            if header.size > MAX_META_RECORD {
+                return Err(bad_tar(offset, format!("a {} byte extended header", header.size)));
+            }
+            let mut buf = vec![0u8; usize::try_from(header.size).unwrap_or(0)];
+            let got = read_full(src, &mut buf)?;
+            if got < buf.len() {
+                return Err(bad_tar(offset, "the stream ends inside an extended header"));
+            }
+            Record::Raw(buf)
+        } else {
+            members += 1;
+            let (content, got) = store_stream(writer, src, header.size, progress).map_err(|e| match e {
+                StreamError::Source(io) => Error::InvalidArgument(format!("cannot read the tar stream: {io}")),
+                StreamError::Engine(e) => e,
+            })?;
+            if got < header.size {
+                let name = String::from_utf8_lossy(&header.name);
+                return Err(bad_tar(
+                    offset,
+                    format!(
+                        "member {name:?} claims {} bytes but the stream ends after {got}",
+                        header.size
+                    ),
+                ));
+            }
+            Record::Member {
+                size: header.size,
+                content,
+            }
+        };
+        offset += header.size;
+        layout.push(&layout::encode(&data))?;
+        let pad = tarhdr::padding(header.size);
+        let mut padding = vec![0u8; pad as usize];
+        if read_full(src, &mut padding)? < padding.len() {
+            return Err(bad_tar(offset, "the stream ends inside padding"));
+        }
+        offset += pad;
+        if pad > 0 {
+            let rec = if padding.iter().all(|&b| b == 0) {
+                Record::Zeros(pad as u32)
+            } else {
+                Record::Raw(padding)
+            };
+            layout.push(&layout::encode(&rec))?;
+        }
+    }
+    layout.push(&layout::encode(&Record::End))?;
+    Ok((layout.finish()?.0, members))
+}
+
+/// The first end-of-archive block and everything after it, stored as one content.
+fn store_tail(writer: &BlobWriter, first: &[u8], src: &mut dyn Read, progress: &Progress) -> Result<Record> {
+    let mut chained = first.chain(src);
+    let (content, size) = store_stream(writer, &mut chained, u64::MAX, progress).map_err(|e| match e {
+        StreamError::Source(io) => Error::InvalidArgument(format!("cannot read the tar stream: {io}")),
+        StreamError::Engine(e) => e,
+    })?;
+    Ok(Record::Tail { size, content })
+}
+
+/// The layout content of a layer snapshot.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when the snapshot is not a layer.
+pub fn layer_layout(repo: &Repository, id: SnapshotId, snap: &Snapshot) -> Result<Content> {
+    if snap.source != SourceKind::TarLayer {
+        return Err(Error::InvalidArgument(format!(
+            "snapshot {id} is a {} snapshot, not a tar layer",
+            snap.source.name()
+        )));
+    }
+    let node = repo.load_tree(TreeId::new(snap.root))?;
+    node.get(LAYOUT_ENTRY)
+        .map(|e| e.content.clone())
+        .ok_or_else(|| Error::Corrupt {
+            kind: "tree",
+            id: snap.root.to_hex(),
+            detail: "layer snapshot without its layout".into(),
+        })
+}
+
+/// The diff id recorded with a layer snapshot.
+pub fn recorded_diff_id(snap: &Snapshot) -> Option<&str> {
+    snap.metadata
+        .iter()
+        .find(|(k, _)| k == DIFF_ID_KEY)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Visits the layout's records in order.
+///
+/// # Errors
+/// Store and corruption errors, or what `visit` returns.
+pub fn for_each_record(repo: &Repository, layout: &Content, visit: &mut dyn FnMut(Record) -> Result<()>) -> Result<()> {
+    let mut cursor = ChunkCursor::new(repo, layout);
+    let mut reader = LayoutReader::new();
+    let mut ended = false;
+    while let Some(c) = cursor.next_chunk()? {
+        reader.push(&repo.read_blob(BlobId::new(*c.id.hash()), BlobKind::Layout)?);
+        while let Some(rec) = reader.next_record()? {
+            ended = rec == Record::End;
+            visit(rec)?;
+        }
+    }
+    if !ended || !reader.is_drained() {
+        return Err(Error::Corrupt {
+            kind: "tar layout",
+            id: String::new(),
+            detail: "the layout ends early".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Writes the content's bytes to `out`, verifying every chunk.
+///
+/// # Errors
+/// Store, corruption and write errors.
+pub fn write_content(repo: &Repository, content: &Content, out: &mut dyn Write) -> Result<u64> {
+    let mut written = 0u64;
+    crate::ops::content::for_each_chunk(repo, content, &mut |c| {
+        let data = if c.id.is_hole() {
+            vec![0u8; c.len as usize]
+        } else {
+            repo.read_chunk(c.id)?
+        };
+        out.write_all(&data).map_err(|e| Error::io("tar output", e))?;
+        written += data.len() as u64;
+        Ok(())
+    })?;
+    Ok(written)
+}
+
+/// Rebuilds the layer's uncompressed tar stream into `out` and checks its SHA-256 against
+/// the recorded diff id.
+///
+/// # Errors
+/// [`Error::Corrupt`] when the rebuilt stream does not match; store and write errors.
+pub fn restore_tar(repo: &Repository, id: SnapshotId, out: &mut dyn Write) -> Result<u64> {
+    let snap = repo.load_snapshot(id)?;
+    let layout = layer_layout(repo, id, &snap)?;
+    let tally = Tally::new();
+    let mut sink = TallyWriter {
+        inner: out,
+        tally: tally.clone(),
+    };
+    for_each_record(repo, &layout, &mut |rec| emit(repo, rec, &mut sink))?;
+    sink.flush().map_err(|e| Error::io("tar output", e))?;
+    let (digest, size) = tally.finish();
+    match recorded_diff_id(&snap) {
+        Some(expected) if expected == digest => Ok(size),
+        expected => Err(Error::Corrupt {
+            kind: "tar layer",
+            id: id.to_hex(),
+            detail: format!(
+                "rebuilt stream has {digest}, the snapshot records {}",
+                expected.unwrap_or("nothing")
+            ),
+        }),
+    }
+}
+
+fn emit(repo: &Repository, rec: Record, out: &mut dyn Write) -> Result<()> {
+    let io = |e| Error::io("tar output", e);
+    match rec {
+        Record::Header(block) => out.write_all(&block[..]).map_err(io),
+        Record::Raw(bytes) => out.write_all(&bytes).map_err(io),
+        Record::Zeros(n) => out.write_all(&vec![0u8; n as usize]).map_err(io),
+        Record::Member { size, content } | Record::Tail { size, content } => {
+            let n = write_content(repo, &content, out)?;
+            if n == size {
+                Ok(())
+            } else {
+                Err(Error::Corrupt {
+                    kind: "tar member",
+                    id: String::new(),
+                    detail: format!("{n} bytes where {size} were recorded"),
+                })
+            }
+        }
+        Record::End => Ok(()),
+    }
+}
+
+struct TallyWriter<'a> {
+    inner: &'a mut dyn Write,
+    tally: Tally,
+}
+
+impl Write for TallyWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.tally.add(buf.get(..n).unwrap_or_default());
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
