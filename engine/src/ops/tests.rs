@@ -467,3 +467,155 @@ mod block {
         );
     }
 }
+
+mod tar {
+    use super::*;
+    use crate::ops::extract::extract_layer;
+    use crate::ops::tar::{TarOptions, restore_tar, snapshot_tar};
+
+    fn header(name: &[u8], size: usize, flag: u8, link: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; 512];
+        b[..name.len()].copy_from_slice(name);
+        b[100..108].copy_from_slice(b"0000644\0");
+        b[108..116].copy_from_slice(b"0001750\0");
+        b[116..124].copy_from_slice(b"0001750\0");
+        b[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
+        b[136..148].copy_from_slice(b"14707245430\0");
+        b[156] = flag;
+        b[157..157 + link.len()].copy_from_slice(link);
+        b[257..265].copy_from_slice(b"ustar  \0");
+        b[148..156].copy_from_slice(b"        ");
+        let sum: u32 = b.iter().map(|&x| u32::from(x)).sum();
+        b[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        b
+    }
+
+    fn member(out: &mut Vec<u8>, name: &[u8], data: &[u8], flag: u8, link: &[u8], pad_byte: u8) {
+        out.extend(header(name, data.len(), flag, link));
+        out.extend_from_slice(data);
+        out.extend(std::iter::repeat_n(pad_byte, (512 - data.len() % 512) % 512));
+    }
+
+    /// A layer with GNU long names, a PAX header, odd padding and junk after the end.
+    fn layer(shared: &[u8]) -> Vec<u8> {
+        let mut t = Vec::new();
+        let long = [b'n'; 150];
+        let mut long_data = long.to_vec();
+        long_data.push(0);
+        member(&mut t, b"././@LongLink", &long_data, b'L', b"", 0);
+        member(&mut t, &long[..100], shared, b'0', b"", 0);
+        let pax = b"27 path=pax/named/file.bin\n";
+        member(&mut t, b"PaxHeaders/x", pax, b'x', b"", 0);
+        member(&mut t, b"placeholder", b"pax content", b'0', b"", 7);
+        member(&mut t, b"dir/", b"", b'5', b"", 0);
+        member(&mut t, b"dir/link", b"", b'2', b"../pax/named/file.bin", 0);
+        t.extend(vec![0u8; 1024 + 8192]);
+        t.extend_from_slice(b"trailing junk");
+        t
+    }
+
+    #[test]
+    fn layer_rebuilds_byte_for_byte_and_dedups_with_trees() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = init(Arc::new(MemoryBackend::new()), &tmp.path().join("cache"));
+        let shared = noise(600_000, 3);
+        let src = tmp.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("shared.bin"), &shared).unwrap();
+        snapshot_tree(&repo, &src, &opts()).unwrap();
+
+        let bytes = layer(&shared);
+        let s = snapshot_tar(&repo, &mut bytes.as_slice(), "layer.tar", &TarOptions::default()).unwrap();
+        assert_eq!(s.members, 4);
+        assert!(!s.already_stored);
+        assert!(
+            s.written.raw_new < 60_000,
+            "the shared file is not stored again: {}",
+            s.written.raw_new
+        );
+        let mut out = Vec::new();
+        restore_tar(&repo, s.id, &mut out).unwrap();
+        assert!(out == bytes, "rebuilt stream differs");
+
+        let again = snapshot_tar(&repo, &mut bytes.as_slice(), "again.tar", &TarOptions::default()).unwrap();
+        assert!(again.already_stored);
+        assert_eq!((again.id, again.written.blobs_new), (s.id, 0));
+
+        let dest = tmp.path().join("x");
+        let report = extract_layer(&repo, s.id, &dest, false).unwrap();
+        assert_eq!(report.members, 4);
+        let long = String::from_utf8(vec![b'n'; 150]).unwrap();
+        assert_eq!(std::fs::read(dest.join(long)).unwrap(), shared);
+        assert_eq!(std::fs::read(dest.join("pax/named/file.bin")).unwrap(), b"pax content");
+        assert_eq!(std::fs::read(dest.join("dir/link")).unwrap(), b"pax content");
+    }
+
+    #[test]
+    fn malformed_layers_are_refused_and_leave_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = init(Arc::new(MemoryBackend::new()), &tmp.path().join("cache"));
+        let good = layer(b"data");
+        let mut bad_sum = good.clone();
+        bad_sum[1024 + 10] ^= 1; // inside the second header
+        let truncated = good[..700].to_vec();
+        let mut oversized = Vec::new();
+        oversized.extend(header(b"big", 1 << 20, b'0', b""));
+        oversized.extend(vec![1u8; 1000]);
+        for (what, bytes) in [
+            ("checksum", bad_sum),
+            ("truncated", truncated),
+            ("oversized", oversized),
+        ] {
+            let err = snapshot_tar(&repo, &mut bytes.as_slice(), what, &TarOptions::default()).unwrap_err();
+            assert!(err.to_string().contains("malformed tar"), "{what}: {err}");
+        }
+        assert!(repo.snapshots().unwrap().is_empty());
+    }
+
+    #[test]
+    fn extraction_refuses_escapes_and_applies_whiteouts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = init(Arc::new(MemoryBackend::new()), &tmp.path().join("cache"));
+        let ingest = |t: Vec<u8>| {
+            snapshot_tar(&repo, &mut t.as_slice(), "l", &TarOptions::default())
+                .unwrap()
+                .id
+        };
+        for evil in [&b"../evil"[..], b"/abs/evil", b"a/../../evil"] {
+            let mut t = Vec::new();
+            member(&mut t, evil, b"x", b'0', b"", 0);
+            let id = ingest(t);
+            let err = extract_layer(&repo, id, &tmp.path().join("e"), false).unwrap_err();
+            assert!(err.to_string().contains("leaves the target"), "{err}");
+        }
+        let mut t = Vec::new();
+        member(
+            &mut t,
+            b"link",
+            b"",
+            b'2',
+            tmp.path().join("outside").as_os_str().as_encoded_bytes(),
+            0,
+        );
+        member(&mut t, b"link/file", b"x", b'0', b"", 0);
+        let err = extract_layer(&repo, ingest(t), &tmp.path().join("s"), false).unwrap_err();
+        assert!(err.to_string().contains("through the symlink"), "{err}");
+        assert!(!tmp.path().join("outside").exists());
+
+        let mut lower = Vec::new();
+        for name in [&b"a"[..], b"b", b"d/x"] {
+            member(&mut lower, name, b"lower", b'0', b"", 0);
+        }
+        let mut upper = Vec::new();
+        member(&mut upper, b".wh.a", b"", b'0', b"", 0);
+        member(&mut upper, b"d/.wh..wh..opq", b"", b'0', b"", 0);
+        member(&mut upper, b"d/y", b"upper", b'0', b"", 0);
+        let dest = tmp.path().join("w");
+        extract_layer(&repo, ingest(lower), &dest, true).unwrap();
+        let r = extract_layer(&repo, ingest(upper), &dest, true).unwrap();
+        assert_eq!(r.whiteouts, 2);
+        assert!(!dest.join("a").exists() && dest.join("b").exists());
+        assert!(!dest.join("d/x").exists() && dest.join("d/y").exists());
+        assert!(!dest.join(".wh.a").exists());
+    }
+}
