@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod bad_input;
+mod block;
 mod common;
 mod crash;
 mod dedup;
@@ -14,3 +15,4 @@ mod index;
 mod keys;
 mod roundtrip;
 mod security;
+mod tar;

@@ -309,3 +309,59 @@ fn tree_comparison_detects_every_kind_of_difference() {
     fs::remove_file(b.join("empty.txt")).unwrap();
     expect(&b, "only in");
 }
+
+/// Restore must exit with its status whatever the timing: many restores at once (each
+/// with its own index cache, so they do not share a RocksDB lock) load the machine so
+/// that worker threads finish late. Every run must exit 0; the files are compared on the
+/// last round only, to keep the load on amber.
+#[test]
+fn many_concurrent_restores_all_exit_cleanly() {
+    const PROCESSES: usize = 8;
+    const ROUNDS: usize = 20;
+    let repo = Repo::init();
+    let src = repo.scratch("src");
+    let mut rng = crate::common::Rng::new(0xE817);
+    for i in 0..5 {
+        crate::common::write_random(&src.join(format!("f{i}.bin")), 3 * 1024 * 1024 + i, &mut rng);
+    }
+    repo.snapshot(&src, &[]);
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..PROCESSES)
+            .map(|i| {
+                let repo = &repo;
+                let src = &src;
+                s.spawn(move || {
+                    let cache = repo.scratch(&format!("cache-{i}"));
+                    let dest = repo.scratch(&format!("restored-{i}"));
+                    let mut failed = Vec::new();
+                    for round in 0..ROUNDS {
+                        if dest.exists() {
+                            fs::remove_dir_all(&dest).unwrap();
+                        }
+                        let out = crate::common::run_command(repo.command(&[
+                            "--cache-dir",
+                            cache.to_str().unwrap(),
+                            "restore",
+                            "latest",
+                            dest.to_str().unwrap(),
+                        ]));
+                        if out.code != Some(0) {
+                            failed.push(format!("process {i} round {round}:\n{out}"));
+                        } else if round + 1 == ROUNDS && !crate::common::tree_differences(src, &dest).is_empty() {
+                            failed.push(format!("process {i} round {round}: restored tree differs"));
+                        }
+                    }
+                    failed
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    assert!(
+        failures.is_empty(),
+        "{} of {} restores failed; the first:\n{}",
+        failures.len(),
+        PROCESSES * ROUNDS,
+        failures[0]
+    );
+}

@@ -159,12 +159,9 @@ fn one_side(repo: &Repository, e: &Entry, prefix: &str, kind: ChangeKind, out: &
 fn both_sides(repo: &Repository, x: &Entry, y: &Entry, prefix: &str, out: &mut Vec<Change>) -> Result<()> {
     let path = join_rel(prefix, &y.name);
     if x.kind != y.kind {
-        one_side(repo, x, prefix, ChangeKind::Removed, out)?;
         out.push(change(path.clone(), ChangeKind::TypeChanged, Some(x), Some(y)));
-        if let Content::Tree(sub) = y.content {
-            diff_nodes(repo, None, Some(sub), &path, out)?;
-        }
-        return Ok(());
+        let (old_sub, new_sub) = (subtree(x), subtree(y));
+        return diff_nodes(repo, old_sub, new_sub, &path, out);
     }
     if let (Content::Tree(a), Content::Tree(b)) = (&x.content, &y.content) {
         if !same_metadata(x, y) {
@@ -178,6 +175,13 @@ fn both_sides(repo: &Repository, x: &Entry, y: &Entry, prefix: &str, out: &mut V
         out.push(change(path, ChangeKind::Metadata, Some(x), Some(y)));
     }
     Ok(())
+}
+
+fn subtree(e: &Entry) -> Option<TreeId> {
+    match e.content {
+        Content::Tree(id) => Some(id),
+        _ => None,
+    }
 }
 
 /// Compares what a restore would recreate; inode, device, ctime and link count are

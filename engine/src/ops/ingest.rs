@@ -24,6 +24,9 @@ use crate::id::{SnapshotId, TreeId};
 use crate::ops::fsmeta::{self, NameCache};
 use crate::ops::progress::Progress;
 use crate::ops::stream::{StreamError, store_stream};
+
+/// Bytes read from a file per `read` call.
+pub use crate::ops::stream::READ_BUFFER;
 use crate::ops::{default_threads, join_rel};
 use crate::repo::Repository;
 use crate::repo::writer::{BlobWriter, WriteStats};

@@ -316,7 +316,11 @@ fn spawn_file_job(shared: &Arc<Shared>, entry: Entry, path: PathBuf, rel: String
                 job.error(&rel, e.to_string());
             }
         }
-        let _ = job.slots.1.recv();
+        // Let go of the repository before releasing the slot: once every slot is free the
+        // caller may return and the process exit, and nothing may still be closing RocksDB.
+        let slots = job.slots.1.clone();
+        drop(job);
+        let _ = slots.recv();
     });
     Ok(())
 }
