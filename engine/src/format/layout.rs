@@ -122,14 +122,16 @@ impl LayoutReader {
             self.buf.drain(..1);
             self.started = true;
         }
-        let mut r = Reader::new(&self.buf);
-        let record = match decode_one(&mut r) {
-            Ok(rec) => rec,
-            Err(FormatError::Truncated(_)) if self.buf.len() < MAX_RAW + 64 => return Ok(None),
-            Err(e) => return Err(e),
+        let Some(len) = record_len(&self.buf)? else {
+            return Ok(None);
         };
-        let used = self.buf.len() - r.remaining();
-        self.buf.drain(..used);
+        if self.buf.len() < len {
+            return Ok(None);
+        }
+        let mut r = Reader::new(self.buf.get(..len).unwrap_or_default());
+        let record = decode_one(&mut r)?;
+        r.finish()?;
+        self.buf.drain(..len);
         Ok(Some(record))
     }
 
@@ -137,6 +139,36 @@ impl LayoutReader {
     pub fn is_drained(&self) -> bool {
         self.buf.is_empty()
     }
+}
+
+/// The length of the record at the start of `buf`, once enough of it is there to tell.
+fn record_len(buf: &[u8]) -> Result<Option<usize>, FormatError> {
+    let at = |i: usize| buf.get(i).copied();
+    let u32_at = |i: usize| {
+        buf.get(i..i + 4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(|b| u32::from_le_bytes(b) as usize)
+    };
+    let content_len = |i: usize| -> Option<usize> {
+        Some(match at(i)? {
+            1 => 5 + 36 * u32_at(i + 1)?,
+            2 => 34,
+            3 => 33,
+            _ => 1,
+        })
+    };
+    let Some(tag) = at(0) else { return Ok(None) };
+    Ok(match tag {
+        1 => Some(1 + BLOCK),
+        2 => match u32_at(1) {
+            Some(n) if n > MAX_RAW => return Err(FormatError::invalid("layout raw", format!("{n} bytes"))),
+            n => n.map(|n| 5 + n),
+        },
+        3 | 5 => content_len(9).map(|c| 9 + c),
+        4 => Some(5),
+        6 => Some(1),
+        other => return Err(FormatError::invalid("layout record", format!("unknown tag {other}"))),
+    })
 }
 
 fn decode_one(r: &mut Reader<'_>) -> Result<Record, FormatError> {
@@ -164,6 +196,8 @@ fn decode_one(r: &mut Reader<'_>) -> Result<Record, FormatError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::tree::ChunkRef;
+    use crate::id::{ChunkId, Hash32};
 
     #[test]
     fn round_trip_in_pieces() {

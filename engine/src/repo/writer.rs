@@ -3,7 +3,7 @@
 //! at the end, writes an index segment.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -46,11 +46,13 @@ struct Counters {
 /// Ids claimed by this writer and not yet indexed.
 type Pending = Arc<Mutex<HashSet<BlobId>>>;
 
-/// Stores blobs into packs. Drop without [`BlobWriter::finish`] abandons unflushed blobs:
-/// nothing that was not flushed is referenced by any snapshot.
+/// Stores blobs into packs. Drop without [`BlobWriter::finish`] abandons the blobs not yet
+/// in a pack (a failed ingest adds as little as possible); packs already written stay and
+/// are reused by the next attempt.
 pub struct BlobWriter {
     repo: Repository,
     tx: Option<Sender<SealedBlob>>,
+    abandon: Arc<AtomicBool>,
     packer: Option<JoinHandle<Result<Vec<PackRecord>>>>,
     pending: Pending,
     counters: Counters,
@@ -66,13 +68,16 @@ impl BlobWriter {
         let pending: Pending = Arc::default();
         let packer_repo = repo.clone();
         let packer_pending = pending.clone();
+        let abandon = Arc::new(AtomicBool::new(false));
+        let packer_abandon = abandon.clone();
         let packer = std::thread::Builder::new()
             .name("amber-packer".into())
-            .spawn(move || run_packer(&packer_repo, &rx, &packer_pending))
+            .spawn(move || run_packer(&packer_repo, &rx, &packer_pending, &packer_abandon))
             .map_err(|e| Error::Pipeline(format!("cannot start the packer: {e}")))?;
         Ok(BlobWriter {
             repo: repo.clone(),
             tx: Some(tx),
+            abandon,
             packer: Some(packer),
             pending,
             counters: Counters::default(),
@@ -182,6 +187,7 @@ impl BlobWriter {
 
 impl Drop for BlobWriter {
     fn drop(&mut self) {
+        self.abandon.store(true, Ordering::SeqCst);
         drop(self.tx.take());
         if let Some(h) = self.packer.take() {
             let _ = h.join();
@@ -195,7 +201,12 @@ struct OpenPack {
     target: usize,
 }
 
-fn run_packer(repo: &Repository, rx: &Receiver<SealedBlob>, pending: &Pending) -> Result<Vec<PackRecord>> {
+fn run_packer(
+    repo: &Repository,
+    rx: &Receiver<SealedBlob>,
+    pending: &Pending,
+    abandon: &AtomicBool,
+) -> Result<Vec<PackRecord>> {
     let cfg = repo.config();
     let mut data = OpenPack {
         blobs: Vec::new(),
@@ -216,6 +227,9 @@ fn run_packer(repo: &Repository, rx: &Receiver<SealedBlob>, pending: &Pending) -
         if open.bytes >= open.target {
             records.push(flush(repo, kind, open, pending)?);
         }
+    }
+    if abandon.load(Ordering::SeqCst) {
+        return Ok(records);
     }
     for (kind, open) in [(PackKind::Data, &mut data), (PackKind::Meta, &mut meta)] {
         if !open.blobs.is_empty() {
