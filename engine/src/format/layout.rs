@@ -208,6 +208,19 @@ mod tests {
                 size: 0,
                 content: Content::None,
             },
+            Record::Member {
+                size: 20,
+                content: Content::Inline(vec![
+                    ChunkRef {
+                        id: ChunkId::new(Hash32::from_bytes([1; 32])),
+                        len: 10,
+                    },
+                    ChunkRef {
+                        id: ChunkId::new(Hash32::from_bytes([2; 32])),
+                        len: 10,
+                    },
+                ]),
+            },
             Record::Zeros(100),
             Record::Tail {
                 size: 1024,

@@ -162,7 +162,9 @@ pub fn parse_header(block: &[u8; BLOCK]) -> Result<TarHeader, FormatError> {
         ));
     }
     let flag = block.get(156).copied().unwrap_or(0);
-    let ustar = field(block, 257, 5) == b"ustar";
+    // Only POSIX ustar ("ustar\0") has a name prefix; GNU headers ("ustar  \0") keep
+    // access and change times in those bytes.
+    let ustar = field(block, 257, 6) == b"ustar\0";
     let mut name = cstr(field(block, 0, 100)).to_vec();
     let prefix = cstr(field(block, 345, 155));
     if ustar && !prefix.is_empty() {

@@ -46,6 +46,8 @@ struct Pending {
 
 struct Extractor<'a> {
     repo: &'a Repository,
+    /// Paths this layer created: whiteouts hide lower layers only.
+    created: std::collections::HashSet<PathBuf>,
     dest: PathBuf,
     whiteouts: bool,
     chown: bool,
@@ -65,6 +67,7 @@ pub fn extract_layer(repo: &Repository, id: SnapshotId, dest: &Path, apply_white
     fs::create_dir_all(dest).map_err(|e| Error::io(dest, e))?;
     let mut x = Extractor {
         repo,
+        created: std::collections::HashSet::new(),
         dest: dest.to_path_buf(),
         whiteouts: apply_whiteouts,
         chown: fsmeta::can_chown(),
@@ -159,6 +162,7 @@ impl Extractor<'_> {
         }
         let path = self.checked_target(&rel)?;
         self.create(&h, &path, content)?;
+        self.created.insert(path);
         self.report.members += 1;
         Ok(())
     }
@@ -168,12 +172,24 @@ impl Extractor<'_> {
         if name == OPAQUE {
             if let Ok(entries) = fs::read_dir(&parent) {
                 for e in entries.flatten() {
-                    remove_any(&e.path()).map_err(|err| Error::io(e.path(), err))?;
+                    let path = e.path();
+                    if !self.created.contains(&path) {
+                        remove_any(&path).map_err(|err| Error::io(&path, err))?;
+                    }
                 }
             }
         } else {
-            let hidden = parent.join(OsStr::from_bytes(name.get(WHITEOUT.len()..).unwrap_or_default()));
-            remove_any(&hidden).map_err(|e| Error::io(&hidden, e))?;
+            let hidden = name.get(WHITEOUT.len()..).unwrap_or_default();
+            if crate::format::tree::validate_name(hidden).is_err() {
+                return Err(Error::InvalidArgument(format!(
+                    "whiteout {} does not name an entry of its directory",
+                    rel.display()
+                )));
+            }
+            let path = parent.join(OsStr::from_bytes(hidden));
+            if !self.created.contains(&path) {
+                remove_any(&path).map_err(|e| Error::io(&path, e))?;
+            }
         }
         self.report.whiteouts += 1;
         Ok(())

@@ -152,6 +152,11 @@ pub fn snapshot_tar(
     source_name: &str,
     opts: &TarOptions,
 ) -> Result<TarSummary> {
+    if let Some((k, _)) = opts.metadata.iter().find(|(k, _)| k.starts_with("oci.")) {
+        return Err(Error::InvalidArgument(format!(
+            "metadata key {k:?}: keys starting with \"oci.\" are reserved"
+        )));
+    }
     let raw_tally = Tally::new();
     let plain_tally = Tally::new();
     let (plain, compression) = decompressed(Tallied {

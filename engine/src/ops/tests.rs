@@ -490,6 +490,10 @@ mod tar {
         b
     }
 
+    pub(super) fn member_for_tests(out: &mut Vec<u8>, name: &[u8], data: &[u8], flag: u8) {
+        member(out, name, data, flag, b"", 0);
+    }
+
     fn member(out: &mut Vec<u8>, name: &[u8], data: &[u8], flag: u8, link: &[u8], pad_byte: u8) {
         out.extend(header(name, data.len(), flag, link));
         out.extend_from_slice(data);
@@ -617,5 +621,43 @@ mod tar {
         assert!(!dest.join("a").exists() && dest.join("b").exists());
         assert!(!dest.join("d/x").exists() && dest.join("d/y").exists());
         assert!(!dest.join(".wh.a").exists());
+    }
+}
+
+mod whiteout_names {
+    use super::*;
+    use crate::ops::extract::extract_layer;
+    use crate::ops::tar::{TarOptions, snapshot_tar};
+
+    #[test]
+    fn whiteouts_cannot_reach_outside_their_directory_or_their_own_layer() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = init(Arc::new(MemoryBackend::new()), &tmp.path().join("cache"));
+        let ingest = |t: Vec<u8>| {
+            snapshot_tar(&repo, &mut t.as_slice(), "l", &TarOptions::default())
+                .unwrap()
+                .id
+        };
+        std::fs::create_dir_all(tmp.path().join("dest")).unwrap();
+        std::fs::write(tmp.path().join("keep"), b"outside the target").unwrap();
+        for evil in [&b".wh..."[..], b".wh..", b".wh."] {
+            let mut t = Vec::new();
+            super::tar::member_for_tests(&mut t, evil, b"", b'0');
+            let err = extract_layer(&repo, ingest(t), &tmp.path().join("dest"), true).unwrap_err();
+            assert!(err.to_string().contains("whiteout"), "{err}");
+        }
+        assert!(tmp.path().join("keep").exists());
+        let mut same_layer = Vec::new();
+        super::tar::member_for_tests(&mut same_layer, b"d/new", b"mine", b'0');
+        super::tar::member_for_tests(&mut same_layer, b"d/.wh..wh..opq", b"", b'0');
+        let dest = tmp.path().join("o");
+        extract_layer(&repo, ingest(same_layer), &dest, true).unwrap();
+        assert!(dest.join("d/new").exists(), "an opaque marker hides lower layers only");
+        assert!(repo.snapshots().unwrap().len() >= 4);
+        let reserved = TarOptions {
+            metadata: vec![("oci.diff_id".into(), "x".into())],
+            ..TarOptions::default()
+        };
+        assert!(snapshot_tar(&repo, &mut &b""[..], "l", &reserved).is_err());
     }
 }
