@@ -4,10 +4,11 @@
 # baselines, then `amber snapshot` into a fresh repository, a second `amber snapshot
 # --force` (everything already stored: the dedup path) and `amber restore`.
 #
-#   benches/compare.sh [TREE]     (default: a generated ~100 MiB tree, as the criterion benches use)
+#   benches/compare.sh [TREE]     (default: the generated 111 MB tree the criterion benches use)
 #
 # Each figure is the median of RUNS runs (default 3). Everything reads the tree from a warm
-# page cache. Temporary files go below TMPDIR (default /tmp) and are removed on exit.
+# page cache. Temporary files (about 2.5 times the tree per run) go below TMPDIR (default
+# /tmp) and are removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,15 +53,8 @@ run_b3sum() { find "$tree" -type f -print0 | xargs -0 -r b3sum >/dev/null; }
 run_b3sum_t1() { find "$tree" -type f -print0 | xargs -0 -r b3sum --num-threads 1 >/dev/null; }
 run_zstd_t1() { tar cf - -C "$tree" . | zstd -3 -T1 -q -c >/dev/null; }
 run_zstd_t0() { tar cf - -C "$tree" . | zstd -3 -T0 -q -c >/dev/null; }
-fresh_repo() {
-  rm -rf "$AMBER_REPO"
-  "$amber" init --kdf-memory-mib 8 --kdf-iterations 1 >/dev/null
-}
 run_snapshot() { "$amber" snapshot "$tree" --force; }
-run_restore() {
-  rm -rf "$work/restored"
-  "$amber" restore latest "$work/restored"
-}
+run_restore() { "$amber" restore latest "$1"; }
 
 install_missing_tools
 work=$(mktemp -d "${TMPDIR:-/tmp}/amber-compare.XXXXXX")
@@ -83,7 +77,6 @@ files=$(find "$tree" -type f | wc -l)
 bytes=$(find "$tree" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%d\n", s }')
 [ "$bytes" -gt 0 ] || { log "$tree holds no file content to measure"; exit 2; }
 
-export AMBER_REPO=$work/repo
 export AMBER_PASSWORD=compare-passphrase
 unset AMBER_PASSWORD_FILE AMBER_CACHE
 
@@ -99,12 +92,15 @@ for ((run = 1; run <= RUNS; run++)); do
   times[1]+=" $(time_once run_b3sum_t1)"
   times[2]+=" $(time_once run_zstd_t1)"
   times[3]+=" $(time_once run_zstd_t0)"
-  fresh_repo
+  # A new repository and restore target each run, all deleted only at exit: on ext4,
+  # creating thousands of files just after deleting thousands costs the kernel more.
+  export AMBER_REPO=$work/repo.$run
+  "$amber" init --kdf-memory-mib 8 --kdf-iterations 1 >/dev/null
   times[4]+=" $(time_once run_snapshot)"
   times[5]+=" $(time_once run_snapshot)"
-  times[6]+=" $(time_once run_restore)"
+  times[6]+=" $(time_once run_restore "$work/restored.$run")"
   # The restored copy must be the tree itself, or the figures mean nothing.
-  diff -r "$tree" "$work/restored" >/dev/null || { log "restored tree differs from $tree"; exit 1; }
+  diff -r "$tree" "$work/restored.$run" >/dev/null || { log "restored tree differs from $tree"; exit 1; }
 done
 
 mbps() { awk -v b="$bytes" -v s="$1" 'BEGIN { printf "%.1f", b / s / 1e6 }'; }

@@ -10,7 +10,7 @@
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use amber_benches::{TreeSpec, generate_tree, random_bytes, text_bytes};
 use amber_engine::backend::local::LocalBackend;
@@ -23,7 +23,7 @@ use amber_engine::id::TreeId;
 use amber_engine::ops::ingest::{ParentChoice, READ_BUFFER, SnapshotSummary, TreeOptions, snapshot_tree};
 use amber_engine::ops::restore::{RestoreOptions, restore_tree};
 use amber_engine::repo::{InitOptions, Repository};
-use criterion::{BatchSize, BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use criterion::{Bencher, BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use tempfile::TempDir;
 
 /// Size of the in-memory inputs.
@@ -208,28 +208,50 @@ fn tree_group<'a>(
         .sample_size(10)
         .sampling_mode(SamplingMode::Flat)
         .warm_up_time(Duration::from_secs(2))
-        .measurement_time(Duration::from_secs(20))
+        .measurement_time(Duration::from_secs(30))
         .throughput(Throughput::Bytes(bytes));
     group
 }
 
+/// Times `routine` once per iteration on a fresh temporary directory (and input) made by
+/// `setup`, outside the timing. What the routine returns is dropped outside the timing too,
+/// and the directories are kept in `kept` rather than deleted between iterations: on ext4,
+/// creating thousands of files just after deleting thousands costs the kernel more (its
+/// recently-deleted inode check), which would charge one iteration for the previous one.
+fn iter_fresh<T, R>(
+    b: &mut Bencher<'_>,
+    kept: &mut Vec<TempDir>,
+    mut setup: impl FnMut() -> (TempDir, T),
+    mut routine: impl FnMut(&Path, T) -> R,
+) {
+    b.iter_custom(|iters| {
+        let mut timed = Duration::ZERO;
+        for _ in 0..iters {
+            let (dir, input) = setup();
+            let start = Instant::now();
+            let output = routine(dir.path(), input);
+            timed += start.elapsed();
+            drop(black_box(output));
+            kept.push(dir);
+        }
+        timed
+    });
+}
+
 fn bench_tree(c: &mut Criterion) {
     let source = source_tree();
+    let mut kept = Vec::new();
     let mut group = tree_group(c, "tree", source.bytes);
 
-    // Every iteration writes a new repository; removing it afterwards is not timed.
+    // Every iteration snapshots into a new repository.
     group.bench_function("ingest_fresh", |b| {
-        b.iter_batched(
-            fresh_repo,
-            |(dir, repo)| {
-                let summary = snapshot(&repo, &source.path);
-                (dir, repo, summary)
-            },
-            BatchSize::PerIteration,
-        )
+        iter_fresh(b, &mut kept, fresh_repo, |_, repo| {
+            let summary = snapshot(&repo, &source.path);
+            (repo, summary)
+        })
     });
 
-    let (_repo_dir, repo) = fresh_repo();
+    let (repo_dir, repo) = fresh_repo();
     let first = snapshot(&repo, &source.path);
     assert_eq!(first.bytes_read, source.bytes, "the snapshot read the whole tree");
     assert!(first.skipped.is_empty(), "nothing skipped: {:?}", first.skipped);
@@ -242,20 +264,19 @@ fn bench_tree(c: &mut Criterion) {
     // Everything is already stored: reading, chunking and hashing, but no sealing or writing.
     group.bench_function("ingest_dedup", |b| b.iter(|| snapshot(&repo, &source.path)));
 
+    // Every iteration restores into a new empty directory.
     let root = TreeId::new(first.snapshot.root);
+    let new_dir = || (tempfile::tempdir().expect("temp dir for a restore"), ());
     group.bench_function("restore", |b| {
-        b.iter_batched(
-            || tempfile::tempdir().expect("temp dir for a restore"),
-            |dest| {
-                let report = restore_tree(&repo, root, &dest.path().join("out"), &RestoreOptions::default())
-                    .expect("restore the tree");
-                assert!(report.errors.is_empty(), "restore errors: {:?}", report.errors);
-                (dest, report)
-            },
-            BatchSize::PerIteration,
-        )
+        iter_fresh(b, &mut kept, new_dir, |dest, ()| {
+            let report =
+                restore_tree(&repo, root, &dest.join("out"), &RestoreOptions::default()).expect("restore the tree");
+            assert!(report.errors.is_empty(), "restore errors: {:?}", report.errors);
+            report
+        })
     });
     group.finish();
+    drop((repo, repo_dir, kept));
 }
 
 criterion_group!(benches, bench_chunker, bench_seal, bench_tree);

@@ -39,7 +39,7 @@ fn make_tar(repo: &Repo, format: &str) -> PathBuf {
     let parent = venv.parent().unwrap();
     let name = venv.file_name().unwrap().to_str().unwrap();
     sh(&format!(
-        "tar --format={format} --transform 's,^,{LONG}/,' -cf {} -C {} {name}",
+        "tar --format={format} --transform 's,^,{LONG}/,S' -cf {} -C {} {name}",
         p(&out),
         p(parent)
     ));
