@@ -49,7 +49,7 @@ impl Default for InitOptions {
 }
 
 /// Default block size for volume images; see format-spec/DECISIONS.md for the measurement.
-pub const DEFAULT_BLOCK_SIZE: u32 = 1024 * 1024;
+pub const DEFAULT_BLOCK_SIZE: u32 = 256 * 1024;
 
 struct Inner {
     backend: DynBackend,

@@ -44,7 +44,7 @@ pub enum Command {
         #[command(flatten)]
         kdf: KdfArgs,
         /// Block size in KiB for volume images (power of two, 4 to 16384).
-        #[arg(long, default_value_t = 1024)]
+        #[arg(long, default_value_t = 256)]
         block_size_kib: u32,
     },
     /// Snapshot a directory tree.
