@@ -20,8 +20,10 @@ use amber_engine::crypto::{KdfParams, SealKey};
 use amber_engine::format::blob::{BlobKind, seal_blob};
 use amber_engine::hash::IdKey;
 use amber_engine::id::TreeId;
+use amber_engine::ops::block::{BlockOptions, BlockRestoreOptions, restore_block, snapshot_block};
 use amber_engine::ops::ingest::{ParentChoice, READ_BUFFER, SnapshotSummary, TreeOptions, snapshot_tree};
 use amber_engine::ops::restore::{RestoreOptions, restore_tree};
+use amber_engine::ops::tar::{TarOptions, restore_tar, snapshot_tar};
 use amber_engine::repo::{InitOptions, Repository};
 use criterion::{Bencher, BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use tempfile::TempDir;
@@ -279,5 +281,90 @@ fn bench_tree(c: &mut Criterion) {
     drop((repo, repo_dir, kept));
 }
 
-criterion_group!(benches, bench_chunker, bench_seal, bench_tree);
+/// A tar of the generated tree, made by the system `tar`, held in memory.
+fn source_tar(source: &Source) -> Vec<u8> {
+    let parent = source.path.parent().expect("the tree has a parent");
+    let out = std::process::Command::new("tar")
+        .arg("-cf")
+        .arg("-")
+        .arg("-C")
+        .arg(parent)
+        .arg("src")
+        .output()
+        .expect("run tar");
+    assert!(out.status.success(), "tar failed");
+    out.stdout
+}
+
+fn bench_layer(c: &mut Criterion) {
+    let source = source_tree();
+    let tar = source_tar(&source);
+    let mut kept = Vec::new();
+    let mut group = tree_group(c, "layer", tar.len() as u64);
+    group.bench_function("ingest_fresh", |b| {
+        iter_fresh(b, &mut kept, fresh_repo, |_, repo| {
+            let summary = snapshot_tar(&repo, &mut tar.as_slice(), "bench.tar", &TarOptions::default())
+                .expect("snapshot the layer");
+            (repo, summary)
+        })
+    });
+    let (repo_dir, repo) = fresh_repo();
+    let first = snapshot_tar(&repo, &mut tar.as_slice(), "bench.tar", &TarOptions::default()).expect("snapshot");
+    group.bench_function("rebuild", |b| {
+        b.iter(|| restore_tar(&repo, first.id, &mut std::io::sink()).expect("rebuild the layer"))
+    });
+    group.finish();
+    drop((repo, repo_dir, kept));
+}
+
+/// A sparse 256 MiB image: every fourth 4 MiB stretch holds random or text data.
+fn source_image() -> (TempDir, PathBuf, u64) {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().expect("temp dir for the image");
+    let path = dir.path().join("volume.img");
+    let size: u64 = 256 << 20;
+    let file = std::fs::File::create(&path).expect("create the image");
+    file.set_len(size).expect("size the image");
+    for (i, offset) in (0..size).step_by(16 << 20).enumerate() {
+        let data = if i % 2 == 0 {
+            random_bytes(i as u64, 4 << 20)
+        } else {
+            text_bytes(i as u64, 4 << 20)
+        };
+        file.write_all_at(&data, offset).expect("write the image");
+    }
+    (dir, path, size)
+}
+
+fn bench_volume(c: &mut Criterion) {
+    let (_image_dir, image, size) = source_image();
+    let mut kept = Vec::new();
+    let mut group = tree_group(c, "volume", size);
+    group.bench_function("ingest_fresh", |b| {
+        iter_fresh(b, &mut kept, fresh_repo, |_, repo| {
+            let summary = snapshot_block(&repo, &image, &BlockOptions::default()).expect("snapshot the volume");
+            (repo, summary)
+        })
+    });
+    let (repo_dir, repo) = fresh_repo();
+    let first = snapshot_block(&repo, &image, &BlockOptions::default()).expect("snapshot the volume");
+    let new_dir = || (tempfile::tempdir().expect("temp dir for a restore"), ());
+    group.bench_function("restore", |b| {
+        iter_fresh(b, &mut kept, new_dir, |dest, ()| {
+            restore_block(&repo, first.id, &dest.join("out.img"), &BlockRestoreOptions::default())
+                .expect("restore the volume")
+        })
+    });
+    group.finish();
+    drop((repo, repo_dir, kept));
+}
+
+criterion_group!(
+    benches,
+    bench_chunker,
+    bench_seal,
+    bench_tree,
+    bench_layer,
+    bench_volume
+);
 criterion_main!(benches);
