@@ -16,6 +16,85 @@ pub mod walk;
 #[cfg(test)]
 mod tests;
 
+use crate::error::{Error, Result};
+use crate::format::snapshot::{Snapshot, SnapshotStats, SourceKind};
+use crate::id::{Hash32, SnapshotId};
+
+/// Who and what a snapshot is about; recorded in the snapshot object.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Labels {
+    /// Environment name.
+    pub environment: String,
+    /// Lab.
+    pub lab: String,
+    /// Researcher.
+    pub researcher: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Free metadata (experiment, funding source, criticality, package list, ...).
+    pub metadata: Vec<(String, String)>,
+}
+
+impl Labels {
+    /// A snapshot object carrying these labels, taken now on this host.
+    pub(crate) fn snapshot(
+        &self,
+        source: SourceKind,
+        root: Hash32,
+        parent: Option<SnapshotId>,
+        source_path: String,
+        stats: SnapshotStats,
+    ) -> Snapshot {
+        Snapshot {
+            source,
+            root,
+            parent,
+            time_ns: ingest::now_ns(),
+            environment: self.environment.clone(),
+            lab: self.lab.clone(),
+            researcher: self.researcher.clone(),
+            hostname: ingest::hostname(),
+            source_path,
+            tags: sorted(self.tags.clone()),
+            metadata: sorted(self.metadata.clone()),
+            stats,
+            skipped: 0,
+            skipped_paths: Vec::new(),
+        }
+    }
+
+    /// Refuses labels that would not fit a snapshot object, before any work is done.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the field.
+    pub fn check(&self) -> Result<()> {
+        let probe = self.snapshot(
+            SourceKind::Tree,
+            Hash32::default(),
+            None,
+            String::new(),
+            SnapshotStats::default(),
+        );
+        probe.validate().map_err(|e| Error::InvalidArgument(e.to_string()))
+    }
+}
+
+fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// A bounded pool for CPU work (0 threads: one per core).
+pub(crate) fn worker_pool(threads: usize, name: &'static str) -> Result<rayon::ThreadPool> {
+    let threads = if threads == 0 { default_threads() } else { threads };
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(move |i| format!("amber-{name}-{i}"))
+        .build()
+        .map_err(|e| Error::Pipeline(format!("cannot start the {name} pool: {e}")))
+}
+
 /// Worker threads for CPU work when the caller does not choose.
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)

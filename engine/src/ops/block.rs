@@ -21,11 +21,10 @@ use crate::format::snapshot::{Snapshot, SnapshotStats, SourceKind};
 use crate::format::tree::{ChunkRef, Content, Entry, EntryKind, TreeNode};
 use crate::id::{BlobId, ChunkId, Hash32, ListId, SnapshotId, TreeId};
 use crate::ops::content::ChunkCursor;
-use crate::ops::default_threads;
 use crate::ops::fsmeta::{self, NameCache};
-use crate::ops::ingest::{hostname, now_ns};
 use crate::ops::progress::Progress;
 use crate::ops::ranges::{BlockSet, ByteRange};
+use crate::ops::{Labels, worker_pool};
 use crate::repo::Repository;
 use crate::repo::writer::{BlobWriter, WriteStats};
 
@@ -35,16 +34,8 @@ pub const BATCH_BLOCKS: usize = 32;
 /// What to record with a volume snapshot.
 #[derive(Clone, Debug, Default)]
 pub struct BlockOptions {
-    /// Environment name.
-    pub environment: String,
-    /// Lab.
-    pub lab: String,
-    /// Researcher.
-    pub researcher: String,
-    /// Tags.
-    pub tags: Vec<String>,
-    /// Free metadata.
-    pub metadata: Vec<(String, String)>,
+    /// What the snapshot records about itself.
+    pub labels: Labels,
     /// The previous snapshot of this volume.
     pub parent: Option<SnapshotId>,
     /// Only these byte ranges changed since the parent (requires `parent`).
@@ -148,15 +139,7 @@ pub fn snapshot_block(repo: &Repository, path: &Path, opts: &BlockOptions) -> Re
         (None, _) => None,
     };
     let writer = BlobWriter::new(repo)?;
-    let threads = if opts.threads == 0 {
-        default_threads()
-    } else {
-        opts.threads
-    };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| Error::Pipeline(e.to_string()))?;
+    let pool = worker_pool(opts.threads, "block")?;
     let progress = opts.progress.clone().unwrap_or_default();
     let mut scan = Scan {
         writer: &writer,
@@ -283,28 +266,17 @@ fn commit_volume(
     counts: Counts,
     written: WriteStats,
 ) -> Result<BlockSummary> {
-    let snapshot = Snapshot {
-        source: SourceKind::BlockVolume,
-        root,
-        parent: opts.parent,
-        time_ns: now_ns(),
-        environment: opts.environment.clone(),
-        lab: opts.lab.clone(),
-        researcher: opts.researcher.clone(),
-        hostname: hostname(),
-        source_path: src.path.to_string_lossy().into_owned(),
-        tags: opts.tags.clone(),
-        metadata: opts.metadata.clone(),
-        stats: SnapshotStats {
-            files: 1,
-            dirs: 0,
-            bytes: src.size,
-            bytes_new: written.bytes_new,
-            blobs_new: written.blobs_new,
-        },
-        skipped: 0,
-        skipped_paths: Vec::new(),
+    let stats = SnapshotStats {
+        files: 1,
+        dirs: 0,
+        bytes: src.size,
+        bytes_new: written.bytes_new,
+        blobs_new: written.blobs_new,
     };
+    let source_path = src.path.to_string_lossy().into_owned();
+    let snapshot = opts
+        .labels
+        .snapshot(SourceKind::BlockVolume, root, opts.parent, source_path, stats);
     let id = repo.commit_snapshot(&snapshot)?;
     Ok(BlockSummary {
         id,
@@ -405,15 +377,7 @@ pub fn restore_block(
         None => None,
     };
     let mut output = open_output(out, opts.seed.as_deref(), entry.size)?;
-    let threads = if opts.threads == 0 {
-        default_threads()
-    } else {
-        opts.threads
-    };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| Error::Pipeline(e.to_string()))?;
+    let pool = worker_pool(opts.threads, "block")?;
     let progress = opts.progress.clone().unwrap_or_default();
     let mut report = BlockRestoreReport {
         size: entry.size,

@@ -27,7 +27,7 @@ use crate::ops::stream::{StreamError, store_stream};
 
 /// Bytes read from a file per `read` call.
 pub use crate::ops::stream::READ_BUFFER;
-use crate::ops::{default_threads, join_rel};
+use crate::ops::{Labels, join_rel, worker_pool};
 use crate::repo::Repository;
 use crate::repo::writer::{BlobWriter, WriteStats};
 
@@ -51,16 +51,8 @@ pub enum ParentChoice {
 /// What to record with a tree snapshot.
 #[derive(Clone, Debug, Default)]
 pub struct TreeOptions {
-    /// Environment name.
-    pub environment: String,
-    /// Lab.
-    pub lab: String,
-    /// Researcher.
-    pub researcher: String,
-    /// Tags.
-    pub tags: Vec<String>,
-    /// Free metadata.
-    pub metadata: Vec<(String, String)>,
+    /// What the snapshot records about itself.
+    pub labels: Labels,
     /// Parent selection.
     pub parent: ParentChoice,
     /// Worker threads (0: one per core).
@@ -138,24 +130,17 @@ pub fn snapshot_tree(repo: &Repository, source: &Path, opts: &TreeOptions) -> Re
     }
     let hostname = hostname();
     let source_path = source.to_string_lossy().into_owned();
-    check_labels(opts)?;
-    let parent = find_parent(repo, &opts.parent, &hostname, &source_path, &opts.environment)?;
+    opts.labels.check()?;
+    let parent = find_parent(repo, &opts.parent, &hostname, &source_path, &opts.labels.environment)?;
     let parent_root = match &parent {
         Some((_, snap)) => Some(repo.load_tree(TreeId::new(snap.root))?),
         None => None,
     };
-    let threads = if opts.threads == 0 {
-        default_threads()
-    } else {
-        opts.threads
-    };
+    let pool = worker_pool(opts.threads, "ingest")?;
+    let threads = pool.current_num_threads();
     let shared = Arc::new(Shared {
         writer: BlobWriter::new(repo)?,
-        pool: rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("amber-ingest-{i}"))
-            .build()
-            .map_err(|e| Error::Pipeline(e.to_string()))?,
+        pool,
         slots: bounded(threads * FILES_IN_FLIGHT_PER_THREAD),
         names: NameCache::default(),
         progress: opts.progress.clone().unwrap_or_default(),
@@ -175,33 +160,27 @@ pub fn snapshot_tree(repo: &Repository, source: &Path, opts: &TreeOptions) -> Re
         .counters
         .into_inner()
         .map_err(|_| Error::Pipeline("counters poisoned".into()))?;
-    let snapshot = Snapshot {
-        source: SourceKind::Tree,
-        root: *root.hash(),
-        parent: parent.as_ref().map(|p| p.0),
-        time_ns: now_ns(),
-        environment: opts.environment.clone(),
-        lab: opts.lab.clone(),
-        researcher: opts.researcher.clone(),
-        hostname,
-        source_path,
-        tags: sorted(opts.tags.clone()),
-        metadata: sorted(opts.metadata.clone()),
-        stats: SnapshotStats {
-            files: counters.files,
-            dirs: counters.dirs,
-            bytes: counters.bytes,
-            bytes_new: written.bytes_new,
-            blobs_new: written.blobs_new,
-        },
-        skipped: counters.skipped.len() as u64,
-        skipped_paths: counters
-            .skipped
-            .iter()
-            .take(MAX_LISTED_SKIPS)
-            .map(|(p, _)| p.clone())
-            .collect(),
+    let stats = SnapshotStats {
+        files: counters.files,
+        dirs: counters.dirs,
+        bytes: counters.bytes,
+        bytes_new: written.bytes_new,
+        blobs_new: written.blobs_new,
     };
+    let mut snapshot = opts.labels.snapshot(
+        SourceKind::Tree,
+        *root.hash(),
+        parent.as_ref().map(|p| p.0),
+        source_path,
+        stats,
+    );
+    snapshot.skipped = counters.skipped.len() as u64;
+    snapshot.skipped_paths = counters
+        .skipped
+        .iter()
+        .take(MAX_LISTED_SKIPS)
+        .map(|(p, _)| p.clone())
+        .collect();
     let id = repo.commit_snapshot(&snapshot)?;
     Ok(SnapshotSummary {
         id,
@@ -212,33 +191,6 @@ pub fn snapshot_tree(repo: &Repository, source: &Path, opts: &TreeOptions) -> Re
         bytes_read: counters.bytes_read,
         skipped: counters.skipped,
     })
-}
-
-/// Refuses labels that would not fit the snapshot object, before any work is done.
-fn check_labels(opts: &TreeOptions) -> Result<()> {
-    let probe = Snapshot {
-        source: SourceKind::Tree,
-        root: crate::id::Hash32::default(),
-        parent: None,
-        time_ns: 0,
-        environment: opts.environment.clone(),
-        lab: opts.lab.clone(),
-        researcher: opts.researcher.clone(),
-        hostname: String::new(),
-        source_path: String::new(),
-        tags: opts.tags.clone(),
-        metadata: opts.metadata.clone(),
-        stats: SnapshotStats::default(),
-        skipped: 0,
-        skipped_paths: Vec::new(),
-    };
-    probe.validate().map_err(|e| Error::InvalidArgument(e.to_string()))
-}
-
-fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
-    v.sort();
-    v.dedup();
-    v
 }
 
 /// Nanoseconds since the epoch.

@@ -21,7 +21,7 @@ use crate::id::TreeId;
 use crate::ops::content::for_each_chunk;
 use crate::ops::fsmeta;
 use crate::ops::progress::Progress;
-use crate::ops::{default_threads, join_rel};
+use crate::ops::{join_rel, worker_pool};
 use crate::repo::Repository;
 
 /// Files being written at once, per worker thread.
@@ -117,18 +117,11 @@ struct Walk {
 /// errors reading the root tree.
 pub fn restore_tree(repo: &Repository, root: TreeId, dest: &Path, opts: &RestoreOptions) -> Result<RestoreReport> {
     fs::create_dir_all(dest).map_err(|e| Error::io(dest, e))?;
-    let threads = if opts.threads == 0 {
-        default_threads()
-    } else {
-        opts.threads
-    };
+    let pool = worker_pool(opts.threads, "restore")?;
+    let threads = pool.current_num_threads();
     let shared = Arc::new(Shared {
         repo: repo.clone(),
-        pool: rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("amber-restore-{i}"))
-            .build()
-            .map_err(|e| Error::Pipeline(e.to_string()))?,
+        pool,
         slots: bounded(threads * FILES_IN_FLIGHT_PER_THREAD),
         chown: fsmeta::can_chown(),
         progress: opts.progress.clone().unwrap_or_default(),

@@ -16,8 +16,8 @@ use crate::format::snapshot::{Snapshot, SnapshotStats, SourceKind};
 use crate::format::tarhdr::{self, BLOCK, MAX_META_RECORD};
 use crate::format::tree::{Content, Entry, EntryKind, TreeNode};
 use crate::id::{BlobId, SnapshotId, TreeId};
+use crate::ops::Labels;
 use crate::ops::content::ChunkCursor;
-use crate::ops::ingest::{hostname, now_ns};
 use crate::ops::progress::Progress;
 use crate::ops::stream::{ContentSink, StreamError, store_stream};
 use crate::repo::Repository;
@@ -35,16 +35,8 @@ pub const LAYOUT_ENTRY: &[u8] = b"layer.tar";
 /// What to record with a layer snapshot.
 #[derive(Clone, Debug, Default)]
 pub struct TarOptions {
-    /// Environment name.
-    pub environment: String,
-    /// Lab.
-    pub lab: String,
-    /// Researcher.
-    pub researcher: String,
-    /// Tags.
-    pub tags: Vec<String>,
-    /// Free metadata.
-    pub metadata: Vec<(String, String)>,
+    /// What the snapshot records about itself.
+    pub labels: Labels,
     /// Live counters.
     pub progress: Option<Arc<Progress>>,
 }
@@ -152,7 +144,7 @@ pub fn snapshot_tar(
     source_name: &str,
     opts: &TarOptions,
 ) -> Result<TarSummary> {
-    if let Some((k, _)) = opts.metadata.iter().find(|(k, _)| k.starts_with("oci.")) {
+    if let Some((k, _)) = opts.labels.metadata.iter().find(|(k, _)| k.starts_with("oci.")) {
         return Err(Error::InvalidArgument(format!(
             "metadata key {k:?}: keys starting with \"oci.\" are reserved"
         )));
@@ -196,33 +188,18 @@ pub fn snapshot_tar(
     if let Some((id, snap)) = existing {
         return Ok(summary(id, snap, true));
     }
-    let mut metadata = opts.metadata.clone();
-    metadata.push((DIFF_ID_KEY.into(), diff_id.clone()));
-    metadata.push((DIGEST_KEY.into(), digest.clone()));
-    metadata.push((COMPRESSION_KEY.into(), compression.into()));
-    metadata.sort();
-    let snapshot = Snapshot {
-        source: SourceKind::TarLayer,
-        root,
-        parent: None,
-        time_ns: now_ns(),
-        environment: opts.environment.clone(),
-        lab: opts.lab.clone(),
-        researcher: opts.researcher.clone(),
-        hostname: hostname(),
-        source_path: source_name.to_string(),
-        tags: opts.tags.clone(),
-        metadata,
-        stats: SnapshotStats {
-            files: members,
-            dirs: 0,
-            bytes: size,
-            bytes_new: written.bytes_new,
-            blobs_new: written.blobs_new,
-        },
-        skipped: 0,
-        skipped_paths: Vec::new(),
+    let mut labels = opts.labels.clone();
+    labels.metadata.push((DIFF_ID_KEY.into(), diff_id.clone()));
+    labels.metadata.push((DIGEST_KEY.into(), digest.clone()));
+    labels.metadata.push((COMPRESSION_KEY.into(), compression.into()));
+    let stats = SnapshotStats {
+        files: members,
+        dirs: 0,
+        bytes: size,
+        bytes_new: written.bytes_new,
+        blobs_new: written.blobs_new,
     };
+    let snapshot = labels.snapshot(SourceKind::TarLayer, root, None, source_name.to_string(), stats);
     let id = repo.commit_snapshot(&snapshot)?;
     Ok(summary(id, snapshot, false))
 }

@@ -66,7 +66,10 @@ fn make_tree(root: &Path) {
 
 fn opts() -> TreeOptions {
     TreeOptions {
-        environment: "test-env".into(),
+        labels: crate::ops::Labels {
+            environment: "test-env".into(),
+            ..Default::default()
+        },
         threads: 2,
         ..TreeOptions::default()
     }
@@ -654,8 +657,12 @@ mod whiteout_names {
         extract_layer(&repo, ingest(same_layer), &dest, true).unwrap();
         assert!(dest.join("d/new").exists(), "an opaque marker hides lower layers only");
         assert!(repo.snapshots().unwrap().len() >= 4);
-        let reserved = TarOptions {
+        let labels = crate::ops::Labels {
             metadata: vec![("oci.diff_id".into(), "x".into())],
+            ..Default::default()
+        };
+        let reserved = TarOptions {
+            labels,
             ..TarOptions::default()
         };
         assert!(snapshot_tar(&repo, &mut &b""[..], "l", &reserved).is_err());

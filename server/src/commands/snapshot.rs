@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use amber_engine::ops::Labels;
 use amber_engine::ops::block::{BlockOptions, snapshot_block};
 use amber_engine::ops::ingest::{ParentChoice, TreeOptions, snapshot_tree};
 use amber_engine::ops::ranges::parse_ranges;
@@ -14,6 +15,16 @@ use crate::cli::{Global, SnapshotArgs};
 use crate::commands::EXIT_INCOMPLETE;
 use crate::context;
 use crate::output::{ProgressDisplay, bytes, emit};
+
+fn labels(g: &Global, args: &SnapshotArgs) -> Labels {
+    Labels {
+        environment: g.env.clone().unwrap_or_default(),
+        lab: args.lab.clone(),
+        researcher: args.researcher.clone(),
+        tags: args.tags.clone(),
+        metadata: args.metadata.clone(),
+    }
+}
 
 pub fn run(g: &Global, args: &SnapshotArgs) -> Result<ExitCode> {
     let repo = context::open(g)?;
@@ -33,11 +44,7 @@ pub fn run(g: &Global, args: &SnapshotArgs) -> Result<ExitCode> {
     };
     let display = ProgressDisplay::start("snapshot");
     let opts = TreeOptions {
-        environment: g.env.clone().unwrap_or_default(),
-        lab: args.lab.clone(),
-        researcher: args.researcher.clone(),
-        tags: args.tags.clone(),
-        metadata: args.metadata.clone(),
+        labels: labels(g, args),
         parent,
         threads: g.threads,
         progress: Some(display.counters()),
@@ -104,11 +111,7 @@ fn block(g: &Global, repo: &Repository, image: &std::path::Path, args: &Snapshot
     };
     let display = ProgressDisplay::start("snapshot");
     let opts = BlockOptions {
-        environment: g.env.clone().unwrap_or_default(),
-        lab: args.lab.clone(),
-        researcher: args.researcher.clone(),
-        tags: args.tags.clone(),
-        metadata: args.metadata.clone(),
+        labels: labels(g, args),
         parent,
         changed_ranges,
         threads: g.threads,
@@ -152,11 +155,7 @@ fn block(g: &Global, repo: &Repository, image: &std::path::Path, args: &Snapshot
 fn tar(g: &Global, repo: &Repository, layer: &std::path::Path, args: &SnapshotArgs) -> Result<ExitCode> {
     let display = ProgressDisplay::start("snapshot");
     let opts = TarOptions {
-        environment: g.env.clone().unwrap_or_default(),
-        lab: args.lab.clone(),
-        researcher: args.researcher.clone(),
-        tags: args.tags.clone(),
-        metadata: args.metadata.clone(),
+        labels: labels(g, args),
         progress: Some(display.counters()),
     };
     let started = std::time::Instant::now();
