@@ -339,6 +339,46 @@ mod tests {
     }
 
     #[test]
+    fn ten_changed_blocks_of_a_100_gib_volume_rewrite_a_few_small_nodes() {
+        // 100 GiB in 256 KiB blocks, a quarter of them data, the rest holes.
+        let blocks = 100 * 4096;
+        let data = ids(blocks / 4, 3);
+        let volume: Vec<ChunkRef> = (0..blocks)
+            .map(|i| {
+                if i % 4 == 0 {
+                    data[i / 4]
+                } else {
+                    ChunkRef {
+                        id: ChunkId::HOLE,
+                        len: 262_144,
+                    }
+                }
+            })
+            .collect();
+        let mut before = HashMap::new();
+        build(&volume, &mut before);
+        let mut changed = volume.clone();
+        for (k, fresh) in ids(10, 77).into_iter().enumerate() {
+            changed[k * 40_000 + 1] = fresh;
+        }
+        let mut after = HashMap::new();
+        build(&changed, &mut after);
+        let new: Vec<&ListNode> = after
+            .iter()
+            .filter(|(k, _)| !before.contains_key(*k))
+            .map(|(_, n)| n)
+            .collect();
+        let bytes: usize = new.iter().map(|n| n.encode().len()).sum();
+        eprintln!("rewritten: {} nodes, {bytes} bytes", new.len());
+        assert!(new.len() <= 40, "{} nodes rewritten", new.len());
+        assert!(
+            bytes < 1_000_000,
+            "{bytes} bytes of nodes rewritten of {}",
+            before.values().map(|n| n.encode().len()).sum::<usize>()
+        );
+    }
+
+    #[test]
     fn node_round_trip_and_bad_input() {
         let node = ListNode {
             level: 1,
