@@ -106,7 +106,9 @@ struct Walk {
     /// (device, inode) of multiply-linked files → the path restored first.
     links: HashMap<(u64, u64), PathBuf>,
     /// Directories created, in creation order, with their entries.
-    dirs: Vec<(PathBuf, String, Entry)>,
+    /// Every directory walked, in walking order, and whether it was selected itself
+    /// (others exist only when a selected path below them was restored).
+    dirs: Vec<(PathBuf, String, Entry, bool)>,
 }
 
 /// Restores the tree `root` into `dest` (created if missing). Failures of single paths
@@ -143,8 +145,11 @@ pub fn restore_tree(repo: &Repository, root: TreeId, dest: &Path, opts: &Restore
             .send(())
             .map_err(|_| Error::Pipeline("job slots closed".into()))?;
     }
-    for (path, rel, entry) in walk.dirs.iter().rev() {
-        shared.warn(rel, fsmeta::apply(path, entry, shared.chown));
+    for (path, rel, entry, chosen) in walk.dirs.iter().rev() {
+        if *chosen || fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+            shared.with_report(|r| r.dirs += u64::from(!*chosen));
+            shared.warn(rel, fsmeta::apply(path, entry, shared.chown));
+        }
     }
     let report = shared
         .report
@@ -212,8 +217,9 @@ fn restore_subdir(
             return Ok(());
         }
         shared.with_report(|r| r.dirs += 1);
-        walk.dirs.push((path.to_path_buf(), rel.to_string(), entry.clone()));
     }
+    walk.dirs
+        .push((path.to_path_buf(), rel.to_string(), entry.clone(), chosen));
     restore_dir(shared, walk, node.entries(), path, rel, chosen)
 }
 

@@ -668,3 +668,30 @@ mod whiteout_names {
         assert!(snapshot_tar(&repo, &mut &b""[..], "l", &reserved).is_err());
     }
 }
+
+#[test]
+fn include_restores_matching_paths_with_their_directories_metadata() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_tree(&src);
+    std::fs::set_permissions(src.join("a/b"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    filetime::set_file_mtime(src.join("a/b"), filetime::FileTime::from_unix_time(1_000_000_000, 5)).unwrap();
+    let repo = init(Arc::new(MemoryBackend::new()), &tmp.path().join("cache"));
+    let s = snapshot_tree(&repo, &src, &opts()).unwrap();
+    let dest = tmp.path().join("out");
+    let include = RestoreOptions {
+        include: vec!["a/b/c/*.txt".into()],
+        ..RestoreOptions::default()
+    };
+    let r = restore_tree(&repo, TreeId::new(s.snapshot.root), &dest, &include).unwrap();
+    assert_eq!(r.files, 1);
+    assert_eq!(std::fs::read(dest.join("a/b/c/deep.txt")).unwrap(), b"deep");
+    assert!(!dest.join("small.txt").exists() && !dest.join("a/large.bin").exists());
+    let b = std::fs::metadata(dest.join("a/b")).unwrap();
+    assert_eq!(
+        (b.mode() & 0o7777, b.mtime(), b.mtime_nsec()),
+        (0o750, 1_000_000_000, 5)
+    );
+    assert_eq!(r.dirs, 3, "a, a/b and a/b/c were recreated with their metadata");
+}
