@@ -341,22 +341,31 @@ fn open_output(out: &Path, seed: Option<&Path>, size: u64) -> Result<Output> {
         m.file_type().is_block_device()
     });
     let fresh = !in_place && !is_device;
+    // A fresh image is written beside its name and renamed into place when complete, so a
+    // failed restore never leaves a half-written image under the name asked for.
+    let path = if fresh { partial_path(out) } else { out.to_path_buf() };
     let file = OpenOptions::new()
         .write(true)
         .read(true)
         .create(true)
         .truncate(fresh)
-        .open(out)
-        .map_err(|e| Error::io(out, e))?;
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
     if !is_device {
-        file.set_len(size).map_err(|e| Error::io(out, e))?;
+        file.set_len(size).map_err(|e| Error::io(&path, e))?;
     }
     Ok(Output {
         file,
-        path: out.to_path_buf(),
+        path,
         in_place,
         fresh,
     })
+}
+
+fn partial_path(out: &Path) -> PathBuf {
+    let mut name = out.file_name().map(std::ffi::OsStr::to_os_string).unwrap_or_default();
+    name.push(".amber-partial");
+    out.with_file_name(name)
 }
 
 /// Restores a volume snapshot to `out` (a file, created or replaced; or a block device),
@@ -377,6 +386,32 @@ pub fn restore_block(
         None => None,
     };
     let mut output = open_output(out, opts.seed.as_deref(), entry.size)?;
+    let filled = fill_output(repo, &entry, seed.as_ref(), &mut output, opts).and_then(|report| {
+        output.file.sync_all().map_err(|e| Error::io(&output.path, e))?;
+        Ok(report)
+    });
+    match filled {
+        Ok(report) if output.fresh => {
+            std::fs::rename(&output.path, out).map_err(|e| Error::io(out, e))?;
+            Ok(report)
+        }
+        Ok(report) => Ok(report),
+        Err(e) => {
+            if output.fresh {
+                let _ = std::fs::remove_file(&output.path);
+            }
+            Err(e)
+        }
+    }
+}
+
+fn fill_output(
+    repo: &Repository,
+    entry: &Entry,
+    seed: Option<&File>,
+    output: &mut Output,
+    opts: &BlockRestoreOptions,
+) -> Result<BlockRestoreReport> {
     let pool = worker_pool(opts.threads, "block")?;
     let progress = opts.progress.clone().unwrap_or_default();
     let mut report = BlockRestoreReport {
@@ -395,17 +430,16 @@ pub fn restore_block(
         if batch.is_empty() {
             break;
         }
-        let blocks = pool.install(|| fetch_batch(repo, seed.as_ref(), &batch))?;
-        write_batch(&mut output, blocks, &mut report, &progress)?;
+        let blocks = pool.install(|| fetch_batch(repo, seed, &batch))?;
+        write_batch(output, blocks, &mut report, &progress)?;
     }
     if offset != entry.size {
         return Err(Error::Corrupt {
             kind: "volume",
-            id: id.to_hex(),
+            id: output.path.display().to_string(),
             detail: format!("blocks cover {offset} bytes, the volume is {}", entry.size),
         });
     }
-    output.file.sync_all().map_err(|e| Error::io(&output.path, e))?;
     Ok(report)
 }
 
