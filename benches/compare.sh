@@ -55,6 +55,14 @@ run_zstd_t1() { tar cf - -C "$tree" . | zstd -3 -T1 -q -c >/dev/null; }
 run_zstd_t0() { tar cf - -C "$tree" . | zstd -3 -T0 -q -c >/dev/null; }
 run_snapshot() { "$amber" snapshot "$tree" --force; }
 run_restore() { "$amber" restore latest "$1"; }
+run_tar() { "$amber" snapshot --tar "$work/layer.tar"; }
+run_tar_rebuild() { "$amber" restore latest --tar -; }
+run_block() { "$amber" snapshot --block "$work/volume.img"; }
+run_block_restore() { "$amber" restore latest --block "$1"; }
+fresh_repo() {
+  export AMBER_REPO=$1
+  "$amber" init --kdf-memory-mib 8 --kdf-iterations 1 >/dev/null
+}
 
 install_missing_tools
 work=$(mktemp -d "${TMPDIR:-/tmp}/amber-compare.XXXXXX")
@@ -80,11 +88,17 @@ bytes=$(find "$tree" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%d\
 export AMBER_PASSWORD=compare-passphrase
 unset AMBER_PASSWORD_FILE AMBER_CACHE
 
+# The same content as a layer (a tar) and as a volume (an ext4 image made from the tree).
+tar cf "$work/layer.tar" -C "$tree" .
+truncate -s $((bytes * 2 + (64 << 20))) "$work/volume.img"
+mkfs.ext4 -q -F -b 4096 -d "$tree" "$work/volume.img"
+
 # Warm the page cache so the first tool measured does not pay for the disk.
 tar cf - -C "$tree" . >/dev/null
 
 names=("b3sum" "b3sum --num-threads 1" "tar | zstd -3 -T1" "tar | zstd -3 -T0"
-  "amber snapshot (fresh repo)" "amber snapshot (dedup)" "amber restore")
+  "amber snapshot (fresh repo)" "amber snapshot (dedup)" "amber restore"
+  "amber snapshot --tar (fresh)" "amber restore --tar" "amber snapshot --block (fresh)" "amber restore --block")
 declare -a times=()
 for ((run = 1; run <= RUNS; run++)); do
   log "run $run of $RUNS"
@@ -101,6 +115,13 @@ for ((run = 1; run <= RUNS; run++)); do
   times[6]+=" $(time_once run_restore "$work/restored.$run")"
   # The restored copy must be the tree itself, or the figures mean nothing.
   diff -r "$tree" "$work/restored.$run" >/dev/null || { log "restored tree differs from $tree"; exit 1; }
+  fresh_repo "$work/layer-repo.$run"
+  times[7]+=" $(time_once run_tar)"
+  times[8]+=" $(time_once run_tar_rebuild)"
+  fresh_repo "$work/volume-repo.$run"
+  times[9]+=" $(time_once run_block)"
+  times[10]+=" $(time_once run_block_restore "$work/volume.$run.img")"
+  cmp -s "$work/volume.img" "$work/volume.$run.img" || { log "restored volume differs"; exit 1; }
 done
 
 mbps() { awk -v b="$bytes" -v s="$1" 'BEGIN { printf "%.1f", b / s / 1e6 }'; }
@@ -115,6 +136,7 @@ echo
 echo "tree: $tree ($files files, $(awk -v b="$bytes" 'BEGIN { printf "%.1f", b / 1e6 }') MB)"
 echo "machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
 echo "median of $RUNS runs; MB = 10^6 bytes of file content; ratios are MB/s over the baseline's MB/s"
+echo "layer rows: the tree as one tar ($(stat -c %s "$work/layer.tar") bytes); volume rows: the tree in an ext4 image of $(stat -c %s "$work/volume.img") bytes"
 echo
 printf '%-28s %9s %9s %9s %10s %10s   %s\n' "measurement" "median s" "MB/s" "/ b3sum" "/ zstd-T1" "/ zstd-T0" "runs (s)"
 for i in "${!names[@]}"; do
