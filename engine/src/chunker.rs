@@ -161,7 +161,10 @@ impl ContentChunker {
     /// The next complete chunk, or `None` when more input (or `finish`) is needed.
     pub fn next_chunk(&mut self) -> Option<Vec<u8>> {
         let window = self.buf.get(self.start..).unwrap_or_default();
-        if window.is_empty() {
+        // Scan only a full window (or the end of input): the cut depends only on the bytes
+        // from the chunk's start, and scanning a partial window again after every push
+        // would read the same bytes many times over.
+        if window.is_empty() || (window.len() < self.params.max as usize && !self.finished) {
             return None;
         }
         let (_, cut) = v2020::cut_gear(
@@ -176,9 +179,7 @@ impl ContentChunker {
             &self.table.gear,
             &self.table.gear_ls,
         );
-        // A cut at the very end of a short window may only mean "no boundary yet".
-        let decided = cut < window.len() || window.len() >= self.params.max as usize || self.finished;
-        if !decided || cut == 0 {
+        if cut == 0 {
             return None;
         }
         let chunk = window.get(..cut).map(<[u8]>::to_vec);
