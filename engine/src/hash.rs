@@ -12,6 +12,12 @@ impl IdKey {
         IdKey(bytes)
     }
 
+    /// The key's bytes, for a client that must verify ids it is given (a restore client
+    /// checks every chunk it fetches against its id).
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// Keyed BLAKE3 of `data`.
     pub fn hash(&self, data: &[u8]) -> Hash32 {
         Hash32::from_bytes(*blake3::keyed_hash(&self.0, data).as_bytes())

@@ -1,5 +1,6 @@
 //! Operations on a vault: snapshot a tree, restore, list, diff.
 
+pub mod assemble;
 pub mod block;
 pub mod content;
 pub mod diff;
@@ -11,8 +12,11 @@ pub mod ranges;
 pub mod restore;
 pub mod stream;
 pub mod tar;
+pub mod volume_build;
 pub mod walk;
 
+#[cfg(test)]
+mod assemble_tests;
 #[cfg(test)]
 mod tests;
 
@@ -33,10 +37,13 @@ pub struct Labels {
     pub tags: Vec<String>,
     /// Free metadata (experiment, funding source, criticality, package list, ...).
     pub metadata: Vec<(String, String)>,
+    /// The host the data came from; `None`: this machine (a server receiving a push
+    /// records the client's).
+    pub hostname: Option<String>,
 }
 
 impl Labels {
-    /// A snapshot object carrying these labels, taken now on this host.
+    /// A snapshot object carrying these labels, taken now on this host (or the one named).
     pub(crate) fn snapshot(
         &self,
         source: SourceKind,
@@ -53,7 +60,7 @@ impl Labels {
             environment: self.environment.clone(),
             lab: self.lab.clone(),
             researcher: self.researcher.clone(),
-            hostname: ingest::hostname(),
+            hostname: self.hostname.clone().unwrap_or_else(ingest::hostname),
             source_path,
             tags: sorted(self.tags.clone()),
             metadata: sorted(self.metadata.clone()),

@@ -35,6 +35,16 @@ pub struct Global {
     /// Worker threads for CPU work (default: one per core).
     #[arg(long, global = true, default_value_t = 0)]
     pub threads: usize,
+    /// Talk to this `amber serve` (e.g. http://127.0.0.1:7207) instead of a local
+    /// repository; the token comes from AMBER_TOKEN.
+    #[arg(long, global = true, env = "AMBER_SERVER")]
+    pub server: Option<String>,
+    /// Vault on the server (default: the token's).
+    #[arg(long, global = true, env = "AMBER_VAULT")]
+    pub vault: Option<String>,
+    /// CA certificate (PEM) to trust for an https:// server, e.g. a self-signed one.
+    #[arg(long, global = true, env = "AMBER_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -94,6 +104,59 @@ pub enum Command {
     /// Manage passphrases (key slots).
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Run the gRPC server (one vault per lab) on the local store.
+    Serve {
+        /// Address to listen on (default 127.0.0.1:7207, or the configuration's).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// TOML configuration file.
+        #[arg(long, env = "AMBER_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Push a snapshot to a server (--server or AMBER_SERVER, token in AMBER_TOKEN).
+    Push(PushArgs),
+    /// Manage the bearer tokens of a vault on a server (needs an admin token).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Copy a snapshot into another vault on the server (admin tokens of both vaults:
+    /// AMBER_TOKEN for this one, AMBER_TARGET_TOKEN for the other).
+    Share {
+        /// Snapshot id or unique prefix.
+        snapshot: String,
+        /// Vault receiving the copy.
+        #[arg(long)]
+        to: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    #[command(flatten)]
+    pub snap: SnapshotArgs,
+    /// Key naming this push for resumption (default: derived from kind, host and path, so
+    /// a retry of the same push resumes).
+    #[arg(long)]
+    pub resume_key: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; its secret is printed once.
+    Create {
+        /// sidecar (push only), restore (read) or admin.
+        #[arg(long)]
+        role: String,
+        /// A label for the token.
+        #[arg(long)]
+        name: String,
+    },
+    /// List the vault's tokens.
+    List,
+    /// Revoke a token by id.
+    Revoke {
+        /// The token's id (16 hex characters).
+        id: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -118,7 +181,7 @@ pub struct SnapshotArgs {
     #[arg(long, value_name = "FILE")]
     pub block: Option<PathBuf>,
     /// Only these byte ranges changed since --parent (one `OFFSET LENGTH` per line).
-    #[arg(long, requires = "block", requires = "parent", value_name = "FILE")]
+    #[arg(long, requires = "block", value_name = "FILE")]
     pub changed_ranges: Option<PathBuf>,
     /// Tag (repeatable).
     #[arg(long = "tag")]

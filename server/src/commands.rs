@@ -1,7 +1,7 @@
 //! One module per group of commands.
 
 mod admin;
-mod inspect;
+pub mod inspect;
 mod restore;
 mod snapshot;
 
@@ -17,6 +17,9 @@ pub const EXIT_INCOMPLETE: u8 = 3;
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let g = &cli.global;
+    if g.server.is_some() {
+        return remote(cli);
+    }
     match cli.command {
         Command::Init { kdf, block_size_kib } => admin::init(g, &kdf, block_size_kib),
         Command::Snapshot(args) => snapshot::run(g, &args),
@@ -39,5 +42,56 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Diff { a, b } => inspect::diff(g, &a, &b),
         Command::Index(cmd) => admin::index(g, &cmd),
         Command::Key(cmd) => admin::key(g, cmd),
+        Command::Serve { listen, config } => {
+            crate::serve::run(&crate::serve::ServeArgs { listen, config })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Push(_) | Command::Token(_) | Command::Share { .. } => {
+            anyhow::bail!("this command talks to a server: pass --server URL or set AMBER_SERVER")
+        }
+    }
+}
+
+/// Runs a command against `--server`.
+fn remote(cli: Cli) -> Result<ExitCode> {
+    use crate::client;
+    let g = &cli.global;
+    match cli.command {
+        Command::Push(args) => client::push::run(g, &args),
+        Command::Snapshot(_) => anyhow::bail!("use `amber push` to snapshot to a server"),
+        Command::Snapshots => client::catalog::snapshots(g),
+        Command::Ls { snapshot, path } => client::catalog::ls(g, &snapshot, path.as_deref()),
+        Command::Diff { a, b } => client::catalog::diff(g, &a, &b),
+        Command::Token(cmd) => client::catalog::token(g, &cmd),
+        Command::Share { snapshot, to } => client::catalog::share(g, &snapshot, &to),
+        Command::Restore {
+            snapshot,
+            dest,
+            block,
+            seed,
+            tar,
+            include,
+            apply_whiteouts,
+        } => {
+            if !include.is_empty() || apply_whiteouts {
+                client::local_only("--include / --apply-whiteouts")?;
+            }
+            match tar {
+                Some(out) => client::pull_tar::run(g, &snapshot, &out),
+                None => client::pull::run(
+                    g,
+                    &client::pull::PullArgs {
+                        snapshot: &snapshot,
+                        dest: dest.as_deref(),
+                        block: block.as_deref(),
+                        seed: seed.as_deref(),
+                    },
+                ),
+            }
+        }
+        Command::Serve { .. } => anyhow::bail!("`amber serve` runs a server; drop --server / AMBER_SERVER"),
+        Command::Init { .. } | Command::Index(_) | Command::Key(_) => {
+            anyhow::bail!("this command works on a local repository only; drop --server / AMBER_SERVER")
+        }
     }
 }

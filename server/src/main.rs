@@ -1,9 +1,12 @@
-//! The `amber` binary: repository commands today; the gRPC server arrives later.
+//! The `amber` binary: local repository commands, the gRPC server (`amber serve`) and its
+//! client (`amber push`, and `--server` on the other commands).
 
 mod cli;
+mod client;
 mod commands;
 mod context;
 mod output;
+mod serve;
 
 use std::process::ExitCode;
 

@@ -282,7 +282,11 @@ fn finish_other(shared: &Shared, entry: &Entry, path: &Path, rel: &str) {
     shared.with_report(|r| r.others += 1);
 }
 
-fn make_node(entry: &Entry, path: &Path) -> std::io::Result<()> {
+/// Creates a FIFO or device node for `entry` at `path`.
+///
+/// # Errors
+/// What `mknod` returns (devices need root).
+pub fn make_node(entry: &Entry, path: &Path) -> std::io::Result<()> {
     use nix::sys::stat::{Mode, SFlag, mknod};
     let kind = match entry.kind {
         EntryKind::Fifo => SFlag::S_IFIFO,

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::format::blob::BlobKind;
 use crate::format::layout::{self, LayoutReader, Record};
 use crate::format::snapshot::{Snapshot, SnapshotStats, SourceKind};
-use crate::format::tarhdr::{self, BLOCK, MAX_META_RECORD};
+use crate::format::tarhdr::{self, BLOCK, MAX_META_RECORD, TarKind};
 use crate::format::tree::{Content, Entry, EntryKind, TreeNode};
 use crate::id::{BlobId, SnapshotId, TreeId};
 use crate::ops::Labels;
@@ -39,6 +39,9 @@ pub struct TarOptions {
     pub labels: Labels,
     /// Live counters.
     pub progress: Option<Arc<Progress>>,
+    /// Refuse members (and hard-link targets) whose path is absolute or climbs out of the
+    /// root with `..`, as a server must for layers it did not build itself.
+    pub confine_paths: bool,
 }
 
 /// What a layer snapshot did.
@@ -161,7 +164,8 @@ pub fn snapshot_tar(
     };
     let progress = opts.progress.clone().unwrap_or_default();
     let writer = BlobWriter::new(repo)?;
-    let (layout, members) = ingest_stream(&writer, &mut src, &progress)?;
+    let guard = opts.confine_paths.then(PathGuard::default);
+    let (layout, members) = ingest_stream(&writer, &mut src, &progress, guard)?;
     let (diff_id, size) = plain_tally.finish();
     let (digest, input_size) = raw_tally.finish();
     let existing = repo.snapshots()?.into_iter().find(|(_, s)| {
@@ -205,7 +209,12 @@ pub fn snapshot_tar(
 }
 
 /// Parses the stream, storing member data as content and everything else in the layout.
-fn ingest_stream(writer: &BlobWriter, src: &mut dyn Read, progress: &Progress) -> Result<(Content, u64)> {
+fn ingest_stream(
+    writer: &BlobWriter,
+    src: &mut dyn Read,
+    progress: &Progress,
+    mut guard: Option<PathGuard>,
+) -> Result<(Content, u64)> {
     let mut layout = ContentSink::new(writer, BlobKind::Layout);
     layout.push(&layout::layout_start())?;
     let mut offset = 0u64;
@@ -236,8 +245,14 @@ fn ingest_stream(writer: &BlobWriter, src: &mut dyn Read, progress: &Progress) -
             if got < buf.len() {
                 return Err(bad_tar(offset, "the stream ends inside an extended header"));
             }
+            if let Some(g) = guard.as_mut() {
+                g.note_meta(header.kind, &buf).map_err(|e| bad_tar(offset, e))?;
+            }
             Record::Raw(buf)
         } else {
+            if let Some(g) = guard.as_mut() {
+                g.check_member(&header).map_err(|e| bad_tar(offset, e))?;
+            }
             members += 1;
             let (content, got) = store_stream(writer, src, header.size, progress).map_err(|e| match e {
                 StreamError::Source(io) => Error::InvalidArgument(format!("cannot read the tar stream: {io}")),
@@ -277,6 +292,57 @@ fn ingest_stream(writer: &BlobWriter, src: &mut dyn Read, progress: &Progress) -
     }
     layout.push(&layout::encode(&Record::End))?;
     Ok((layout.finish()?.0, members))
+}
+
+/// Tracks the effective path of the next member (PAX and GNU long-name records override
+/// the header's) and refuses paths that leave the root.
+#[derive(Default)]
+struct PathGuard {
+    name: Option<Vec<u8>>,
+    link: Option<Vec<u8>>,
+}
+
+impl PathGuard {
+    fn note_meta(&mut self, kind: TarKind, data: &[u8]) -> std::result::Result<(), String> {
+        let trimmed = |d: &[u8]| d.split(|&b| b == 0).next().unwrap_or_default().to_vec();
+        match kind {
+            TarKind::GnuLongName => self.name = Some(trimmed(data)),
+            TarKind::GnuLongLink => self.link = Some(trimmed(data)),
+            TarKind::PaxLocal | TarKind::PaxGlobal => {
+                for (k, v) in tarhdr::parse_pax(data).map_err(|e| e.to_string())? {
+                    match k.as_slice() {
+                        b"path" => self.name = Some(v),
+                        b"linkpath" => self.link = Some(v),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn check_member(&mut self, header: &tarhdr::TarHeader) -> std::result::Result<(), String> {
+        let name = self.name.take().unwrap_or_else(|| header.name.clone());
+        let link = self.link.take().unwrap_or_else(|| header.link.clone());
+        confined(&name)?;
+        if header.kind == TarKind::HardLink {
+            confined(&link)?;
+        }
+        Ok(())
+    }
+}
+
+/// Refuses an absolute path or one with a `..` component.
+fn confined(path: &[u8]) -> std::result::Result<(), String> {
+    let shown = || String::from_utf8_lossy(path).into_owned();
+    if path.first() == Some(&b'/') {
+        return Err(format!("member path {:?} is absolute", shown()));
+    }
+    if path.split(|&b| b == b'/').any(|c| c == b"..") {
+        return Err(format!("member path {:?} leaves the root", shown()));
+    }
+    Ok(())
 }
 
 /// The first end-of-archive block and everything after it, stored as one content.

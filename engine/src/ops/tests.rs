@@ -695,3 +695,26 @@ fn include_restores_matching_paths_with_their_directories_metadata() {
     );
     assert_eq!(r.dirs, 3, "a, a/b and a/b/c were recreated with their metadata");
 }
+
+#[test]
+fn confined_layers_refuse_members_outside_the_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = init(Arc::new(MemoryBackend::new()), tmp.path());
+    let confined = crate::ops::tar::TarOptions {
+        confine_paths: true,
+        ..Default::default()
+    };
+    let snapshot_tar = crate::ops::tar::snapshot_tar;
+    for bad in [&b"../x"[..], b"/etc/passwd", b"a/../../b"] {
+        let mut layer = Vec::new();
+        tar::member_for_tests(&mut layer, bad, b"data", b'0');
+        layer.extend_from_slice(&[0u8; 1024]);
+        let err = snapshot_tar(&repo, &mut &layer[..], "l", &confined).unwrap_err();
+        assert!(err.to_string().contains("member path"), "{err}");
+    }
+    let mut ok = Vec::new();
+    tar::member_for_tests(&mut ok, b"./a/b", b"data", b'0');
+    ok.extend_from_slice(&[0u8; 1024]);
+    snapshot_tar(&repo, &mut &ok[..], "l", &confined).unwrap();
+    assert_eq!(repo.snapshots().unwrap().len(), 1);
+}

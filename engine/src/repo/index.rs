@@ -1,5 +1,6 @@
-//! The local index: a RocksDB cache mapping blob ids to pack locations. It can always
-//! be rebuilt from the store; it never holds plaintext.
+//! The local index: a RocksDB cache mapping blob ids to pack locations, and wire digests
+//! (what a pushing client can compute) to chunk ids. It can always be rebuilt from the
+//! store (losing the wire digests only costs re-sending); it never holds plaintext.
 
 use std::path::{Path, PathBuf};
 
@@ -9,11 +10,13 @@ use crate::error::{Error, Result};
 use crate::format::blob::BlobKind;
 use crate::format::pack::{PackEntry, PackKind};
 use crate::format::segment::PackRecord;
-use crate::id::{BlobId, Hash32, PackId, SegmentId};
+use crate::id::{BlobId, ChunkId, Hash32, PackId, SegmentId};
 
 const CF_BLOBS: &str = "blobs";
 const CF_PACKS: &str = "packs";
 const CF_SEGMENTS: &str = "segments";
+const CF_WIRE: &str = "wire";
+const ALL_CFS: [&str; 4] = [CF_BLOBS, CF_PACKS, CF_SEGMENTS, CF_WIRE];
 const LOCATION_LEN: usize = 32 + 1 + 4 + 4 + 4 + 1;
 
 /// Where a blob is stored.
@@ -81,7 +84,7 @@ impl Index {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        let cfs = [CF_BLOBS, CF_PACKS, CF_SEGMENTS].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        let cfs = ALL_CFS.map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| index_err(path, &e))?;
         Ok(Index {
             db,
@@ -208,12 +211,39 @@ impl Index {
             .is_some())
     }
 
+    /// Records that the chunk `id` has the wire digest `digest`. Compute the digest from
+    /// the chunk's bytes yourself: a digest a peer merely announced would let it point
+    /// other peers' data at the wrong chunk.
+    ///
+    /// # Errors
+    /// [`Error::Index`].
+    pub fn put_wire_digest(&self, digest: &Hash32, id: ChunkId) -> Result<()> {
+        self.db
+            .put_cf(self.cf(CF_WIRE)?, digest.as_bytes(), id.as_bytes())
+            .map_err(|e| self.err(&e))
+    }
+
+    /// The chunk with this wire digest, when it is recorded and the chunk is indexed.
+    ///
+    /// # Errors
+    /// [`Error::Index`].
+    pub fn wire_digest(&self, digest: &Hash32) -> Result<Option<ChunkId>> {
+        let v = self
+            .db
+            .get_pinned_cf(self.cf(CF_WIRE)?, digest.as_bytes())
+            .map_err(|e| self.err(&e))?;
+        let Some(id) = v.and_then(|b| Hash32::from_slice(&b).ok()).map(ChunkId::new) else {
+            return Ok(None);
+        };
+        Ok(self.contains(&BlobId::from(id))?.then_some(id))
+    }
+
     /// Removes every entry (the cache is about to be rebuilt).
     ///
     /// # Errors
     /// [`Error::Index`].
     pub fn clear(&self) -> Result<()> {
-        for name in [CF_BLOBS, CF_PACKS, CF_SEGMENTS] {
+        for name in ALL_CFS {
             let cf = self.cf(name)?;
             let mut batch = WriteBatch::default();
             for item in self.db.iterator_cf(cf, rocksdb::IteratorMode::Start) {

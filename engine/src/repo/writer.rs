@@ -1,8 +1,8 @@
 //! The write pipeline: deduplicate, seal on the caller's (rayon) thread, then hand sealed
 //! blobs through a bounded queue to one packer thread that writes packs, indexes them and,
-//! at the end, writes an index segment.
+//! at the end or at each [`BlobWriter::flush`], writes an index segment.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -43,19 +43,28 @@ struct Counters {
     bytes_new: AtomicU64,
 }
 
-/// Ids claimed by this writer and not yet indexed.
-type Pending = Arc<Mutex<HashSet<BlobId>>>;
+/// Ids claimed by this writer and not yet indexed, with their kind and plaintext length.
+type Pending = Arc<Mutex<HashMap<BlobId, (BlobKind, u32)>>>;
+
+/// What the packer thread receives.
+enum ToPacker {
+    /// A sealed blob to pack.
+    Blob(SealedBlob),
+    /// Write the open packs and a segment, then answer.
+    Flush(Sender<Result<()>>),
+}
 
 /// Stores blobs into packs. Drop without [`BlobWriter::finish`] abandons the blobs not yet
 /// in a pack (a failed ingest adds as little as possible); packs already written stay and
 /// are reused by the next attempt.
 pub struct BlobWriter {
     repo: Repository,
-    tx: Option<Sender<SealedBlob>>,
+    tx: Option<Sender<ToPacker>>,
     abandon: Arc<AtomicBool>,
     packer: Option<JoinHandle<Result<Vec<PackRecord>>>>,
     pending: Pending,
     counters: Counters,
+    packs: Arc<AtomicU64>,
 }
 
 impl BlobWriter {
@@ -70,9 +79,18 @@ impl BlobWriter {
         let packer_pending = pending.clone();
         let abandon = Arc::new(AtomicBool::new(false));
         let packer_abandon = abandon.clone();
+        let packs = Arc::new(AtomicU64::new(0));
+        let packer_packs = packs.clone();
         let packer = std::thread::Builder::new()
             .name("amber-packer".into())
-            .spawn(move || run_packer(&packer_repo, &rx, &packer_pending, &packer_abandon))
+            .spawn(move || {
+                let shared = PackerShared {
+                    repo: &packer_repo,
+                    pending: &packer_pending,
+                    packs: &packer_packs,
+                };
+                run_packer(&shared, &rx, &packer_abandon)
+            })
             .map_err(|e| Error::Pipeline(format!("cannot start the packer: {e}")))?;
         Ok(BlobWriter {
             repo: repo.clone(),
@@ -81,6 +99,7 @@ impl BlobWriter {
             packer: Some(packer),
             pending,
             counters: Counters::default(),
+            packs,
         })
     }
 
@@ -90,16 +109,39 @@ impl BlobWriter {
     }
 
     /// Claims `id` for this writer unless it is stored or already claimed.
-    fn claim(&self, id: BlobId) -> Result<bool> {
+    fn claim(&self, id: BlobId, kind: BlobKind, raw_len: u32) -> Result<bool> {
         let mut pending = self
             .pending
             .lock()
             .map_err(|_| Error::Pipeline("pending set poisoned".into()))?;
-        if pending.contains(&id) || self.repo.index().contains(&id)? {
+        if pending.contains_key(&id) || self.repo.index().contains(&id)? {
             return Ok(false);
         }
-        pending.insert(id);
+        pending.insert(id, (kind, raw_len));
         Ok(true)
+    }
+
+    /// The plaintext length of blob `id` of `kind` when the vault holds it or this writer
+    /// has stored it (even if not yet packed); `None` otherwise, or when it is of another kind.
+    ///
+    /// # Errors
+    /// [`Error::Index`], or [`Error::Pipeline`] when the pending set is poisoned.
+    pub fn stored_len(&self, kind: BlobKind, id: &BlobId) -> Result<Option<u32>> {
+        let claimed = self
+            .pending
+            .lock()
+            .map_err(|_| Error::Pipeline("pending set poisoned".into()))?
+            .get(id)
+            .copied();
+        if let Some((k, len)) = claimed {
+            return Ok((k == kind).then_some(len));
+        }
+        Ok(self
+            .repo
+            .index()
+            .lookup(id)?
+            .filter(|loc| loc.kind == kind)
+            .map(|loc| loc.raw_len))
     }
 
     /// Stores a blob unless the vault already holds it; returns whether it was new.
@@ -108,7 +150,8 @@ impl BlobWriter {
     /// # Errors
     /// [`Error::Pipeline`] when the packer has stopped (its own error comes from `finish`).
     pub fn store(&self, kind: BlobKind, id: BlobId, plaintext: &[u8]) -> Result<bool> {
-        if !self.claim(id)? {
+        let raw_len = u32::try_from(plaintext.len()).map_err(|_| Error::InvalidArgument("blob over 4 GiB".into()))?;
+        if !self.claim(id, kind, raw_len)? {
             return Ok(false);
         }
         let level = Some(i32::from(self.repo.config().zstd_level));
@@ -120,17 +163,16 @@ impl BlobWriter {
         self.counters
             .bytes_new
             .fetch_add(sealed.len() as u64, Ordering::Relaxed);
-        let raw_len = u32::try_from(plaintext.len()).map_err(|_| Error::InvalidArgument("blob over 4 GiB".into()))?;
         let tx = self
             .tx
             .as_ref()
             .ok_or_else(|| Error::Pipeline("writer already finished".into()))?;
-        tx.send(SealedBlob {
+        tx.send(ToPacker::Blob(SealedBlob {
             id,
             kind,
             raw_len,
             sealed,
-        })
+        }))
         .map_err(|_| Error::Pipeline("the packer stopped; see the error that follows".into()))?;
         Ok(true)
     }
@@ -155,8 +197,27 @@ impl BlobWriter {
             blobs_new: self.counters.blobs_new.load(Ordering::Relaxed),
             raw_new: self.counters.raw_new.load(Ordering::Relaxed),
             bytes_new: self.counters.bytes_new.load(Ordering::Relaxed),
-            packs: 0,
+            packs: self.packs.load(Ordering::Relaxed),
         }
+    }
+
+    /// Makes every blob whose [`BlobWriter::store`] returned before this call durable and
+    /// indexed: the open packs are written and indexed and an index segment naming them
+    /// is written. The writer stays usable; a long write can checkpoint with this, and
+    /// what was flushed survives a later failure or drop.
+    ///
+    /// # Errors
+    /// The packer's error (for example a full disk); the writer is poisoned after it and
+    /// every later store, flush or finish fails.
+    pub fn flush(&self) -> Result<()> {
+        let stopped = || Error::Pipeline("the packer stopped; `finish` reports why".into());
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| Error::Pipeline("writer already finished".into()))?;
+        let (reply_tx, reply_rx) = bounded(1);
+        tx.send(ToPacker::Flush(reply_tx)).map_err(|_| stopped())?;
+        reply_rx.recv().map_err(|_| stopped())?
     }
 
     /// Flushes every pack, waits for the packer, and writes the index segment.
@@ -168,10 +229,7 @@ impl BlobWriter {
         drop(self.tx.take());
         let records = self.join_packer()?;
         write_segments(&self.repo, &records)?;
-        Ok(WriteStats {
-            packs: records.len() as u64,
-            ..self.stats()
-        })
+        Ok(self.stats())
     }
 
     fn join_packer(&mut self) -> Result<Vec<PackRecord>> {
@@ -201,46 +259,98 @@ struct OpenPack {
     target: usize,
 }
 
-fn run_packer(
-    repo: &Repository,
-    rx: &Receiver<SealedBlob>,
-    pending: &Pending,
-    abandon: &AtomicBool,
-) -> Result<Vec<PackRecord>> {
-    let cfg = repo.config();
-    let mut data = OpenPack {
-        blobs: Vec::new(),
-        bytes: 0,
-        target: cfg.data_pack_target as usize,
-    };
-    let mut meta = OpenPack {
-        blobs: Vec::new(),
-        bytes: 0,
-        target: cfg.meta_pack_target as usize,
-    };
-    let mut records = Vec::new();
-    for blob in rx {
+impl OpenPack {
+    fn new(target: u32) -> Self {
+        OpenPack {
+            blobs: Vec::new(),
+            bytes: 0,
+            target: target as usize,
+        }
+    }
+}
+
+/// What the packer thread shares with its writer.
+struct PackerShared<'a> {
+    repo: &'a Repository,
+    pending: &'a Pending,
+    packs: &'a AtomicU64,
+}
+
+/// The packer's state: the open data and metadata packs, and the packs written since
+/// the last segment.
+struct Packer<'a> {
+    shared: &'a PackerShared<'a>,
+    data: OpenPack,
+    meta: OpenPack,
+    records: Vec<PackRecord>,
+}
+
+impl Packer<'_> {
+    fn add(&mut self, blob: SealedBlob) -> Result<()> {
         let kind = PackKind::for_blob(blob.kind);
-        let open = if kind == PackKind::Data { &mut data } else { &mut meta };
+        let open = if kind == PackKind::Data {
+            &mut self.data
+        } else {
+            &mut self.meta
+        };
         open.bytes += blob.sealed.len();
         open.blobs.push(blob);
         if open.bytes >= open.target {
-            records.push(flush(repo, kind, open, pending)?);
+            self.records.push(write_pack(self.shared, kind, open)?);
+        }
+        Ok(())
+    }
+
+    /// Writes both open packs, when not empty.
+    fn close_open(&mut self) -> Result<()> {
+        for (kind, open) in [(PackKind::Data, &mut self.data), (PackKind::Meta, &mut self.meta)] {
+            if !open.blobs.is_empty() {
+                self.records.push(write_pack(self.shared, kind, open)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the open packs and a segment for every pack since the last one.
+    fn flush(&mut self) -> Result<()> {
+        self.close_open()?;
+        write_segments(self.shared.repo, &self.records)?;
+        self.records.clear();
+        Ok(())
+    }
+}
+
+/// Packs blobs until the writer hangs up; returns the packs not yet in a segment.
+fn run_packer(shared: &PackerShared<'_>, rx: &Receiver<ToPacker>, abandon: &AtomicBool) -> Result<Vec<PackRecord>> {
+    let cfg = shared.repo.config();
+    let mut packer = Packer {
+        shared,
+        data: OpenPack::new(cfg.data_pack_target),
+        meta: OpenPack::new(cfg.meta_pack_target),
+        records: Vec::new(),
+    };
+    for msg in rx {
+        match msg {
+            ToPacker::Blob(blob) => packer.add(blob)?,
+            ToPacker::Flush(reply) => {
+                if let Err(e) = packer.flush() {
+                    let _ = reply.send(Err(e));
+                    return Err(Error::Poisoned("an earlier flush failed".into()));
+                }
+                let _ = reply.send(Ok(()));
+            }
         }
     }
     if abandon.load(Ordering::SeqCst) {
-        return Ok(records);
+        return Ok(packer.records);
     }
-    for (kind, open) in [(PackKind::Data, &mut data), (PackKind::Meta, &mut meta)] {
-        if !open.blobs.is_empty() {
-            records.push(flush(repo, kind, open, pending)?);
-        }
-    }
-    Ok(records)
+    packer.close_open()?;
+    Ok(packer.records)
 }
 
 /// Writes one pack durably, then indexes it, then releases its ids from the pending set.
-fn flush(repo: &Repository, kind: PackKind, open: &mut OpenPack, pending: &Pending) -> Result<PackRecord> {
+fn write_pack(shared: &PackerShared<'_>, kind: PackKind, open: &mut OpenPack) -> Result<PackRecord> {
+    let repo = shared.repo;
     let blobs = std::mem::take(&mut open.blobs);
     open.bytes = 0;
     let seed = u64::from_le_bytes(random_array()?);
@@ -254,7 +364,9 @@ fn flush(repo: &Repository, kind: PackKind, open: &mut OpenPack, pending: &Pendi
         entries: built.entries,
     };
     repo.index().add_pack(&record)?;
-    let mut set = pending
+    shared.packs.fetch_add(1, Ordering::Relaxed);
+    let mut set = shared
+        .pending
         .lock()
         .map_err(|_| Error::Pipeline("pending set poisoned".into()))?;
     for e in &record.entries {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use amber_engine::format::snapshot::{Snapshot, SourceKind};
 use amber_engine::format::tree::Entry;
 use amber_engine::id::{SnapshotId, TreeId};
-use amber_engine::ops::diff::diff_trees;
+use amber_engine::ops::diff::{Change, diff_trees};
 use amber_engine::ops::walk::{find_dir, walk};
 use anyhow::{Result, bail};
 use serde_json::{Value, json};
@@ -68,8 +68,12 @@ fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> Value {
 
 pub fn snapshots(g: &Global) -> Result<ExitCode> {
     let repo = context::open(g)?;
-    let all: Vec<_> = repo
-        .snapshots()?
+    print_snapshots(g, repo.snapshots()?)
+}
+
+/// Prints snapshots (of `--env` only, when given) as a table or JSON.
+pub fn print_snapshots(g: &Global, all: Vec<(SnapshotId, Snapshot)>) -> Result<ExitCode> {
+    let all: Vec<_> = all
         .into_iter()
         .filter(|(_, s)| g.env.as_ref().is_none_or(|e| &s.environment == e))
         .collect();
@@ -137,6 +141,11 @@ pub fn ls(g: &Global, name: &str, subpath: Option<&str>) -> Result<ExitCode> {
         items.push((path.to_string(), e.clone()));
         Ok(())
     })?;
+    print_entries(g, &items)
+}
+
+/// Prints entries as `ls -l`-like lines or JSON.
+pub fn print_entries(g: &Global, items: &[(String, Entry)]) -> Result<ExitCode> {
     let value = json!(items.iter().map(|(p, e)| entry_json(p, e)).collect::<Vec<_>>());
     emit(g.json, &value, || {
         items
@@ -162,6 +171,11 @@ pub fn diff(g: &Global, a: &str, b: &str) -> Result<ExitCode> {
     let (ida, sa) = repo.resolve_snapshot(a, g.env.as_deref())?;
     let (idb, sb) = repo.resolve_snapshot(b, g.env.as_deref())?;
     let changes = diff_trees(&repo, tree_root(&ida, &sa)?, tree_root(&idb, &sb)?)?;
+    print_diff(g, &ida, &idb, &changes)
+}
+
+/// Prints changes as restic-style lines or JSON.
+pub fn print_diff(g: &Global, ida: &SnapshotId, idb: &SnapshotId, changes: &[Change]) -> Result<ExitCode> {
     let count = |k| changes.iter().filter(|c| c.kind == k).count();
     use amber_engine::ops::diff::ChangeKind as K;
     let value = json!({

@@ -23,6 +23,7 @@ fn labels(g: &Global, args: &SnapshotArgs) -> Labels {
         researcher: args.researcher.clone(),
         tags: args.tags.clone(),
         metadata: args.metadata.clone(),
+        hostname: None,
     }
 }
 
@@ -157,6 +158,7 @@ fn tar(g: &Global, repo: &Repository, layer: &std::path::Path, args: &SnapshotAr
     let opts = TarOptions {
         labels: labels(g, args),
         progress: Some(display.counters()),
+        confine_paths: false,
     };
     let started = std::time::Instant::now();
     let result = if layer.as_os_str() == "-" {

@@ -1,0 +1,282 @@
+//! `snapshots`, `ls`, `diff`, `token` and `share` against a server.
+
+use std::process::ExitCode;
+
+use amber_engine::format::snapshot::{Snapshot, SnapshotStats, SourceKind};
+use amber_engine::id::{Hash32, SnapshotId};
+use amber_engine::ops::diff::{Change, ChangeKind};
+use amber_proto::v1 as pb;
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+
+use crate::cli::{Global, TokenCommand};
+use crate::client::{Remote, block_on, failed};
+use crate::commands::inspect::{print_diff, print_entries, print_snapshots};
+use crate::output::emit;
+use crate::serve::convert;
+
+/// `amber snapshots --server`.
+///
+/// # Errors
+/// Connection and server errors.
+pub fn snapshots(g: &Global) -> Result<ExitCode> {
+    let all = block_on(async {
+        let remote = Remote::connect(g).await?;
+        let req = pb::ListSnapshotsRequest {
+            vault: remote.vault.clone(),
+            environment: g.env.clone(),
+            ..Default::default()
+        };
+        let list = remote
+            .catalog()
+            .list_snapshots(remote.request(req))
+            .await
+            .map_err(|s| failed("cannot list snapshots", &s))?
+            .into_inner();
+        list.snapshots.iter().map(engine_snapshot).collect::<Result<Vec<_>>>()
+    })?;
+    print_snapshots(g, all)
+}
+
+/// An engine snapshot from the catalog's description (without its root id).
+fn engine_snapshot(i: &pb::SnapshotInfo) -> Result<(SnapshotId, Snapshot)> {
+    let id = SnapshotId::from_hex(&i.id).context("the server sent a malformed id")?;
+    let labels = i.labels.clone().unwrap_or_default();
+    let stats = i.stats.unwrap_or_default();
+    let source = match pb::SourceKind::try_from(i.kind) {
+        Ok(pb::SourceKind::Tar) => SourceKind::TarLayer,
+        Ok(pb::SourceKind::Volume) => SourceKind::BlockVolume,
+        _ => SourceKind::Tree,
+    };
+    let snap = Snapshot {
+        source,
+        root: Hash32::default(),
+        parent: SnapshotId::from_hex(&i.parent_id).ok(),
+        time_ns: i.time_unix_nanos,
+        environment: labels.environment,
+        lab: labels.lab,
+        researcher: labels.researcher,
+        hostname: i.hostname.clone(),
+        source_path: i.source_path.clone(),
+        tags: labels.tags,
+        metadata: labels.metadata.into_iter().map(|m| (m.key, m.value)).collect(),
+        stats: SnapshotStats {
+            files: stats.files,
+            dirs: stats.dirs,
+            bytes: stats.bytes,
+            bytes_new: stats.bytes_new,
+            blobs_new: stats.blobs_new,
+        },
+        skipped: i.skipped,
+        skipped_paths: Vec::new(),
+    };
+    Ok((id, snap))
+}
+
+/// `amber ls --server`.
+///
+/// # Errors
+/// Connection and server errors.
+pub fn ls(g: &Global, snapshot: &str, path: Option<&str>) -> Result<ExitCode> {
+    let items = block_on(async {
+        let remote = Remote::connect(g).await?;
+        let req = pb::ListEntriesRequest {
+            vault: remote.vault.clone(),
+            snapshot: snapshot.to_string(),
+            path: path.unwrap_or_default().to_string(),
+            recursive: true,
+        };
+        let mut stream = remote
+            .catalog()
+            .list_entries(remote.request(req))
+            .await
+            .map_err(|s| failed("cannot list entries", &s))?
+            .into_inner();
+        let mut items = Vec::new();
+        while let Some(batch) = stream.message().await.map_err(|s| failed("listing failed", &s))? {
+            for e in batch.entries {
+                let name = e.path.rsplit('/').next().unwrap_or_default().as_bytes().to_vec();
+                let entry = convert::entry(name, e.meta.as_ref()).map_err(|s| failed("bad entry", &s))?;
+                items.push((e.path, entry));
+            }
+        }
+        Ok(items)
+    })?;
+    print_entries(g, &items)
+}
+
+/// `amber diff --server`.
+///
+/// # Errors
+/// Connection and server errors.
+pub fn diff(g: &Global, a: &str, b: &str) -> Result<ExitCode> {
+    let (ida, idb, changes) = block_on(async {
+        let remote = Remote::connect(g).await?;
+        let resolve = |name: &str| {
+            let remote = remote.clone();
+            let req = pb::GetSnapshotRequest {
+                vault: remote.vault.clone(),
+                snapshot: name.to_string(),
+            };
+            async move {
+                let info = remote
+                    .catalog()
+                    .get_snapshot(remote.request(req))
+                    .await
+                    .map_err(|s| failed("cannot find the snapshot", &s))?
+                    .into_inner();
+                SnapshotId::from_hex(&info.id).context("the server sent a malformed id")
+            }
+        };
+        let (ida, idb) = (resolve(a).await?, resolve(b).await?);
+        let req = pb::DiffRequest {
+            vault: remote.vault.clone(),
+            from: ida.to_hex(),
+            to: idb.to_hex(),
+        };
+        let mut stream = remote
+            .catalog()
+            .diff(remote.request(req))
+            .await
+            .map_err(|s| failed("cannot diff", &s))?
+            .into_inner();
+        let mut changes = Vec::new();
+        while let Some(batch) = stream.message().await.map_err(|s| failed("diff failed", &s))? {
+            for c in batch.changes {
+                changes.push(engine_change(&c)?);
+            }
+        }
+        Ok((ida, idb, changes))
+    })?;
+    print_diff(g, &ida, &idb, &changes)
+}
+
+fn engine_change(c: &pb::Change) -> Result<Change> {
+    let kind = match pb::ChangeKind::try_from(c.kind) {
+        Ok(pb::ChangeKind::Added) => ChangeKind::Added,
+        Ok(pb::ChangeKind::Removed) => ChangeKind::Removed,
+        Ok(pb::ChangeKind::Modified) => ChangeKind::Modified,
+        Ok(pb::ChangeKind::Metadata) => ChangeKind::Metadata,
+        Ok(pb::ChangeKind::TypeChanged) => ChangeKind::TypeChanged,
+        _ => bail!("the server sent an unknown change kind"),
+    };
+    Ok(Change {
+        path: c.path.clone(),
+        kind,
+        entry_kind: convert::entry_kind(c.entry_kind).map_err(|s| failed("bad change", &s))?,
+        size_before: c.size_before,
+        size_after: c.size_after,
+    })
+}
+
+fn role_name(r: i32) -> &'static str {
+    match pb::Role::try_from(r) {
+        Ok(pb::Role::Sidecar) => "sidecar",
+        Ok(pb::Role::Restore) => "restore",
+        Ok(pb::Role::Admin) => "admin",
+        _ => "?",
+    }
+}
+
+fn token_json(t: &pb::TokenInfo) -> serde_json::Value {
+    json!({"id": t.id, "role": role_name(t.role), "name": t.name, "created_unix": t.created_unix, "revoked_unix": t.revoked_unix})
+}
+
+/// `amber token create|list|revoke` (admin token of the vault).
+///
+/// # Errors
+/// Connection and server errors.
+pub fn token(g: &Global, cmd: &TokenCommand) -> Result<ExitCode> {
+    block_on(async {
+        let remote = Remote::connect(g).await?;
+        let mut admin = remote.admin();
+        let vault = remote.vault.clone();
+        match cmd {
+            TokenCommand::Create { role, name } => {
+                let role = match role.as_str() {
+                    "sidecar" => pb::Role::Sidecar,
+                    "restore" => pb::Role::Restore,
+                    "admin" => pb::Role::Admin,
+                    other => bail!("role {other:?}: use sidecar, restore or admin"),
+                };
+                let req = pb::CreateTokenRequest {
+                    vault,
+                    role: role as i32,
+                    name: name.clone(),
+                };
+                let r = admin
+                    .create_token(remote.request(req))
+                    .await
+                    .map_err(|s| failed("cannot create the token", &s))?;
+                let r = r.into_inner();
+                let info = r.info.unwrap_or_default();
+                let value = json!({"token": r.token, "info": token_json(&info)});
+                emit(g.json, &value, || {
+                    format!(
+                        "token: {}\n(id {}, role {}; shown once)",
+                        r.token,
+                        info.id,
+                        role_name(info.role)
+                    )
+                });
+            }
+            TokenCommand::List => {
+                let req = pb::ListTokensRequest { vault };
+                let r = admin
+                    .list_tokens(remote.request(req))
+                    .await
+                    .map_err(|s| failed("cannot list tokens", &s))?;
+                let tokens = r.into_inner().tokens;
+                let value = json!(tokens.iter().map(token_json).collect::<Vec<_>>());
+                emit(g.json, &value, || {
+                    tokens
+                        .iter()
+                        .map(|t| {
+                            let state = if t.revoked_unix == 0 { "active" } else { "revoked" };
+                            format!("{}  {:<8} {:<8} {}", t.id, role_name(t.role), state, t.name)
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                });
+            }
+            TokenCommand::Revoke { id } => {
+                let req = pb::RevokeTokenRequest { vault, id: id.clone() };
+                admin
+                    .revoke_token(remote.request(req))
+                    .await
+                    .map_err(|s| failed("cannot revoke the token", &s))?;
+                emit(g.json, &json!({"revoked": id}), || format!("revoked token {id}"));
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `amber share SNAPSHOT --to VAULT` (admin tokens of both vaults).
+///
+/// # Errors
+/// Connection and server errors.
+pub fn share(g: &Global, snapshot: &str, to: &str) -> Result<ExitCode> {
+    let target_token =
+        std::env::var("AMBER_TARGET_TOKEN").context("set AMBER_TARGET_TOKEN to an admin token of the target vault")?;
+    block_on(async {
+        let remote = Remote::connect(g).await?;
+        let req = pb::ShareSnapshotRequest {
+            vault: remote.vault.clone(),
+            snapshot: snapshot.to_string(),
+            target_vault: to.to_string(),
+            target_token: target_token.trim().to_string(),
+        };
+        let r = remote
+            .admin()
+            .share_snapshot(remote.request(req))
+            .await
+            .map_err(|s| failed("cannot share", &s))?
+            .into_inner();
+        let value = json!({"snapshot_id": r.snapshot_id, "bytes": r.bytes, "vault": to});
+        emit(g.json, &value, || {
+            format!("shared as snapshot {} in vault {to}", r.snapshot_id)
+        });
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,429 @@
+//! `amber restore --server`: reads the plan, then fetches chunks in parallel, verifies each
+//! against its id and writes it in place. Chunks already on disk that verify are kept, so
+//! an interrupted restore resumes where it stopped.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use amber_engine::format::tree::{Entry, EntryKind};
+use amber_engine::ops::fsmeta;
+use amber_proto::v1 as pb;
+use amber_proto::v1::plan_message::Item;
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+use tokio::task::JoinSet;
+
+use crate::cli::Global;
+use crate::client::{Remote, block_on, failed};
+use crate::output::{bytes, emit};
+use crate::serve::convert;
+
+/// Chunks per ReadChunks call.
+const GROUP: usize = 64;
+/// ReadChunks calls in flight.
+const PARALLEL: usize = 4;
+/// Files held open while their chunks are fetched.
+const WINDOW: usize = 256;
+
+/// What to restore and where.
+pub struct PullArgs<'a> {
+    /// Snapshot id, prefix or `latest`.
+    pub snapshot: &'a str,
+    /// Target directory (trees).
+    pub dest: Option<&'a Path>,
+    /// Target image (volumes).
+    pub block: Option<&'a Path>,
+    /// Older image to take matching blocks from.
+    pub seed: Option<&'a Path>,
+}
+
+/// One file of the plan.
+struct Item0 {
+    path: PathBuf,
+    entry: Entry,
+    chunks: Vec<(pb::ChunkRef, u64)>,
+}
+
+/// Counters for the summary.
+#[derive(Default)]
+struct Tally {
+    files: u64,
+    bytes_fetched: u64,
+    chunks_fetched: u64,
+    chunks_kept: u64,
+    chunks_seeded: u64,
+}
+
+/// Runs a tree or volume restore from the server.
+///
+/// # Errors
+/// Connection, server, verification and I/O errors.
+pub fn run(g: &Global, args: &PullArgs) -> Result<ExitCode> {
+    block_on(async {
+        let remote = Remote::connect(g).await?;
+        let started = Instant::now();
+        let (start, items) = read_plan(&remote, args.snapshot).await?;
+        let info = start.snapshot.unwrap_or_default();
+        let key: [u8; 32] = start
+            .verify_key
+            .as_slice()
+            .try_into()
+            .context("the server sent no verify key")?;
+        let volume = info.kind == pb::SourceKind::Volume as i32;
+        let mut tally = Tally::default();
+        let fetcher = Fetcher {
+            remote: remote.clone(),
+            key,
+        };
+        let target = match (volume, args.dest, args.block) {
+            (true, _, Some(out)) => {
+                restore_volume(&fetcher, items, out, args.seed, &mut tally).await?;
+                out.to_path_buf()
+            }
+            (true, _, None) => bail!("snapshot {} is a block volume: restore it with --block OUT", info.id),
+            (false, Some(dest), _) => {
+                restore_tree(&fetcher, items, dest, &mut tally).await?;
+                dest.to_path_buf()
+            }
+            (false, None, _) => bail!("snapshot {} is a tree: give a target directory", info.id),
+        };
+        let secs = started.elapsed().as_secs_f64();
+        let value = json!({
+            "snapshot": info.id,
+            "target": target,
+            "files": tally.files,
+            "bytes_fetched": tally.bytes_fetched,
+            "chunks_fetched": tally.chunks_fetched,
+            "chunks_kept": tally.chunks_kept,
+            "chunks_seeded": tally.chunks_seeded,
+            "duration_s": secs,
+        });
+        emit(g.json, &value, || {
+            format!(
+                "restored {} into {}: {} fetched ({} chunks), {} chunks already in place, {} from the seed, {secs:.1} s",
+                info.id,
+                target.display(),
+                bytes(tally.bytes_fetched),
+                tally.chunks_fetched,
+                tally.chunks_kept,
+                tally.chunks_seeded
+            )
+        });
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn read_plan(remote: &Remote, snapshot: &str) -> Result<(pb::PlanStart, Vec<Item0>)> {
+    let req = pb::ReadPlanRequest {
+        vault: remote.vault.clone(),
+        snapshot: snapshot.to_string(),
+        path: String::new(),
+    };
+    let mut stream = remote
+        .restore()
+        .read_plan(remote.request(req))
+        .await
+        .map_err(|s| failed("cannot read the snapshot", &s))?
+        .into_inner();
+    let mut start = None;
+    let mut items: Vec<Item0> = Vec::new();
+    while let Some(msg) = stream
+        .message()
+        .await
+        .map_err(|s| failed("reading the plan failed", &s))?
+    {
+        match msg.item {
+            Some(Item::Start(s)) => start = Some(s),
+            Some(Item::Entry(e)) => items.push(plan_item(e)?),
+            Some(Item::Chunks(c)) => add_chunks(items.last_mut(), c)?,
+            Some(Item::End(_)) => return Ok((start.context("the plan has no start")?, items)),
+            None => {}
+        }
+    }
+    bail!("the plan ended early")
+}
+
+fn plan_item(e: pb::PlanEntry) -> Result<Item0> {
+    let rel = amber_engine::ops::extract::safe_relative(&e.path)?;
+    let name = rel.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_default();
+    let entry = convert::entry(name, e.meta.as_ref()).map_err(|s| failed("bad plan entry", &s))?;
+    Ok(Item0 {
+        path: rel,
+        entry,
+        chunks: Vec::new(),
+    })
+}
+
+fn add_chunks(item: Option<&mut Item0>, c: pb::PlanChunks) -> Result<()> {
+    let item = item.context("chunks before any entry")?;
+    let mut offset = item.chunks.last().map_or(0, |(c, o)| o + u64::from(c.length));
+    for chunk in c.chunks {
+        let len = u64::from(chunk.length);
+        item.chunks.push((chunk, offset));
+        offset += len;
+    }
+    Ok(())
+}
+
+async fn restore_tree(fetcher: &Fetcher, items: Vec<Item0>, dest: &Path, tally: &mut Tally) -> Result<()> {
+    std::fs::create_dir_all(dest).with_context(|| format!("cannot create {}", dest.display()))?;
+    let chown = fsmeta::can_chown();
+    let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let mut files = Vec::new();
+    let mut dirs = Vec::new();
+    for item in items {
+        let path = dest.join(&item.path);
+        match item.entry.kind {
+            EntryKind::Dir => {
+                std::fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
+                dirs.push((path, item.entry));
+            }
+            EntryKind::File => {
+                let key = (item.entry.nlink > 1).then_some((item.entry.device, item.entry.inode));
+                if let Some(first) = key.and_then(|k| links.get(&k)) {
+                    replace_with(&path, |p| std::fs::hard_link(first, p))?;
+                    continue;
+                }
+                if let Some(k) = key {
+                    links.insert(k, path.clone());
+                }
+                files.push(Item0 { path, ..item });
+            }
+            EntryKind::Symlink => {
+                let target = std::ffi::OsStr::from_bytes(&item.entry.link_target).to_os_string();
+                replace_with(&path, |p| std::os::unix::fs::symlink(&target, p))?;
+                fsmeta::apply(&path, &item.entry, chown);
+            }
+            EntryKind::Fifo | EntryKind::CharDevice | EntryKind::BlockDevice => {
+                replace_with(&path, |p| amber_engine::ops::restore::make_node(&item.entry, p))?;
+                fsmeta::apply(&path, &item.entry, chown);
+            }
+            EntryKind::Socket => {}
+        }
+    }
+    for window in files.chunks(WINDOW) {
+        fill_window(fetcher, window, None, tally).await?;
+        for f in window {
+            for w in fsmeta::apply(&f.path, &f.entry, chown) {
+                eprintln!("warning: {}: {w}", f.path.display());
+            }
+        }
+    }
+    for (path, entry) in dirs.iter().rev() {
+        fsmeta::apply(path, entry, chown);
+    }
+    Ok(())
+}
+
+/// Replaces whatever is at `path` (not a directory) by what `make` creates.
+fn replace_with(path: &Path, make: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<()> {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_dir()) {
+        std::fs::remove_file(path).with_context(|| format!("cannot replace {}", path.display()))?;
+    }
+    make(path).with_context(|| format!("cannot create {}", path.display()))
+}
+
+async fn restore_volume(
+    fetcher: &Fetcher,
+    items: Vec<Item0>,
+    out: &Path,
+    seed: Option<&Path>,
+    tally: &mut Tally,
+) -> Result<()> {
+    let mut item = items
+        .into_iter()
+        .find(|i| i.entry.kind == EntryKind::File)
+        .context("the volume snapshot has no image entry")?;
+    item.path = out.to_path_buf();
+    let seed = match seed {
+        Some(p) => Some(File::open(p).with_context(|| format!("cannot open seed {}", p.display()))?),
+        None => None,
+    };
+    fill_window(fetcher, std::slice::from_ref(&item), seed.as_ref(), tally).await
+}
+
+/// A chunk to fetch and where it goes.
+struct Want {
+    id: [u8; 32],
+    len: u32,
+    file: usize,
+    offset: u64,
+}
+
+/// Opens the files of a window, keeps what already verifies, takes what the seed has, and
+/// fetches the rest.
+async fn fill_window(fetcher: &Fetcher, items: &[Item0], seed: Option<&File>, tally: &mut Tally) -> Result<()> {
+    let mut open = Vec::new();
+    let mut wants = Vec::new();
+    for (n, item) in items.iter().enumerate() {
+        let file = Arc::new(open_target(&item.path, item.entry.size)?);
+        for (c, offset) in &item.chunks {
+            let id: [u8; 32] = c.id.as_slice().try_into().context("a chunk id that is not 32 bytes")?;
+            if fetcher.in_place(&file, &id, c.length, *offset)? {
+                tally.chunks_kept += 1;
+            } else if let Some(data) = seed.and_then(|s| fetcher.seeded(s, &id, c.length, *offset)) {
+                file.write_all_at(&data, *offset)?;
+                tally.chunks_seeded += 1;
+            } else {
+                wants.push(Want {
+                    id,
+                    len: c.length,
+                    file: n,
+                    offset: *offset,
+                });
+            }
+        }
+        open.push(file);
+        tally.files += 1;
+    }
+    fetcher.fetch_all(&open, items, wants, tally).await?;
+    for (file, item) in open.iter().zip(items) {
+        file.sync_all()
+            .with_context(|| format!("cannot sync {}", item.path.display()))?;
+    }
+    Ok(())
+}
+
+fn open_target(path: &Path, size: u64) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_block_device() && meta.len() != size {
+        // A different length: nothing in it can be trusted to line up; start afresh.
+        file.set_len(0)?;
+        file.set_len(size)?;
+    }
+    Ok(file)
+}
+
+/// Fetches and verifies chunks.
+struct Fetcher {
+    remote: Remote,
+    key: [u8; 32],
+}
+
+impl Fetcher {
+    /// Whether the bytes at `offset` already are this chunk (a hole: all zeros).
+    fn in_place(&self, file: &File, id: &[u8; 32], len: u32, offset: u64) -> Result<bool> {
+        let mut buf = vec![0u8; len as usize];
+        if file.read_exact_at(&mut buf, offset).is_err() {
+            return Ok(false);
+        }
+        Ok(self.verifies(id, &buf))
+    }
+
+    fn verifies(&self, id: &[u8; 32], data: &[u8]) -> bool {
+        if *id == [0u8; 32] {
+            return data.iter().all(|&b| b == 0);
+        }
+        blake3::keyed_hash(&self.key, data).as_bytes() == id
+    }
+
+    fn seeded(&self, seed: &File, id: &[u8; 32], len: u32, offset: u64) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; len as usize];
+        seed.read_exact_at(&mut buf, offset).ok()?;
+        self.verifies(id, &buf).then_some(buf)
+    }
+
+    async fn fetch_all(&self, files: &[Arc<File>], items: &[Item0], wants: Vec<Want>, tally: &mut Tally) -> Result<()> {
+        let mut tasks = JoinSet::new();
+        let mut groups = wants.into_iter().filter(|w| w.id != [0u8; 32]).collect::<Vec<_>>();
+        let mut pending: Vec<Vec<Want>> = Vec::new();
+        while !groups.is_empty() {
+            let rest = groups.split_off(groups.len().min(GROUP));
+            pending.push(std::mem::replace(&mut groups, rest));
+        }
+        for group in pending {
+            if tasks.len() >= PARALLEL {
+                self.collect(&mut tasks, tally).await?;
+            }
+            let targets = group
+                .iter()
+                .map(|w| match (files.get(w.file), items.get(w.file)) {
+                    (Some(f), Some(i)) => Ok((f.clone(), i.path.clone())),
+                    _ => Err(anyhow::anyhow!("a chunk without its file")),
+                })
+                .collect::<Result<Vec<(Arc<File>, PathBuf)>>>()?;
+            tasks.spawn(fetch_group(self.remote.clone(), self.key, group, targets));
+        }
+        while !tasks.is_empty() {
+            self.collect(&mut tasks, tally).await?;
+        }
+        Ok(())
+    }
+
+    async fn collect(&self, tasks: &mut JoinSet<Result<(u64, u64)>>, tally: &mut Tally) -> Result<()> {
+        if let Some(done) = tasks.join_next().await {
+            let (chunks, fetched) = done.context("a fetch task stopped")??;
+            tally.chunks_fetched += chunks;
+            tally.bytes_fetched += fetched;
+        }
+        Ok(())
+    }
+}
+
+/// Fetches one group of chunks, verifies each and writes it in place.
+async fn fetch_group(
+    remote: Remote,
+    key: [u8; 32],
+    group: Vec<Want>,
+    targets: Vec<(Arc<File>, PathBuf)>,
+) -> Result<(u64, u64)> {
+    let req = pb::ReadChunksRequest {
+        vault: remote.vault.clone(),
+        ids: group.iter().map(|w| w.id.to_vec()).collect(),
+    };
+    let mut stream = remote
+        .restore()
+        .read_chunks(remote.request(req))
+        .await
+        .map_err(|s| failed("cannot read chunks", &s))?
+        .into_inner();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut fetched = 0u64;
+    let mut done = 0u64;
+    while let Some(piece) = stream
+        .message()
+        .await
+        .map_err(|s| failed("reading chunks failed", &s))?
+    {
+        let i = piece.index as usize;
+        let (Some(want), Some((file, path))) = (group.get(i), targets.get(i)) else {
+            bail!("the server sent a chunk that was not asked for");
+        };
+        if piece.offset as usize != buf.len() || buf.len() + piece.data.len() > want.len as usize {
+            bail!("the server sent chunk pieces out of order");
+        }
+        buf.extend_from_slice(&piece.data);
+        if !piece.last {
+            continue;
+        }
+        let data = std::mem::take(&mut buf);
+        if data.len() != want.len as usize || blake3::keyed_hash(&key, &data).as_bytes() != &want.id {
+            bail!(
+                "chunk {} for {} failed verification: not written",
+                hex::encode(want.id),
+                path.display()
+            );
+        }
+        file.write_all_at(&data, want.offset)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        fetched += data.len() as u64;
+        done += 1;
+    }
+    if done != group.len() as u64 {
+        bail!("the server sent {done} of {} chunks", group.len());
+    }
+    Ok((done, fetched))
+}

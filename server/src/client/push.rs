@@ -1,0 +1,230 @@
+//! `amber push`: the shared part of every push stream.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use amber_proto::v1 as pb;
+use amber_proto::v1::push_request::Frame;
+use amber_proto::v1::push_response::Frame as Answer;
+use anyhow::{Result, anyhow, bail};
+use prost::Message;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+
+use crate::cli::{Global, PushArgs};
+use crate::client::{Remote, block_on, failed};
+use crate::output::{bytes, emit};
+
+/// Bytes of gRPC framing before each message (compression flag and length).
+const GRPC_PREFIX: u64 = 5;
+/// Largest data frame sent.
+pub const FRAME: usize = 1024 * 1024;
+
+/// Runs `amber push`.
+///
+/// # Errors
+/// Connection, source and server errors.
+pub fn run(g: &Global, args: &PushArgs) -> Result<ExitCode> {
+    block_on(async {
+        let remote = Remote::connect(g).await?;
+        let env = g.env.as_deref();
+        let outcome = if let Some(layer) = &args.snap.tar {
+            super::push_tar::push(&remote, args, env, layer).await?
+        } else if let Some(image) = &args.snap.block {
+            super::push_volume::push(&remote, args, env, image).await?
+        } else if let Some(dir) = &args.snap.path {
+            super::push_tree::push(&remote, args, env, dir).await?
+        } else {
+            bail!("give a directory, --tar FILE or --block FILE");
+        };
+        report(g, &outcome);
+        Ok(if outcome.skipped == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(crate::commands::EXIT_INCOMPLETE)
+        })
+    })
+}
+
+/// What a push did, for the summary.
+pub struct Outcome {
+    /// The server's last message.
+    pub committed: pb::Committed,
+    /// Source bytes read.
+    pub bytes_read: u64,
+    /// Bytes sent on the stream (encoded messages with their gRPC framing).
+    pub bytes_sent: u64,
+    /// Paths that could not be read.
+    pub skipped: u64,
+    /// When the push started.
+    pub started: Instant,
+}
+
+fn report(g: &Global, o: &Outcome) {
+    let c = &o.committed;
+    let stats = c.stats.unwrap_or_default();
+    let secs = o.started.elapsed().as_secs_f64();
+    let value = json!({
+        "snapshot_id": c.snapshot_id,
+        "already_stored": c.already_stored,
+        "bytes_read": o.bytes_read,
+        "bytes_sent": o.bytes_sent,
+        "bytes_received_by_server": c.bytes_received,
+        "bytes_new": stats.bytes_new,
+        "bytes": stats.bytes,
+        "files": stats.files,
+        "reused": c.reused,
+        "sent": c.sent,
+        "skipped": o.skipped,
+        "duration_s": secs,
+    });
+    emit(g.json, &value, || {
+        let verb = if c.already_stored {
+            "already stored as"
+        } else {
+            "snapshot"
+        };
+        format!(
+            "{verb} {}\n{} read, {} sent, {} new, {} reused, {} sent items in {secs:.1} s",
+            c.snapshot_id,
+            bytes(o.bytes_read),
+            bytes(o.bytes_sent),
+            bytes(stats.bytes_new),
+            c.reused,
+            c.sent
+        )
+    });
+}
+
+/// The header fields every kind shares.
+pub fn header(
+    remote: &Remote,
+    args: &PushArgs,
+    env: Option<&str>,
+    source_path: String,
+    source: pb::push_header::Source,
+) -> pb::PushHeader {
+    let s = &args.snap;
+    let hostname = amber_engine::ops::ingest::hostname();
+    let (parent_mode, parent_id) = match (&s.parent, s.force) {
+        (_, true) => (pb::ParentMode::None, String::new()),
+        (Some(id), false) => (pb::ParentMode::Given, id.clone()),
+        (None, false) => (pb::ParentMode::Auto, String::new()),
+    };
+    let kind = match &source {
+        pb::push_header::Source::Tree(_) => "tree",
+        pb::push_header::Source::Tar(_) => "tar",
+        pb::push_header::Source::Volume(_) => "volume",
+    };
+    let resume_key = args.resume_key.clone().unwrap_or_else(|| {
+        let key = blake3::hash(format!("{kind}\0{hostname}\0{source_path}").as_bytes());
+        key.to_hex().to_string()
+    });
+    pb::PushHeader {
+        vault: remote.vault.clone(),
+        labels: Some(pb::Labels {
+            environment: env.unwrap_or_default().to_string(),
+            lab: s.lab.clone(),
+            researcher: s.researcher.clone(),
+            tags: s.tags.clone(),
+            metadata: s
+                .metadata
+                .iter()
+                .map(|(k, v)| pb::MetadataEntry {
+                    key: k.clone(),
+                    value: v.clone(),
+                })
+                .collect(),
+        }),
+        hostname,
+        source_path,
+        parent_mode: parent_mode as i32,
+        parent_id,
+        resume_key: resume_key.into_bytes(),
+        source: Some(source),
+    }
+}
+
+/// One push stream, counting what it sends.
+pub struct PushStream {
+    tx: mpsc::Sender<pb::PushRequest>,
+    rx: Streaming<pb::PushResponse>,
+    /// Encoded bytes sent, with gRPC framing.
+    pub sent: u64,
+}
+
+impl PushStream {
+    /// Opens the stream, sends the header and waits for the server's acceptance.
+    ///
+    /// # Errors
+    /// The server's refusal.
+    pub async fn open(remote: &Remote, header: pb::PushHeader) -> Result<(PushStream, pb::Accepted)> {
+        let (tx, rx) = mpsc::channel(4);
+        let first = pb::PushRequest {
+            frame: Some(Frame::Header(header)),
+        };
+        let sent = first.encoded_len() as u64 + GRPC_PREFIX;
+        tx.send(first)
+            .await
+            .map_err(|_| anyhow!("the push stream closed at once"))?;
+        let rx = remote
+            .ingest()
+            .push(remote.request(ReceiverStream::new(rx)))
+            .await
+            .map_err(|s| failed("push refused", &s))?
+            .into_inner();
+        let mut stream = PushStream { tx, rx, sent };
+        match stream.recv().await? {
+            Answer::Accepted(a) => Ok((stream, a)),
+            _ => bail!("the server answered the header out of protocol"),
+        }
+    }
+
+    /// Sends one frame.
+    ///
+    /// # Errors
+    /// The server's status when it ended the stream.
+    pub async fn send(&mut self, frame: Frame) -> Result<()> {
+        let msg = pb::PushRequest { frame: Some(frame) };
+        self.sent += msg.encoded_len() as u64 + GRPC_PREFIX;
+        if self.tx.send(msg).await.is_err() {
+            return Err(self.server_error().await);
+        }
+        Ok(())
+    }
+
+    /// The next answer.
+    ///
+    /// # Errors
+    /// The server's status, or an early end of the stream.
+    pub async fn recv(&mut self) -> Result<Answer> {
+        match self.rx.message().await {
+            Ok(Some(pb::PushResponse { frame: Some(a) })) => Ok(a),
+            Ok(Some(_)) => bail!("the server sent an empty message"),
+            Ok(None) => bail!("the server ended the push without committing it"),
+            Err(s) => Err(failed("push failed", &s)),
+        }
+    }
+
+    async fn server_error(&mut self) -> anyhow::Error {
+        match self.rx.message().await {
+            Err(s) => failed("push failed", &s),
+            _ => anyhow!("the server closed the push stream"),
+        }
+    }
+
+    /// Sends Finish and waits for the commit.
+    ///
+    /// # Errors
+    /// The server's refusal.
+    pub async fn finish(mut self, finish: pb::Finish) -> Result<(pb::Committed, u64)> {
+        self.send(Frame::Finish(finish)).await?;
+        loop {
+            if let Answer::Committed(c) = self.recv().await? {
+                return Ok((c, self.sent));
+            }
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Pushing a container layer: not at all when the server holds its digest, else streamed.
+
+use std::io::{ErrorKind, Read};
+use std::path::Path;
+use std::time::Instant;
+
+use amber_proto::v1 as pb;
+use amber_proto::v1::push_request::Frame;
+use amber_proto::v1::push_response::Frame as Answer;
+use anyhow::{Context, Result, bail};
+use ring::digest::{Context as Sha, SHA256};
+
+use super::push::{FRAME, Outcome, PushStream, header};
+use crate::cli::PushArgs;
+use crate::client::Remote;
+
+/// Pushes the layer in `layer` (`-`: standard input, sent without a digest check first).
+///
+/// # Errors
+/// An unreadable source, or the server's refusal.
+pub async fn push(remote: &Remote, args: &PushArgs, env: Option<&str>, layer: &Path) -> Result<Outcome> {
+    let started = Instant::now();
+    let stdin = layer.as_os_str() == "-";
+    let digest = if stdin { String::new() } else { file_digest(layer)? };
+    let name = if stdin {
+        "-".to_string()
+    } else {
+        layer.to_string_lossy().into_owned()
+    };
+    let source = pb::push_header::Source::Tar(pb::TarHeader { digest });
+    let (mut stream, accepted) = PushStream::open(remote, header(remote, args, env, name, source)).await?;
+    if accepted.layer_already_stored {
+        let Answer::Committed(committed) = stream.recv().await? else {
+            bail!("the server answered out of protocol");
+        };
+        return Ok(Outcome {
+            committed,
+            bytes_read: 0,
+            bytes_sent: stream.sent,
+            skipped: 0,
+            started,
+        });
+    }
+    let (count, digest) = if stdin {
+        send_all(&mut stream, &mut std::io::stdin().lock()).await?
+    } else {
+        let mut file = std::fs::File::open(layer).with_context(|| format!("cannot open {}", layer.display()))?;
+        send_all(&mut stream, &mut file).await?
+    };
+    let (committed, bytes_sent) = stream.finish(pb::Finish { count, digest }).await?;
+    Ok(Outcome {
+        committed,
+        bytes_read: count,
+        bytes_sent,
+        skipped: 0,
+        started,
+    })
+}
+
+fn file_digest(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut sha = Sha::new(&SHA256);
+    let mut buf = vec![0u8; FRAME];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => sha.update(buf.get(..n).unwrap_or_default()),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+    Ok(format!("sha256:{}", hex::encode(sha.finish().as_ref())))
+}
+
+async fn send_all(stream: &mut PushStream, src: &mut dyn Read) -> Result<(u64, String)> {
+    let mut sha = Sha::new(&SHA256);
+    let mut offset = 0u64;
+    let mut buf = vec![0u8; FRAME];
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("cannot read the layer"),
+        };
+        let data = buf.get(..n).unwrap_or_default().to_vec();
+        sha.update(&data);
+        stream.send(Frame::TarData(pb::TarData { offset, data })).await?;
+        offset += n as u64;
+    }
+    Ok((offset, format!("sha256:{}", hex::encode(sha.finish().as_ref()))))
+}

@@ -1,0 +1,193 @@
+//! `amber serve`: the gRPC server hosting one vault per lab.
+
+pub mod admin;
+pub mod audit;
+pub mod catalog;
+pub mod config;
+pub mod convert;
+pub mod ingest;
+pub mod log;
+pub mod metrics;
+pub mod reader;
+pub mod restore;
+pub mod share;
+pub mod state;
+pub mod status;
+pub mod tokens;
+pub mod vaults;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use amber_proto::v1::admin_server::AdminServer;
+use amber_proto::v1::catalog_server::CatalogServer;
+use amber_proto::v1::ingest_server::IngestServer;
+use amber_proto::v1::restore_server::RestoreServer;
+use anyhow::{Context, Result};
+use tokio::sync::{Semaphore, watch};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+
+use config::ServerConfig;
+use log::Level;
+use state::State;
+
+/// Options of `amber serve`.
+pub struct ServeArgs {
+    /// Address to listen on (overrides the configuration).
+    pub listen: Option<SocketAddr>,
+    /// TOML configuration file.
+    pub config: Option<PathBuf>,
+}
+
+/// Runs the server until SIGTERM or SIGINT.
+///
+/// # Errors
+/// Configuration, vault and listening errors.
+pub fn run(args: &ServeArgs) -> Result<()> {
+    let mut config = ServerConfig::load(args.config.as_deref(), |k| std::env::var(k).ok())?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(config.limits.max_streams * 2 + 8)
+        .thread_name("amber-serve")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: ServerConfig) -> Result<()> {
+    let server_dir = config.data_dir.join("server");
+    std::fs::create_dir_all(&server_dir).with_context(|| format!("cannot create {}", server_dir.display()))?;
+    let tokens = tokens::TokenStore::open(&server_dir.join("tokens.json"))?;
+    let wanted = config.vault_names();
+    let vaults = vaults::Vaults::open(&config.data_dir, &wanted, &tokens, &mut announce)?;
+    let state = Arc::new(State {
+        tokens,
+        vaults,
+        metrics: Arc::new(metrics::Metrics::default()),
+        limits: config.limits.clone(),
+        draining: AtomicBool::new(false),
+        streams: Arc::new(Semaphore::new(config.limits.max_streams)),
+    });
+    let (abort_tx, abort_rx) = watch::channel(false);
+    let (stop_metrics_tx, stop_metrics_rx) = watch::channel(false);
+    if let Some(addr) = config.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+        say(&format!("metrics on http://{}/metrics", listener.local_addr()?));
+        let mut stop = stop_metrics_rx;
+        tokio::spawn(metrics::serve_metrics(listener, state.metrics.clone(), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }));
+    }
+    let router = router(&config, &state, abort_rx)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    say(&format!("listening on {scheme}://{}", listener.local_addr()?));
+    let shutdown = drain_on_signal(state.clone(), abort_tx);
+    router
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .context("the server stopped")?;
+    let _ = stop_metrics_tx.send(true);
+    log::event(Level::Info, "-", "stopped", &[]);
+    Ok(())
+}
+
+fn router(
+    config: &ServerConfig,
+    state: &Arc<State>,
+    abort: watch::Receiver<bool>,
+) -> Result<tonic::transport::server::Router> {
+    let limits = &config.limits;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(amber_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("cannot build the reflection service")?;
+    let mut builder = Server::builder();
+    if let Some(tls) = &config.tls {
+        let cert = std::fs::read(&tls.cert).with_context(|| format!("cannot read {}", tls.cert.display()))?;
+        let key = std::fs::read(&tls.key).with_context(|| format!("cannot read {}", tls.key.display()))?;
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+            .context("bad TLS certificate or key")?;
+    }
+    let ingest = IngestServer::new(ingest::IngestService::new(state.clone(), abort))
+        .max_decoding_message_size(limits.max_message_bytes)
+        .max_encoding_message_size(limits.max_message_bytes);
+    let restore = RestoreServer::new(restore::RestoreService::new(state.clone()))
+        .max_decoding_message_size(limits.max_message_bytes)
+        .max_encoding_message_size(limits.max_message_bytes * 2);
+    let catalog = CatalogServer::new(catalog::CatalogService::new(state.clone()))
+        .max_decoding_message_size(limits.max_message_bytes);
+    let admin =
+        AdminServer::new(admin::AdminService::new(state.clone())).max_decoding_message_size(limits.max_message_bytes);
+    tokio::spawn(async move {
+        health.set_serving::<IngestServer<ingest::IngestService>>().await;
+        health.set_serving::<RestoreServer<restore::RestoreService>>().await;
+        health.set_serving::<CatalogServer<catalog::CatalogService>>().await;
+        health.set_serving::<AdminServer<admin::AdminService>>().await;
+    });
+    Ok(builder
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(ingest)
+        .add_service(restore)
+        .add_service(catalog)
+        .add_service(admin))
+}
+
+/// Prints a line on stdout at once (tests and operators read it while the server runs).
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn announce(vault: &str, token: &str) {
+    say(&format!("vault {vault}: created; its admin token is shown once:"));
+    say(&format!("admin token: {token}"));
+}
+
+/// Waits for SIGTERM or SIGINT, then drains: new pushes are refused, open ones get the
+/// drain period to finish, then they are cut (each flushes what it stored) and the server
+/// stops once they have all ended.
+async fn drain_on_signal(state: Arc<State>, abort: watch::Sender<bool>) {
+    wait_for_signal().await;
+    state.draining.store(true, Ordering::SeqCst);
+    let drain = Duration::from_secs(state.limits.drain_seconds);
+    log::event(Level::Info, "-", "draining", &[("seconds", &drain.as_secs())]);
+    let all = u32::try_from(state.limits.max_streams).unwrap_or(u32::MAX);
+    let finished = tokio::time::timeout(drain, state.streams.acquire_many(all)).await;
+    if let Ok(Ok(permits)) = finished {
+        drop(permits);
+        return;
+    }
+    let _ = abort.send(true);
+    log::event(Level::Warn, "-", "drain period over: cutting open pushes", &[]);
+    let _ = tokio::time::timeout(Duration::from_secs(60), state.streams.acquire_many(all)).await;
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

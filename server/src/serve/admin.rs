@@ -1,0 +1,178 @@
+//! The Admin service: tokens and sharing.
+
+use std::sync::Arc;
+
+use amber_proto::v1 as pb;
+use amber_proto::v1::admin_server::Admin;
+use tonic::{Request, Response, Status};
+
+use crate::serve::reader::blocking;
+use crate::serve::share::share_snapshot;
+use crate::serve::state::{Access, Caller, State};
+use crate::serve::tokens::{Role, TokenInfo};
+
+/// The Admin service.
+pub struct AdminService {
+    state: Arc<State>,
+}
+
+impl AdminService {
+    /// A service over the server state.
+    pub fn new(state: Arc<State>) -> Self {
+        AdminService { state }
+    }
+
+    fn done<T>(&self, caller: &Caller, target: &str, result: Result<T, Status>) -> Result<Response<T>, Status> {
+        match &result {
+            Ok(_) => caller.finish_ok(&self.state, target, ""),
+            Err(status) => caller.finish(&self.state, target, status),
+        }
+        result.map(Response::new)
+    }
+}
+
+fn role(r: i32) -> Result<Role, Status> {
+    match pb::Role::try_from(r) {
+        Ok(pb::Role::Sidecar) => Ok(Role::Sidecar),
+        Ok(pb::Role::Restore) => Ok(Role::Restore),
+        Ok(pb::Role::Admin) => Ok(Role::Admin),
+        _ => Err(Status::invalid_argument("role must be sidecar, restore or admin")),
+    }
+}
+
+fn wire_role(r: Role) -> pb::Role {
+    match r {
+        Role::Sidecar => pb::Role::Sidecar,
+        Role::Restore => pb::Role::Restore,
+        Role::Admin => pb::Role::Admin,
+    }
+}
+
+fn info(t: &TokenInfo) -> pb::TokenInfo {
+    pb::TokenInfo {
+        id: t.id.clone(),
+        role: wire_role(t.role) as i32,
+        name: t.name.clone(),
+        created_unix: t.created_unix,
+        revoked_unix: t.revoked_unix,
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn create_token(
+        &self,
+        req: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        let caller = self
+            .state
+            .authorize(&req, "/amber.v1.Admin/CreateToken", Access::Admin, &req.get_ref().vault)?;
+        let r = req.into_inner();
+        let result = role(r.role).and_then(|role| {
+            let (token, created) = self
+                .state
+                .tokens
+                .create(&caller.vault.name, role, &r.name)
+                .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
+            Ok(pb::CreateTokenResponse {
+                token,
+                info: Some(info(&created)),
+            })
+        });
+        let target = match &result {
+            Ok(r) => format!("token {}", r.info.as_ref().map(|i| i.id.as_str()).unwrap_or_default()),
+            Err(_) => "token".into(),
+        };
+        self.done(&caller, &target, result)
+    }
+
+    async fn list_tokens(
+        &self,
+        req: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        let caller = self
+            .state
+            .authorize(&req, "/amber.v1.Admin/ListTokens", Access::Admin, &req.get_ref().vault)?;
+        let tokens = self.state.tokens.list(&caller.vault.name).iter().map(info).collect();
+        self.done(&caller, "tokens", Ok(pb::ListTokensResponse { tokens }))
+    }
+
+    async fn revoke_token(
+        &self,
+        req: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
+        let caller = self
+            .state
+            .authorize(&req, "/amber.v1.Admin/RevokeToken", Access::Admin, &req.get_ref().vault)?;
+        let id = req.into_inner().id;
+        let result = self
+            .state
+            .tokens
+            .revoke(&caller.vault.name, &id)
+            .map(|t| pb::RevokeTokenResponse { info: Some(info(&t)) })
+            .map_err(|e| Status::not_found(format!("{e:#}")));
+        self.done(&caller, &format!("token {id}"), result)
+    }
+
+    async fn share_snapshot(
+        &self,
+        req: Request<pb::ShareSnapshotRequest>,
+    ) -> Result<Response<pb::ShareSnapshotResponse>, Status> {
+        let caller = self.state.authorize(
+            &req,
+            "/amber.v1.Admin/ShareSnapshot",
+            Access::Admin,
+            &req.get_ref().vault,
+        )?;
+        let r = req.into_inner();
+        let target = format!("share {} to vault {}", r.snapshot, r.target_vault);
+        let consent = self.consent(&r);
+        let Ok(target_vault) = consent else {
+            return self.done(&caller, &target, consent.map(|_| pb::ShareSnapshotResponse::default()));
+        };
+        let source = caller.vault.clone();
+        let into = target_vault.clone();
+        let name = r.snapshot.clone();
+        let result = blocking(move || share_snapshot(&source, &into, &name)).await;
+        let target = match &result {
+            Ok(done) => format!("{target} -> snapshot {}", done.snapshot_id),
+            Err(_) => target,
+        };
+        let detail = format!(
+            "from vault {} by token {}",
+            caller.vault.name, caller.principal.token_id
+        );
+        let code = result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
+        let other = crate::serve::audit::AuditEvent {
+            request_id: &caller.request_id,
+            token_id: &caller.principal.token_id,
+            role: "admin",
+            call: caller.method,
+            target: &target,
+            result: crate::serve::status::code_name(code),
+            detail: &detail,
+        };
+        if let Err(e) = target_vault.audit.record(&other) {
+            crate::serve::log::event(
+                crate::serve::log::Level::Error,
+                &caller.request_id,
+                "audit log write failed",
+                &[("error", &e)],
+            );
+        }
+        self.done(&caller, &target, result)
+    }
+}
+
+impl AdminService {
+    /// The target vault, if the request carries an admin token of it.
+    fn consent(&self, r: &pb::ShareSnapshotRequest) -> Result<Arc<crate::serve::vaults::Vault>, Status> {
+        let bearer = format!("Bearer {}", r.target_token);
+        let refused = || Status::permission_denied(format!("no admin consent for vault {:?}", r.target_vault));
+        let p = self.state.tokens.verify(Some(&bearer)).map_err(|_| refused())?;
+        if p.vault != r.target_vault || p.role != Role::Admin {
+            return Err(refused());
+        }
+        self.state.vaults.get(&r.target_vault).ok_or_else(refused)
+    }
+}

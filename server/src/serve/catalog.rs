@@ -1,0 +1,263 @@
+//! The Catalog service: what a vault holds.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use amber_engine::format::snapshot::Snapshot;
+use amber_engine::id::{SnapshotId, TreeId};
+use amber_engine::ops::diff::{ChangeKind, diff_trees};
+use amber_engine::ops::walk::{find_dir, walk};
+use amber_engine::repo::Repository;
+use amber_proto::v1 as pb;
+use amber_proto::v1::catalog_server::Catalog;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::serve::convert;
+use crate::serve::reader::{Out, blocking, resolve, stream};
+use crate::serve::state::{Access, Caller, State};
+use crate::serve::status::from_engine;
+
+/// Most entries or changes per streamed message.
+const BATCH: usize = 1024;
+
+/// The Catalog service.
+pub struct CatalogService {
+    state: Arc<State>,
+}
+
+impl CatalogService {
+    /// A service over the server state.
+    pub fn new(state: Arc<State>) -> Self {
+        CatalogService { state }
+    }
+
+    async fn unary<T: Send + 'static>(
+        &self,
+        caller: Caller,
+        target: String,
+        work: impl FnOnce(&Repository) -> Result<T, Status> + Send + 'static,
+    ) -> Result<Response<T>, Status> {
+        let repo = caller.vault.repo.clone();
+        let result = blocking(move || work(&repo)).await;
+        match &result {
+            Ok(_) => caller.finish_ok(&self.state, &target, ""),
+            Err(status) => caller.finish(&self.state, &target, status),
+        }
+        result.map(Response::new)
+    }
+}
+
+type Stream<T> = ReceiverStream<Result<T, Status>>;
+
+#[tonic::async_trait]
+impl Catalog for CatalogService {
+    type ListEntriesStream = Stream<pb::ListEntriesResponse>;
+    type DiffStream = Stream<pb::DiffResponse>;
+
+    async fn get_vault(&self, req: Request<pb::GetVaultRequest>) -> Result<Response<pb::VaultInfo>, Status> {
+        let caller = self
+            .state
+            .authorize(&req, "/amber.v1.Catalog/GetVault", Access::Read, "")?;
+        let name = caller.vault.name.clone();
+        self.unary(caller, "vault".into(), move |repo| {
+            let snapshots = repo.snapshots().map_err(|e| from_engine(&e))?.len() as u64;
+            Ok(pb::VaultInfo {
+                name,
+                id: repo.config().vault_id.to_hex(),
+                snapshots,
+                block_size: repo.config().block_size,
+            })
+        })
+        .await
+    }
+
+    async fn list_environments(
+        &self,
+        req: Request<pb::ListEnvironmentsRequest>,
+    ) -> Result<Response<pb::ListEnvironmentsResponse>, Status> {
+        let caller = self.state.authorize(
+            &req,
+            "/amber.v1.Catalog/ListEnvironments",
+            Access::Read,
+            &req.get_ref().vault,
+        )?;
+        self.unary(caller, "environments".into(), |repo| {
+            let all = repo.snapshots().map_err(|e| from_engine(&e))?;
+            Ok(pb::ListEnvironmentsResponse {
+                environments: environments(&all),
+            })
+        })
+        .await
+    }
+
+    async fn list_snapshots(
+        &self,
+        req: Request<pb::ListSnapshotsRequest>,
+    ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
+        let caller = self.state.authorize(
+            &req,
+            "/amber.v1.Catalog/ListSnapshots",
+            Access::Read,
+            &req.get_ref().vault,
+        )?;
+        let r = req.into_inner();
+        self.unary(caller, "snapshots".into(), move |repo| {
+            let all = repo.snapshots().map_err(|e| from_engine(&e))?;
+            let snapshots = all
+                .iter()
+                .filter(|(_, s)| selected(&r, s))
+                .map(|(id, s)| convert::snapshot_info(*id, s))
+                .collect();
+            Ok(pb::ListSnapshotsResponse { snapshots })
+        })
+        .await
+    }
+
+    async fn get_snapshot(&self, req: Request<pb::GetSnapshotRequest>) -> Result<Response<pb::SnapshotInfo>, Status> {
+        let caller = self.state.authorize(
+            &req,
+            "/amber.v1.Catalog/GetSnapshot",
+            Access::Read,
+            &req.get_ref().vault,
+        )?;
+        let name = req.into_inner().snapshot;
+        self.unary(caller, format!("snapshot {name}"), move |repo| {
+            let (id, snap) = resolve(repo, &name)?;
+            Ok(convert::snapshot_info(id, &snap))
+        })
+        .await
+    }
+
+    async fn list_entries(
+        &self,
+        req: Request<pb::ListEntriesRequest>,
+    ) -> Result<Response<Self::ListEntriesStream>, Status> {
+        let caller = self.state.authorize(
+            &req,
+            "/amber.v1.Catalog/ListEntries",
+            Access::Read,
+            &req.get_ref().vault,
+        )?;
+        let r = req.into_inner();
+        let repo = caller.vault.repo.clone();
+        let target = format!("ls {} {}", r.snapshot, r.path);
+        Ok(Response::new(stream(&self.state, caller, target, move |out| {
+            list_entries(&repo, &r, out)
+        })))
+    }
+
+    async fn diff(&self, req: Request<pb::DiffRequest>) -> Result<Response<Self::DiffStream>, Status> {
+        let caller = self
+            .state
+            .authorize(&req, "/amber.v1.Catalog/Diff", Access::Read, &req.get_ref().vault)?;
+        let r = req.into_inner();
+        let repo = caller.vault.repo.clone();
+        let target = format!("diff {} {}", r.from, r.to);
+        Ok(Response::new(stream(&self.state, caller, target, move |out| {
+            diff(&repo, &r, out)
+        })))
+    }
+}
+
+fn selected(r: &pb::ListSnapshotsRequest, s: &Snapshot) -> bool {
+    let kind_ok = r.kind == 0 || r.kind == convert::source_kind(s.source) as i32;
+    let env_ok = r.environment.as_ref().is_none_or(|e| *e == s.environment);
+    let tag_ok = r.tag.as_ref().is_none_or(|t| s.tags.contains(t));
+    kind_ok && env_ok && tag_ok
+}
+
+fn environments(all: &[(SnapshotId, Snapshot)]) -> Vec<pb::EnvironmentInfo> {
+    let mut map: BTreeMap<&str, pb::EnvironmentInfo> = BTreeMap::new();
+    for (id, s) in all {
+        let e = map.entry(&s.environment).or_insert_with(|| pb::EnvironmentInfo {
+            name: s.environment.clone(),
+            ..Default::default()
+        });
+        e.snapshots += 1;
+        if s.time_ns >= e.latest_time_unix_nanos {
+            e.latest_time_unix_nanos = s.time_ns;
+            e.latest_id = id.to_hex();
+        }
+    }
+    map.into_values().collect()
+}
+
+fn list_entries(
+    repo: &Repository,
+    r: &pb::ListEntriesRequest,
+    out: &Out<pb::ListEntriesResponse>,
+) -> Result<(), Status> {
+    let (_, snap) = resolve(repo, &r.snapshot)?;
+    let dir = find_dir(repo, TreeId::new(snap.root), &r.path).map_err(|e| from_engine(&e))?;
+    let prefix = r.path.trim_matches('/');
+    let mut batch = Vec::new();
+    let send = |batch: &mut Vec<pb::ListedEntry>| {
+        let entries = std::mem::take(batch);
+        if out.send(pb::ListEntriesResponse { entries }) {
+            Ok(())
+        } else {
+            Err(amber_engine::error::Error::Pipeline("client gone".into()))
+        }
+    };
+    if r.recursive {
+        walk(repo, dir, prefix, &mut |path, e| {
+            batch.push(pb::ListedEntry {
+                path: path.to_string(),
+                meta: Some(convert::meta(e)),
+            });
+            if batch.len() >= BATCH { send(&mut batch) } else { Ok(()) }
+        })
+        .map_err(|e| from_engine(&e))?;
+    } else {
+        let node = repo.load_tree(dir).map_err(|e| from_engine(&e))?;
+        for e in node.entries() {
+            let name = e.name_lossy();
+            let path = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
+            batch.push(pb::ListedEntry {
+                path,
+                meta: Some(convert::meta(e)),
+            });
+            if batch.len() >= BATCH {
+                send(&mut batch).map_err(|e| from_engine(&e))?;
+            }
+        }
+    }
+    send(&mut batch).map_err(|e| from_engine(&e))
+}
+
+fn diff(repo: &Repository, r: &pb::DiffRequest, out: &Out<pb::DiffResponse>) -> Result<(), Status> {
+    let (_, a) = resolve(repo, &r.from)?;
+    let (_, b) = resolve(repo, &r.to)?;
+    let changes = diff_trees(repo, TreeId::new(a.root), TreeId::new(b.root)).map_err(|e| from_engine(&e))?;
+    for batch in changes.chunks(BATCH) {
+        let changes = batch
+            .iter()
+            .map(|c| pb::Change {
+                kind: change_kind(c.kind) as i32,
+                path: c.path.clone(),
+                entry_kind: convert::wire_kind(c.entry_kind) as i32,
+                size_before: c.size_before,
+                size_after: c.size_after,
+            })
+            .collect();
+        if !out.send(pb::DiffResponse { changes }) {
+            return Err(Status::cancelled("the client went away"));
+        }
+    }
+    Ok(())
+}
+
+fn change_kind(k: ChangeKind) -> pb::ChangeKind {
+    match k {
+        ChangeKind::Added => pb::ChangeKind::Added,
+        ChangeKind::Removed => pb::ChangeKind::Removed,
+        ChangeKind::Modified => pb::ChangeKind::Modified,
+        ChangeKind::Metadata => pb::ChangeKind::Metadata,
+        ChangeKind::TypeChanged => pb::ChangeKind::TypeChanged,
+    }
+}

@@ -1,0 +1,275 @@
+//! The Restore service: plans, chunks and tar streams.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use amber_engine::format::snapshot::SourceKind;
+use amber_engine::format::tree::{Content, Entry};
+use amber_engine::id::{ChunkId, TreeId};
+use amber_engine::ops::content::for_each_chunk;
+use amber_engine::ops::tar::{recorded_diff_id, restore_tar};
+use amber_engine::ops::walk::{find_dir, walk};
+use amber_engine::repo::Repository;
+use amber_proto::v1 as pb;
+use amber_proto::v1::plan_message::Item;
+use amber_proto::v1::restore_server::Restore;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::serve::convert;
+use crate::serve::reader::{Out, resolve, stream};
+use crate::serve::state::{Access, State};
+use crate::serve::status::from_engine;
+
+/// Most chunk references per plan message.
+const PLAN_CHUNKS: usize = 4096;
+/// Most ids per ReadChunks request.
+const MAX_IDS: usize = 256;
+/// Largest data piece sent.
+const PIECE: usize = 1024 * 1024;
+
+/// The Restore service.
+pub struct RestoreService {
+    state: Arc<State>,
+}
+
+impl RestoreService {
+    /// A service over the server state.
+    pub fn new(state: Arc<State>) -> Self {
+        RestoreService { state }
+    }
+}
+
+type Stream<T> = ReceiverStream<Result<T, Status>>;
+
+#[tonic::async_trait]
+impl Restore for RestoreService {
+    type ReadPlanStream = Stream<pb::PlanMessage>;
+    type ReadChunksStream = Stream<pb::ChunkPiece>;
+    type ReadTarStream = Stream<pb::TarPiece>;
+
+    async fn read_plan(&self, req: Request<pb::ReadPlanRequest>) -> Result<Response<Self::ReadPlanStream>, Status> {
+        let caller = self
+            .state
+            .authorize(&req, "/amber.v1.Restore/ReadPlan", Access::Read, &req.get_ref().vault)?;
+        let r = req.into_inner();
+        let repo = caller.vault.repo.clone();
+        let target = format!("plan {} {}", r.snapshot, r.path);
+        Ok(Response::new(stream(&self.state, caller, target, move |out| {
+            plan(&repo, &r, out)
+        })))
+    }
+
+    async fn read_chunks(
+        &self,
+        req: Request<pb::ReadChunksRequest>,
+    ) -> Result<Response<Self::ReadChunksStream>, Status> {
+        let caller = self
+            .state
+            .authorize(&req, "/amber.v1.Restore/ReadChunks", Access::Read, &req.get_ref().vault)?;
+        let ids = chunk_ids(&req.get_ref().ids)?;
+        let repo = caller.vault.repo.clone();
+        let target = format!("{} chunks", ids.len());
+        Ok(Response::new(stream(&self.state, caller, target, move |out| {
+            send_chunks(&repo, &ids, out)
+        })))
+    }
+
+    async fn read_tar(&self, req: Request<pb::ReadTarRequest>) -> Result<Response<Self::ReadTarStream>, Status> {
+        let caller = self
+            .state
+            .authorize(&req, "/amber.v1.Restore/ReadTar", Access::Read, &req.get_ref().vault)?;
+        let r = req.into_inner();
+        let repo = caller.vault.repo.clone();
+        let target = format!("tar {} from {}", r.snapshot, r.offset);
+        Ok(Response::new(stream(&self.state, caller, target, move |out| {
+            send_tar(&repo, &r, out)
+        })))
+    }
+}
+
+fn gone() -> Status {
+    Status::cancelled("the client went away")
+}
+
+fn plan(repo: &Repository, r: &pb::ReadPlanRequest, out: &Out<pb::PlanMessage>) -> Result<(), Status> {
+    let (id, snap) = resolve(repo, &r.snapshot)?;
+    if snap.source == SourceKind::TarLayer {
+        return Err(Status::failed_precondition(format!(
+            "snapshot {id} is a tar layer: read it with ReadTar"
+        )));
+    }
+    let send = |item| {
+        if out.send(pb::PlanMessage { item: Some(item) }) {
+            Ok(())
+        } else {
+            Err(gone())
+        }
+    };
+    send(Item::Start(pb::PlanStart {
+        snapshot: Some(convert::snapshot_info(id, &snap)),
+        verify_key: repo.keys().ids.chunk.as_bytes().to_vec(),
+    }))?;
+    let root = find_dir(repo, TreeId::new(snap.root), &r.path).map_err(|e| from_engine(&e))?;
+    let mut entries = 0u64;
+    let mut visit = |path: &str, e: &Entry| -> amber_engine::error::Result<()> {
+        entries += 1;
+        let msg = Item::Entry(pb::PlanEntry {
+            path: path.as_bytes().to_vec(),
+            meta: Some(convert::meta(e)),
+        });
+        send(msg).map_err(|_| amber_engine::error::Error::Pipeline("client gone".into()))?;
+        send_file_chunks(repo, &e.content, &send)
+    };
+    walk(repo, root, "", &mut visit).map_err(|e| from_engine(&e))?;
+    send(Item::End(pb::PlanEnd { entries }))
+}
+
+fn send_file_chunks(
+    repo: &Repository,
+    content: &Content,
+    send: &dyn Fn(Item) -> Result<(), Status>,
+) -> amber_engine::error::Result<()> {
+    let mut batch = Vec::new();
+    let flush = |batch: &mut Vec<pb::ChunkRef>| {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let chunks = std::mem::take(batch);
+        send(Item::Chunks(pb::PlanChunks { chunks }))
+            .map_err(|_| amber_engine::error::Error::Pipeline("client gone".into()))
+    };
+    for_each_chunk(repo, content, &mut |c| {
+        batch.push(pb::ChunkRef {
+            id: c.id.hash().as_bytes().to_vec(),
+            length: c.len,
+        });
+        if batch.len() >= PLAN_CHUNKS {
+            flush(&mut batch)?;
+        }
+        Ok(())
+    })?;
+    flush(&mut batch)
+}
+
+fn chunk_ids(raw: &[Vec<u8>]) -> Result<Vec<ChunkId>, Status> {
+    if raw.len() > MAX_IDS {
+        return Err(Status::resource_exhausted(format!(
+            "{} ids: at most {MAX_IDS} per call",
+            raw.len()
+        )));
+    }
+    raw.iter()
+        .map(|b| {
+            let id = amber_engine::id::Hash32::from_slice(b)
+                .map(ChunkId::new)
+                .map_err(|_| Status::invalid_argument("a chunk id that is not 32 bytes"))?;
+            if id.is_hole() {
+                return Err(Status::invalid_argument("the hole id has no content to read"));
+            }
+            Ok(id)
+        })
+        .collect()
+}
+
+fn send_chunks(repo: &Repository, ids: &[ChunkId], out: &Out<pb::ChunkPiece>) -> Result<(), Status> {
+    for (index, id) in ids.iter().enumerate() {
+        let data = repo.read_chunk(*id).map_err(|e| from_engine(&e))?;
+        let index = u32::try_from(index).unwrap_or(u32::MAX);
+        let mut pieces = data.chunks(PIECE).peekable();
+        let mut offset = 0u32;
+        if pieces.peek().is_none()
+            && !out.send(pb::ChunkPiece {
+                index,
+                offset,
+                data: Vec::new(),
+                last: true,
+            })
+        {
+            return Err(gone());
+        }
+        while let Some(piece) = pieces.next() {
+            let msg = pb::ChunkPiece {
+                index,
+                offset,
+                data: piece.to_vec(),
+                last: pieces.peek().is_none(),
+            };
+            offset += u32::try_from(piece.len()).unwrap_or(u32::MAX);
+            if !out.send(msg) {
+                return Err(gone());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn send_tar(repo: &Repository, r: &pb::ReadTarRequest, out: &Out<pb::TarPiece>) -> Result<(), Status> {
+    let (id, snap) = resolve(repo, &r.snapshot)?;
+    if snap.source != SourceKind::TarLayer {
+        return Err(Status::failed_precondition(format!("snapshot {id} is not a tar layer")));
+    }
+    let digest = recorded_diff_id(&snap).unwrap_or_default().to_string();
+    let mut sink = PieceWriter {
+        out,
+        skip: r.offset,
+        buf: Vec::with_capacity(PIECE),
+    };
+    let length = restore_tar(repo, id, &mut sink).map_err(|e| from_engine(&e))?;
+    sink.flush().map_err(|_| gone())?;
+    if r.offset > length {
+        return Err(Status::out_of_range(format!(
+            "offset {} is past the end ({length})",
+            r.offset
+        )));
+    }
+    if out.send(pb::TarPiece {
+        data: Vec::new(),
+        digest,
+        length,
+    }) {
+        Ok(())
+    } else {
+        Err(gone())
+    }
+}
+
+/// Cuts the rebuilt tar stream into pieces, skipping the first `skip` bytes.
+struct PieceWriter<'a> {
+    out: &'a Out<pb::TarPiece>,
+    skip: u64,
+    buf: Vec<u8>,
+}
+
+impl Write for PieceWriter<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let skipped = usize::try_from(self.skip.min(data.len() as u64)).unwrap_or(data.len());
+        self.skip -= skipped as u64;
+        let mut rest = data.get(skipped..).unwrap_or_default();
+        while !rest.is_empty() {
+            let room = PIECE - self.buf.len();
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            self.buf.extend_from_slice(now);
+            rest = later;
+            if self.buf.len() == PIECE {
+                self.flush()?;
+            }
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(PIECE));
+        if self.out.send(pb::TarPiece {
+            data,
+            ..Default::default()
+        }) {
+            Ok(())
+        } else {
+            Err(std::io::Error::other("the client went away"))
+        }
+    }
+}
