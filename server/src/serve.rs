@@ -157,7 +157,9 @@ fn say(line: &str) {
 }
 
 fn announce(vault: &str, token: &str) {
-    say(&format!("vault {vault}: created; its admin token is shown once:"));
+    say(&format!(
+        "vault {vault}: created; the token below is shown only this once"
+    ));
     say(&format!("admin token: {token}"));
 }
 

@@ -99,6 +99,46 @@ impl BlockSet {
     }
 }
 
+/// The changed bytes of each block: `ranges` sorted, merged and cut at block boundaries,
+/// as (block index, offset within the block, length), in order. A client and a server
+/// that compute this from the same list agree on exactly which bytes cross the wire.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a range that reaches past the end of the volume.
+pub fn block_pieces(ranges: &[ByteRange], size: u64, block: u64) -> Result<Vec<(u64, u64, u64)>> {
+    let mut spans = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        let end = r.offset.checked_add(r.len).filter(|&e| e <= size).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "changed range {}+{} lies outside the volume of {size} bytes",
+                r.offset, r.len
+            ))
+        })?;
+        if r.len > 0 {
+            spans.push((r.offset, end));
+        }
+    }
+    spans.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(spans.len());
+    for (a, b) in spans {
+        match merged.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    let block = block.max(1);
+    let mut pieces = Vec::with_capacity(merged.len());
+    for (mut a, b) in merged {
+        while a < b {
+            let i = a / block;
+            let cut = ((i + 1) * block).min(b);
+            pieces.push((i, a - i * block, cut - a));
+            a = cut;
+        }
+    }
+    Ok(pieces)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +166,19 @@ mod tests {
         assert!(BlockSet::from_ranges(&[ByteRange { offset: 95, len: 6 }], 100, 10).is_err());
         let edge = BlockSet::from_ranges(&[ByteRange { offset: 95, len: 5 }], 100, 10).unwrap();
         assert!(edge.contains(9) && !edge.contains(8));
+    }
+
+    #[test]
+    fn pieces_merge_and_split_at_block_boundaries() {
+        let r = [
+            ByteRange { offset: 25, len: 10 },
+            ByteRange { offset: 5, len: 3 },
+            ByteRange { offset: 7, len: 2 },
+            ByteRange { offset: 30, len: 2 },
+        ];
+        let p = block_pieces(&r, 100, 10).unwrap();
+        assert_eq!(p, vec![(0, 5, 4), (2, 5, 5), (3, 0, 5)]);
+        assert!(block_pieces(&[ByteRange { offset: 99, len: 2 }], 100, 10).is_err());
+        assert!(block_pieces(&[], 100, 10).unwrap().is_empty());
     }
 }

@@ -194,19 +194,64 @@ impl<'w> VolumeBuilder<'w> {
                 data.len()
             )));
         }
-        let id = if data.iter().all(|&b| b == 0) {
-            ChunkId::HOLE
-        } else {
-            let repo = self.writer.repo();
-            let id = repo.chunk_id(data);
-            self.writer.store(BlobKind::Chunk, BlobId::from(id), data)?;
-            repo.index().put_wire_digest(&wire_digest(&self.wire_key, data), id)?;
-            id
-        };
+        let id = self.store_block(data)?;
         self.advance(index, len)?;
         self.counts.sent += 1;
         self.counts.bytes_received += len;
         self.push(index, id, len)
+    }
+
+    /// Block `index` is the parent's block with `pieces` (offset within the block, bytes)
+    /// written over it: how a changed-range push sends only the bytes that changed.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when out of order, without a parent, or for a piece
+    /// outside the block; errors reading the parent's block; store errors.
+    pub fn patch(&mut self, index: u64, pieces: &[(u64, Vec<u8>)]) -> Result<ChunkId> {
+        let len = self.expect(index)?;
+        if self.parent.is_none() {
+            return Err(Error::InvalidArgument(format!(
+                "block {index}: there is no parent to patch"
+            )));
+        }
+        let fits = pieces
+            .iter()
+            .all(|(off, bytes)| off.checked_add(bytes.len() as u64).is_some_and(|end| end <= len));
+        if !fits {
+            return Err(Error::InvalidArgument(format!(
+                "block {index}: a changed piece reaches past its end"
+            )));
+        }
+        let base = self
+            .advance(index, len)?
+            .ok_or_else(|| Error::Pipeline("the parent's cursor vanished".into()))?;
+        let mut data = if base.id.is_hole() {
+            vec![0u8; usize::try_from(len).unwrap_or(0)]
+        } else {
+            self.writer.repo().read_chunk(base.id)?
+        };
+        for (off, bytes) in pieces {
+            let at = usize::try_from(*off).unwrap_or(usize::MAX);
+            if let Some(dst) = data.get_mut(at..at + bytes.len()) {
+                dst.copy_from_slice(bytes);
+            }
+            self.counts.bytes_received += bytes.len() as u64;
+        }
+        let id = self.store_block(&data)?;
+        self.counts.sent += 1;
+        self.push(index, id, len)
+    }
+
+    /// Stores a block's bytes (all zeros: a hole) and records its wire digest.
+    fn store_block(&self, data: &[u8]) -> Result<ChunkId> {
+        if data.iter().all(|&b| b == 0) {
+            return Ok(ChunkId::HOLE);
+        }
+        let repo = self.writer.repo();
+        let id = repo.chunk_id(data);
+        self.writer.store(BlobKind::Chunk, BlobId::from(id), data)?;
+        repo.index().put_wire_digest(&wire_digest(&self.wire_key, data), id)?;
+        Ok(id)
     }
 
     /// The length of block `index` when it is the next block expected.

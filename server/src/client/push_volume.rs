@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use amber_engine::ops::fsmeta::{NameCache, entry_from};
-use amber_engine::ops::ranges::parse_ranges;
+use amber_engine::ops::ranges::{ByteRange, block_pieces, parse_ranges};
 use amber_proto::v1 as pb;
 use amber_proto::v1::push_request::Frame;
 use amber_proto::v1::push_response::Frame as Answer;
@@ -95,11 +95,7 @@ pub async fn push(remote: &Remote, args: &PushArgs, env: Option<&str>, path: &Pa
     })
 }
 
-async fn send_ranges(
-    stream: &mut PushStream,
-    image: &mut Image,
-    ranges: &[amber_engine::ops::ranges::ByteRange],
-) -> Result<u64> {
+async fn send_ranges(stream: &mut PushStream, image: &mut Image, ranges: &[ByteRange]) -> Result<u64> {
     let wire: Vec<pb::ByteRange> = ranges
         .iter()
         .map(|r| pb::ByteRange {
@@ -107,8 +103,8 @@ async fn send_ranges(
             length: r.len,
         })
         .collect();
-    let mut pieces = wire.chunks(RANGES_PER_MESSAGE).peekable();
-    if pieces.peek().is_none() {
+    let mut messages = wire.chunks(RANGES_PER_MESSAGE).peekable();
+    if messages.peek().is_none() {
         stream
             .send(Frame::Ranges(pb::VolumeRanges {
                 ranges: Vec::new(),
@@ -116,8 +112,8 @@ async fn send_ranges(
             }))
             .await?;
     }
-    while let Some(piece) = pieces.next() {
-        let last = pieces.peek().is_none();
+    while let Some(piece) = messages.next() {
+        let last = messages.peek().is_none();
         stream
             .send(Frame::Ranges(pb::VolumeRanges {
                 ranges: piece.to_vec(),
@@ -125,19 +121,48 @@ async fn send_ranges(
             }))
             .await?;
     }
-    let mut runs = Vec::new();
     loop {
         match stream.recv().await? {
-            Answer::BlocksWanted(w) => {
-                runs.extend(w.runs);
-                if w.last {
-                    break;
-                }
-            }
+            Answer::BlocksWanted(w) if w.last => break,
+            Answer::BlocksWanted(_) => {}
             _ => bail!("the server answered the ranges out of protocol"),
         }
     }
-    send_runs(stream, image, &runs).await
+    // Only the changed bytes cross the wire; the server takes the rest of each block from
+    // the parent. Both sides cut the list into pieces the same way.
+    let pieces = block_pieces(ranges, image.size, image.block)?;
+    let mut blocks = 0;
+    let mut last_block = None;
+    for (i, start, len) in pieces {
+        send_piece(stream, image, i, start, len).await?;
+        if last_block != Some(i) {
+            blocks += 1;
+            last_block = Some(i);
+        }
+    }
+    Ok(blocks)
+}
+
+async fn send_piece(stream: &mut PushStream, image: &mut Image, i: u64, start: u64, len: u64) -> Result<()> {
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(FRAME as u64);
+        let mut data = vec![0u8; usize::try_from(n)?];
+        let at = i * image.block + start + done;
+        image
+            .file
+            .read_exact_at(&mut data, at)
+            .with_context(|| format!("cannot read bytes at {at}"))?;
+        image.bytes_read += n;
+        let frame = pb::BlockData {
+            block: i,
+            offset: start + done,
+            data,
+        };
+        stream.send(Frame::BlockData(frame)).await?;
+        done += n;
+    }
+    Ok(())
 }
 
 async fn send_runs(stream: &mut PushStream, image: &mut Image, runs: &[pb::BlockRun]) -> Result<u64> {
@@ -152,18 +177,8 @@ async fn send_runs(stream: &mut PushStream, image: &mut Image, runs: &[pb::Block
 }
 
 async fn send_block(stream: &mut PushStream, image: &mut Image, i: u64) -> Result<()> {
-    let data = image.read_block(i)?;
-    let mut offset = 0u64;
-    for piece in data.chunks(FRAME) {
-        let frame = pb::BlockData {
-            block: i,
-            offset,
-            data: piece.to_vec(),
-        };
-        stream.send(Frame::BlockData(frame)).await?;
-        offset += piece.len() as u64;
-    }
-    Ok(())
+    let len = image.block_len(i);
+    send_piece(stream, image, i, 0, len).await
 }
 
 async fn send_by_digest(stream: &mut PushStream, image: &mut Image, key: &[u8]) -> Result<u64> {

@@ -3,7 +3,7 @@
 
 use amber_engine::format::snapshot::SourceKind;
 use amber_engine::id::{ChunkId, Hash32};
-use amber_engine::ops::ranges::{BlockSet, ByteRange};
+use amber_engine::ops::ranges::{ByteRange, block_pieces};
 use amber_engine::ops::volume_build::{VolumeBuilder, wire_digest, wire_digest_key};
 use amber_engine::repo::index::Index;
 use amber_engine::repo::writer::BlobWriter;
@@ -103,21 +103,53 @@ fn by_ranges(b: &mut VolumeBuilder, size: u64, block: u64, inbox: &mut Inbox, ou
             break;
         }
     }
-    let set = BlockSet::from_ranges(&ranges, size, block).map_err(|e| from_engine(&e))?;
+    let pieces = block_pieces(&ranges, size, block).map_err(|e| from_engine(&e))?;
     drop(ranges);
-    let runs = runs_of((0..b.block_count()).filter(|i| set.contains(*i)));
-    send_runs(outbox, &runs)?;
+    send_runs(outbox, &runs_of(pieces.iter().map(|p| p.0)))?;
+    let mut pending = pieces.into_iter().peekable();
     let mut sent = 0;
     for i in 0..b.block_count() {
-        if set.contains(i) {
-            let data = receive_block(inbox, i, b.block_len(i))?;
-            b.data(i, &data).map_err(|e| from_engine(&e))?;
-            sent += 1;
-        } else {
-            b.inherit(i).map_err(|e| from_engine(&e))?;
+        let mut mine = Vec::new();
+        while let Some((_, start, len)) = pending.next_if(|p| p.0 == i) {
+            mine.push((start, receive_piece(inbox, i, start, len)?));
         }
+        let whole = matches!(mine.as_slice(), [(0, d)] if d.len() as u64 == b.block_len(i));
+        let stored = match (mine.is_empty(), whole) {
+            (true, _) => b.inherit(i),
+            (false, true) => b.data(i, mine.first().map(|m| m.1.as_slice()).unwrap_or_default()),
+            (false, false) => b.patch(i, &mine),
+        };
+        stored.map_err(|e| from_engine(&e))?;
+        sent += u64::from(!mine.is_empty());
     }
     Ok(sent)
+}
+
+/// Receives the changed bytes [start, start + len) of block `i`, in contiguous frames.
+fn receive_piece(inbox: &mut Inbox, i: u64, start: u64, len: u64) -> Result<Vec<u8>, Status> {
+    let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    while (data.len() as u64) < len {
+        let Frame::BlockData(d) = inbox.next()? else {
+            return Err(out_of_turn(format!("changed bytes of block {i} were expected")));
+        };
+        let at = start + data.len() as u64;
+        if d.block != i || d.offset != at || data.len() as u64 + d.data.len() as u64 > len {
+            return Err(invalid(format!(
+                "block {} at offset {} ({} bytes) where block {i} at offset {at} (at most {} bytes) was expected",
+                d.block,
+                d.offset,
+                d.data.len(),
+                len - data.len() as u64
+            )));
+        }
+        data.extend_from_slice(&d.data);
+    }
+    Ok(data)
+}
+
+/// Receives block `i` (`len` bytes) in contiguous frames.
+fn receive_block(inbox: &mut Inbox, i: u64, len: u64) -> Result<Vec<u8>, Status> {
+    receive_piece(inbox, i, 0, len)
 }
 
 /// What a digest says about one block.
@@ -229,27 +261,4 @@ fn send_runs(outbox: &Outbox, runs: &[pb::BlockRun]) -> Result<(), Status> {
         }))?;
     }
     Ok(())
-}
-
-/// Receives block `i` (`len` bytes) in contiguous frames.
-fn receive_block(inbox: &mut Inbox, i: u64, len: u64) -> Result<Vec<u8>, Status> {
-    let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-    while (data.len() as u64) < len {
-        let Frame::BlockData(d) = inbox.next()? else {
-            return Err(out_of_turn(format!("the data of block {i} was expected")));
-        };
-        if d.block != i || d.offset != data.len() as u64 {
-            return Err(invalid(format!(
-                "block {} at offset {} where block {i} at offset {} was expected",
-                d.block,
-                d.offset,
-                data.len()
-            )));
-        }
-        if data.len() as u64 + d.data.len() as u64 > len {
-            return Err(invalid(format!("block {i} is {len} bytes; more arrived")));
-        }
-        data.extend_from_slice(&d.data);
-    }
-    Ok(data)
 }
