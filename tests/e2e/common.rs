@@ -19,8 +19,11 @@ use tempfile::TempDir;
 pub const PASSWORD: &str = "correct horse battery staple";
 
 /// Environment variables of amber that must not leak in from the developer's shell.
-const AMBER_VARS: [&str; 6] = [
+const AMBER_VARS: [&str; 9] = [
     "AMBER_REPO",
+    "AMBER_SERVER",
+    "AMBER_TOKEN",
+    "AMBER_VAULT",
     "AMBER_PASSWORD",
     "AMBER_PASSWORD_FILE",
     "AMBER_CACHE",

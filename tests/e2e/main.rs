@@ -15,4 +15,5 @@ mod index;
 mod keys;
 mod roundtrip;
 mod security;
+mod server;
 mod tar;

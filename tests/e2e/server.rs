@@ -1,0 +1,12 @@
+//! End-to-end tests of `amber serve` driven by the real `amber` client (and, for malformed
+//! input, a raw gRPC client).
+
+#![allow(dead_code)]
+
+mod bad_input;
+mod faults;
+mod flows;
+pub mod harness;
+mod isolation;
+mod load;
+mod tls;
