@@ -100,3 +100,85 @@ fn decode(line: &str) -> Option<(String, Entry)> {
     let entry = node.into_entries().into_iter().next()?;
     Some((line.path, entry))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amber_engine::format::tree::{ChunkRef, Content, EntryKind, Timestamp};
+    use amber_engine::id::{ChunkId, Hash32, ListId};
+
+    const VECTOR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../format-spec/vectors/server-journal.jsonl");
+
+    fn file(name: &str, content: Content, size: u64) -> Entry {
+        let mut e = Entry::new(name.as_bytes().to_vec(), EntryKind::File);
+        e.mode = 0o644;
+        e.size = size;
+        e.mtime = Timestamp { sec: 1_790_000_000, nsec: 5 };
+        e.ctime = Timestamp { sec: 1_790_000_001, nsec: 6 };
+        e.inode = 42;
+        e.content = content;
+        e
+    }
+
+    fn lines() -> Vec<(String, Entry)> {
+        let inline = Content::Inline(vec![ChunkRef {
+            id: ChunkId::new(Hash32::from_bytes([7; 32])),
+            len: 11,
+        }]);
+        let list = Content::List {
+            root: ListId::new(Hash32::from_bytes([9; 32])),
+            height: 1,
+        };
+        vec![
+            ("notebooks/a.ipynb".into(), file("a.ipynb", inline, 11)),
+            ("data/big.parquet".into(), file("big.parquet", list, 5_000_000)),
+        ]
+    }
+
+    fn encode(files: &[(String, Entry)]) -> String {
+        let mut text = String::new();
+        for (p, e) in files {
+            let node = TreeNode::new(vec![e.clone()]).unwrap();
+            let line = Line {
+                path: p.clone(),
+                node: hex::encode(node.encode()),
+            };
+            text.push_str(&serde_json::to_string(&line).unwrap());
+            text.push('\n');
+        }
+        text
+    }
+
+    #[test]
+    fn golden_journal_decodes_and_reencodes() {
+        let expected = lines();
+        let good = encode(&expected);
+        let text = format!("{good}{{\"path\": \"torn\", \"node\": \"01ff\n");
+        if std::env::var_os("AMBER_BLESS").is_some() {
+            std::fs::write(VECTOR, &text).unwrap();
+        }
+        let stored = std::fs::read_to_string(VECTOR).unwrap();
+        assert_eq!(stored, text, "the vector differs from what the code writes");
+        let decoded: Vec<(String, Entry)> = stored.lines().filter_map(decode).collect();
+        assert_eq!(decoded, expected);
+    }
+
+    #[test]
+    fn journals_append_load_and_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal {
+            path: Some(dir.path().join("resume/x.journal")),
+        };
+        assert!(j.load().is_empty());
+        j.append(&lines()).unwrap();
+        j.append(&lines()[..1]).unwrap();
+        let loaded = j.load();
+        assert_eq!(loaded.len(), 2);
+        assert_eq!(loaded.get("data/big.parquet"), Some(&lines()[1].1));
+        j.remove();
+        assert!(j.load().is_empty());
+        let none = Journal { path: None };
+        none.append(&lines()).unwrap();
+        assert!(none.load().is_empty());
+    }
+}
