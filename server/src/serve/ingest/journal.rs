@@ -107,14 +107,23 @@ mod tests {
     use amber_engine::format::tree::{ChunkRef, Content, EntryKind, Timestamp};
     use amber_engine::id::{ChunkId, Hash32, ListId};
 
-    const VECTOR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../format-spec/vectors/server-journal.jsonl");
+    const VECTOR: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../format-spec/vectors/server-journal.jsonl"
+    );
 
     fn file(name: &str, content: Content, size: u64) -> Entry {
         let mut e = Entry::new(name.as_bytes().to_vec(), EntryKind::File);
         e.mode = 0o644;
         e.size = size;
-        e.mtime = Timestamp { sec: 1_790_000_000, nsec: 5 };
-        e.ctime = Timestamp { sec: 1_790_000_001, nsec: 6 };
+        e.mtime = Timestamp {
+            sec: 1_790_000_000,
+            nsec: 5,
+        };
+        e.ctime = Timestamp {
+            sec: 1_790_000_001,
+            nsec: 6,
+        };
         e.inode = 42;
         e.content = content;
         e
