@@ -2,7 +2,9 @@
 # Measures Amber's wall-clock throughput against the tools it is built from, on this
 # machine and in this run: b3sum (hashing) and zstd -3 over a tar (compression) as
 # baselines, then `amber snapshot` into a fresh repository, a second `amber snapshot
-# --force` (everything already stored: the dedup path) and `amber restore`.
+# --force` (everything already stored: the dedup path) and `amber restore`; then the same
+# tree through `amber serve` on loopback (`amber push` into a fresh vault, again unchanged,
+# and `amber restore --server`).
 #
 #   benches/compare.sh [TREE]     (default: the generated 111 MB tree the criterion benches use)
 #
@@ -59,6 +61,26 @@ run_tar() { "$amber" snapshot --tar "$work/layer.tar"; }
 run_tar_rebuild() { "$amber" restore latest --tar -; }
 run_block() { "$amber" snapshot --block "$work/volume.img"; }
 run_block_restore() { "$amber" restore latest --block "$1"; }
+run_push() { "$amber" push "$tree"; }
+run_pull() { "$amber" restore latest "$1"; }
+# Starts `amber serve` on a fresh data directory; sets AMBER_SERVER and AMBER_TOKEN.
+start_server() {
+  local out=$1.out
+  AMBER_REPO=$1 "$amber" serve --listen 127.0.0.1:0 >"$out" 2>"$1.log" &
+  server_pid=$!
+  for _ in $(seq 100); do
+    grep -q '^listening on ' "$out" 2>/dev/null && break
+    sleep 0.1
+  done
+  AMBER_SERVER=$(sed -n 's/^listening on //p' "$out")
+  AMBER_TOKEN=$(sed -n 's/^admin token: //p' "$out")
+  export AMBER_SERVER AMBER_TOKEN
+}
+stop_server() {
+  kill "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
+  unset AMBER_SERVER AMBER_TOKEN
+}
 fresh_repo() {
   export AMBER_REPO=$1
   "$amber" init --kdf-memory-mib 8 --kdf-iterations 1 >/dev/null
@@ -66,7 +88,8 @@ fresh_repo() {
 
 install_missing_tools
 work=$(mktemp -d "${TMPDIR:-/tmp}/amber-compare.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+server_pid=
+trap '[ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; rm -rf "$work"' EXIT
 
 log "building amber (release)"
 cargo build --release -p amber-server
@@ -98,7 +121,8 @@ tar cf - -C "$tree" . >/dev/null
 
 names=("b3sum" "b3sum --num-threads 1" "tar | zstd -3 -T1" "tar | zstd -3 -T0"
   "amber snapshot (fresh repo)" "amber snapshot (dedup)" "amber restore"
-  "amber snapshot --tar (fresh)" "amber restore --tar" "amber snapshot --block (fresh)" "amber restore --block")
+  "amber snapshot --tar (fresh)" "amber restore --tar" "amber snapshot --block (fresh)" "amber restore --block"
+  "amber push (fresh vault)" "amber push (unchanged)" "amber restore --server")
 declare -a times=()
 for ((run = 1; run <= RUNS; run++)); do
   log "run $run of $RUNS"
@@ -122,6 +146,13 @@ for ((run = 1; run <= RUNS; run++)); do
   times[9]+=" $(time_once run_block)"
   times[10]+=" $(time_once run_block_restore "$work/volume.$run.img")"
   cmp -s "$work/volume.img" "$work/volume.$run.img" || { log "restored volume differs"; exit 1; }
+  # The same tree through `amber serve` on loopback: gRPC, lock-step batches, one stream.
+  start_server "$work/server.$run"
+  times[11]+=" $(time_once run_push)"
+  times[12]+=" $(time_once run_push)"
+  times[13]+=" $(time_once run_pull "$work/pulled.$run")"
+  stop_server
+  diff -r "$tree" "$work/pulled.$run" >/dev/null || { log "tree restored from the server differs"; exit 1; }
 done
 
 mbps() { awk -v b="$bytes" -v s="$1" 'BEGIN { printf "%.1f", b / s / 1e6 }'; }
