@@ -31,6 +31,8 @@ pub struct Remote {
     auth: MetadataValue<tonic::metadata::Ascii>,
     /// The vault named on the command line (empty: the token's).
     pub vault: String,
+    /// Counters a progress display reads (pushes).
+    pub progress: Option<std::sync::Arc<amber_engine::ops::progress::Progress>>,
 }
 
 impl Remote {
@@ -59,6 +61,7 @@ impl Remote {
             channel,
             auth,
             vault: g.vault.clone().unwrap_or_default(),
+            progress: None,
         })
     }
 

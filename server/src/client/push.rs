@@ -1,6 +1,10 @@
 //! `amber push`: the shared part of every push stream.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use amber_engine::ops::progress::Progress;
 use std::time::Instant;
 
 use amber_proto::v1 as pb;
@@ -15,7 +19,7 @@ use tonic::Streaming;
 
 use crate::cli::{Global, PushArgs};
 use crate::client::{Remote, block_on, failed};
-use crate::output::{bytes, emit};
+use crate::output::{ProgressDisplay, bytes, emit};
 
 /// Bytes of gRPC framing before each message (compression flag and length).
 const GRPC_PREFIX: u64 = 5;
@@ -29,6 +33,11 @@ pub const FRAME: usize = 1024 * 1024;
 pub fn run(g: &Global, args: &PushArgs) -> Result<ExitCode> {
     block_on(async {
         let remote = Remote::connect(g).await?;
+        let display = ProgressDisplay::start("push");
+        let remote = Remote {
+            progress: Some(display.counters()),
+            ..remote
+        };
         let env = g.env.as_deref();
         let outcome = if let Some(layer) = &args.snap.tar {
             super::push_tar::push(&remote, args, env, layer).await?
@@ -39,6 +48,7 @@ pub fn run(g: &Global, args: &PushArgs) -> Result<ExitCode> {
         } else {
             bail!("give a directory, --tar FILE or --block FILE");
         };
+        display.finish();
         report(g, &outcome);
         Ok(if outcome.skipped == 0 {
             ExitCode::SUCCESS
@@ -153,6 +163,7 @@ pub struct PushStream {
     rx: Streaming<pb::PushResponse>,
     /// Encoded bytes sent, with gRPC framing.
     pub sent: u64,
+    progress: Arc<Progress>,
 }
 
 impl PushStream {
@@ -175,7 +186,12 @@ impl PushStream {
             .await
             .map_err(|s| failed("push refused", &s))?
             .into_inner();
-        let mut stream = PushStream { tx, rx, sent };
+        let mut stream = PushStream {
+            tx,
+            rx,
+            sent,
+            progress: remote.progress.clone().unwrap_or_default(),
+        };
         match stream.recv().await? {
             Answer::Accepted(a) => Ok((stream, a)),
             _ => bail!("the server answered the header out of protocol"),
@@ -187,6 +203,13 @@ impl PushStream {
     /// # Errors
     /// The server's status when it ended the stream.
     pub async fn send(&mut self, frame: Frame) -> Result<()> {
+        match &frame {
+            Frame::FileEnd(_) => self.progress.files.fetch_add(1, Ordering::Relaxed),
+            Frame::FileData(d) => self.progress.bytes.fetch_add(d.data.len() as u64, Ordering::Relaxed),
+            Frame::TarData(d) => self.progress.bytes.fetch_add(d.data.len() as u64, Ordering::Relaxed),
+            Frame::BlockData(d) => self.progress.bytes.fetch_add(d.data.len() as u64, Ordering::Relaxed),
+            _ => 0,
+        };
         let msg = pb::PushRequest { frame: Some(frame) };
         self.sent += msg.encoded_len() as u64 + GRPC_PREFIX;
         if self.tx.send(msg).await.is_err() {
