@@ -9,4 +9,5 @@ mod flows;
 pub mod harness;
 mod isolation;
 mod load;
+mod ops;
 mod tls;

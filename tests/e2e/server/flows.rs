@@ -1,1 +1,586 @@
-//! (being written)
+//! The everyday flows against a real server, driven by the real client: trees (a varied
+//! sample and a real Python environment) pushed and restored bit-exact; unchanged re-pushes
+//! that send next to nothing (by the client's count and by the server's own metric); tar
+//! layers plain and gzip; same-named streams with different content; block volumes with and
+//! without changed ranges and seeded restores; catalog calls against local semantics;
+//! sharing between vaults; and restores that resume over a damaged target.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use super::harness::{Server, s};
+use crate::common::{
+    Repo, Rng, assert_same_tree, dir_size, python_venv, run_command, same_content, sample_tree, write_random,
+};
+
+/// Environment that makes the server print its metrics address.
+const METRICS_ENV: [(&str, &str); 1] = [("AMBER_METRICS_LISTEN", "127.0.0.1:0")];
+
+/// A server with a `/metrics` listener.
+fn server_with_metrics() -> Server {
+    Server::start_with(&[], &METRICS_ENV)
+}
+
+/// One counter of the server's `/metrics`, read with a plain HTTP GET.
+pub fn metric(server: &Server, name: &str) -> u64 {
+    let addr = server
+        .stdout_lines
+        .iter()
+        .find_map(|l| l.strip_prefix("metrics on http://"))
+        .expect("the server printed its metrics address")
+        .trim()
+        .trim_end_matches("/metrics")
+        .to_string();
+    let mut conn = TcpStream::connect(&addr).expect("connect to /metrics");
+    write!(conn, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "metrics answer: {text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{name} is not a number ({e})\n{text}"))
+}
+
+/// Content bytes the server has received so far.
+fn received(server: &Server) -> u64 {
+    metric(server, "amber_bytes_received_total")
+}
+
+fn sh(cmd: &str) {
+    let out = Command::new("sh").args(["-c", cmd]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn num(v: &Value, field: &str) -> u64 {
+    v[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("field {field:?} is not a number in {v}"))
+}
+
+fn snapshot_id(v: &Value) -> String {
+    let id = v["snapshot_id"].as_str().unwrap_or_else(|| panic!("no snapshot_id in {v}"));
+    assert_eq!(id.len(), 64, "a full snapshot id: {v}");
+    id.to_string()
+}
+
+#[track_caller]
+fn assert_same_file(a: &Path, b: &Path) {
+    assert_eq!(
+        fs::metadata(a).unwrap().len(),
+        fs::metadata(b).unwrap().len(),
+        "{} and {} differ in length",
+        a.display(),
+        b.display()
+    );
+    assert!(same_content(a, b), "{} and {} differ", a.display(), b.display());
+}
+
+/// Restores a tree snapshot into `dest` and returns the summary.
+fn restore_tree(server: &Server, token: &str, id: &str, dest: &Path) -> Value {
+    server.ok(token, &["restore", id, s(dest)])
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Trees.
+
+#[test]
+fn tree_push_restores_bit_exact() {
+    let server = Server::start();
+    let admin = server.admin();
+    let src = server.scratch("src");
+    sample_tree(&src, 11);
+    let mut rng = Rng::new(12);
+    write_random(&src.join("nested/one/two/three/random-3m.bin"), 3 * 1024 * 1024, &mut rng);
+    File::create(src.join("nested/one/empty")).unwrap();
+    std::os::unix::fs::symlink("two/three/random-3m.bin", src.join("nested/one/link")).unwrap();
+    let total = dir_size(&src);
+
+    let v = server.push(&admin, &[s(&src)]);
+    let id = snapshot_id(&v);
+    assert_eq!(v["already_stored"], false, "{v}");
+    assert!(num(&v, "bytes_sent") >= total, "every byte had to cross: {v} (tree {total} bytes)");
+    assert_eq!(num(&v, "bytes_received_by_server"), total, "{v}");
+    assert_eq!(server.snapshot_ids(&admin), vec![id.clone()]);
+
+    let dest = server.scratch("dest");
+    let r = restore_tree(&server, &admin, &id, &dest);
+    assert_same_tree(&src, &dest);
+    assert_eq!(num(&r, "chunks_kept"), 0, "a fresh target holds nothing: {r}");
+    eprintln!("sample tree: {total} bytes, push sent {}, restore fetched {}", v["bytes_sent"], r["bytes_fetched"]);
+}
+
+#[test]
+fn python_venv_push_restores_exactly() {
+    let venv = python_venv();
+    let server = Server::start();
+    let admin = server.admin();
+    let total = dir_size(&venv);
+    let v = server.push(&admin, &[s(&venv)]);
+    let id = snapshot_id(&v);
+    assert!(num(&v, "files") > 1000, "the venv has many files: {v}");
+    let dest = server.scratch("venv-restored");
+    let r = restore_tree(&server, &admin, &id, &dest);
+    assert_same_tree(&venv, &dest);
+    eprintln!(
+        "venv: {total} bytes, {} files; push sent {} ({} new), restore fetched {} in {} s",
+        v["files"], v["bytes_sent"], v["bytes_new"], r["bytes_fetched"], r["duration_s"]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Unchanged re-push.
+
+#[test]
+fn unchanged_venv_repush_sends_under_one_percent() {
+    let venv = python_venv();
+    let server = server_with_metrics();
+    let admin = server.admin();
+    let total = dir_size(&venv);
+    let before = received(&server);
+    let first = server.push(&admin, &[s(&venv)]);
+    let after_first = received(&server);
+    assert_eq!(after_first - before, total, "the first push carries every byte: {first}");
+
+    let again = server.push(&admin, &[s(&venv)]);
+    let after_again = received(&server);
+    let sent = num(&again, "bytes_sent");
+    let grew = after_again - after_first;
+    eprintln!(
+        "venv {total} bytes: first push sent {}, re-push sent {sent} ({:.3}%), server received {grew}, reused {} files, sent {} files",
+        first["bytes_sent"],
+        sent as f64 * 100.0 / total as f64,
+        again["reused"],
+        again["sent"]
+    );
+    assert!(sent * 100 < total, "re-push sent {sent} bytes of a {total}-byte tree: {again}");
+    assert!(grew * 100 < total, "server received {grew} bytes on a re-push of {total}");
+    assert_eq!(num(&again, "sent"), 0, "no file changed: {again}");
+    assert_eq!(num(&again, "bytes_new"), 0, "nothing new to store: {again}");
+    assert_ne!(snapshot_id(&again), snapshot_id(&first), "a new snapshot of the same content");
+    let snaps = server.ok(&admin, &["snapshots"]);
+    let parent = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == again["snapshot_id"])
+        .map(|x| x["parent"].clone())
+        .unwrap();
+    assert_eq!(parent, first["snapshot_id"], "the first push is the parent");
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Tar layers.
+
+#[test]
+fn tar_layers_plain_and_gzip_restore_exactly_and_dedup() {
+    let server = server_with_metrics();
+    let admin = server.admin();
+    let src = server.scratch("layer-src");
+    sample_tree(&src, 21);
+    let tar = server.scratch("layer.tar");
+    sh(&format!("tar -cf {} -C {} .", s(&tar), s(&src)));
+    sh(&format!("gzip -k -n {}", s(&tar)));
+    let gz = server.scratch("layer.tar.gz");
+    let size = fs::metadata(&tar).unwrap().len();
+
+    let v = server.push(&admin, &["--tar", s(&tar)]);
+    let id = snapshot_id(&v);
+    assert_eq!(v["already_stored"], false, "{v}");
+    let out = server.scratch("out.tar");
+    server.ok(&admin, &["restore", &id, "--tar", s(&out)]);
+    assert_same_file(&tar, &out);
+
+    let g = server.push(&admin, &["--tar", s(&gz)]);
+    let gid = snapshot_id(&g);
+    let gout = server.scratch("out-gz.tar");
+    server.ok(&admin, &["restore", &gid, "--tar", s(&gout)]);
+    assert_same_file(&tar, &gout);
+    eprintln!("gzip push of the same layer: {g}");
+
+    // The same layer again: recognised by digest, nothing sent.
+    let m0 = received(&server);
+    let again = server.push(&admin, &["--tar", s(&tar)]);
+    let grew = received(&server) - m0;
+    eprintln!("layer {size} bytes: re-push sent {} bytes, server received {grew}", again["bytes_sent"]);
+    assert_eq!(again["already_stored"], true, "{again}");
+    assert_eq!(snapshot_id(&again), id, "the stored layer is named: {again}");
+    assert!(num(&again, "bytes_sent") < 64 * 1024, "{again}");
+    assert!(grew < 64 * 1024, "server received {grew} bytes");
+
+    // The gzip layer again, likewise.
+    let m1 = received(&server);
+    let gagain = server.push(&admin, &["--tar", s(&gz)]);
+    let ggrew = received(&server) - m1;
+    eprintln!("gzip re-push: {gagain}, server received {ggrew}");
+    assert_eq!(gagain["already_stored"], true, "{gagain}");
+    assert!(num(&gagain, "bytes_sent") < 64 * 1024, "{gagain}");
+    assert!(ggrew < 64 * 1024, "server received {ggrew} bytes");
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. Same name, different content.
+
+/// A tar of one file `data.bin` of `len` random bytes from `seed`, with a fixed mtime.
+fn one_file_tar(server: &Server, name: &str, seed: u64, len: u64) -> PathBuf {
+    let dir = server.scratch(&format!("{name}-dir"));
+    write_random(&dir.join("data.bin"), len, &mut Rng::new(seed));
+    let tar = server.scratch(name);
+    sh(&format!(
+        "tar --mtime=@1700000000 --owner=0 --group=0 --numeric-owner -cf {} -C {} data.bin",
+        s(&tar),
+        s(&dir)
+    ));
+    tar
+}
+
+fn push_stdin(server: &Server, token: &str, input: &Path) -> Value {
+    let mut cmd = server.client(token, &["--json", "push", "--tar", "-"]);
+    cmd.stdin(Stdio::from(File::open(input).unwrap()));
+    let out = run_command(cmd);
+    out.expect_code(0);
+    out.json()
+}
+
+#[test]
+fn same_name_different_streams_are_distinct_snapshots() {
+    let server = Server::start();
+    let admin = server.admin();
+    let a = one_file_tar(&server, "a.tar", 41, 300_000);
+    let b = one_file_tar(&server, "b.tar", 42, 300_000);
+    assert_eq!(fs::metadata(&a).unwrap().len(), fs::metadata(&b).unwrap().len());
+    assert!(!same_content(&a, &b));
+
+    let va = push_stdin(&server, &admin, &a);
+    let vb = push_stdin(&server, &admin, &b);
+    let (ia, ib) = (snapshot_id(&va), snapshot_id(&vb));
+    assert_ne!(ia, ib, "different streams on stdin are different snapshots");
+    assert_eq!(vb["already_stored"], false, "{vb}");
+    for (id, want) in [(&ia, &a), (&ib, &b)] {
+        let out = server.scratch(&format!("out-{}.tar", &id[..8]));
+        server.ok(&admin, &["restore", id, "--tar", s(&out)]);
+        assert_same_file(want, &out);
+    }
+
+    // One file path, rewritten with other content of the same size.
+    let path = server.scratch("layer.tar");
+    fs::copy(&a, &path).unwrap();
+    let v1 = server.push(&admin, &["--tar", s(&path)]);
+    fs::copy(&b, &path).unwrap();
+    let c = one_file_tar(&server, "c.tar", 43, 300_000);
+    fs::copy(&c, &path).unwrap();
+    let v2 = server.push(&admin, &["--tar", s(&path)]);
+    assert_eq!(v1["already_stored"], true, "a.tar was stored from stdin already: {v1}");
+    assert_eq!(snapshot_id(&v1), ia);
+    assert_eq!(v2["already_stored"], false, "{v2}");
+    let i2 = snapshot_id(&v2);
+    assert!(i2 != ia && i2 != ib);
+    let out = server.scratch("out-c.tar");
+    server.ok(&admin, &["restore", &i2, "--tar", s(&out)]);
+    assert_same_file(&c, &out);
+    let out = server.scratch("out-a-again.tar");
+    server.ok(&admin, &["restore", &ia, "--tar", s(&out)]);
+    assert_same_file(&a, &out);
+    assert_eq!(server.snapshot_ids(&admin).len(), 3);
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. Block volumes.
+
+const MIB: u64 = 1024 * 1024;
+
+/// Overwrites `ranges` of `img` with random bytes.
+fn scribble(img: &Path, ranges: &[(u64, u64)], rng: &mut Rng) {
+    let f = OpenOptions::new().write(true).open(img).unwrap();
+    for &(off, len) in ranges {
+        let mut buf = vec![0u8; len as usize];
+        rng.fill(&mut buf);
+        f.write_all_at(&buf, off).unwrap();
+    }
+    f.sync_all().unwrap();
+}
+
+/// `n` disjoint ranges of `len` bytes at unaligned random offsets in `size` bytes.
+fn scattered(n: u64, len: u64, size: u64, rng: &mut Rng) -> Vec<(u64, u64)> {
+    let slot = size / n;
+    (0..n)
+        .map(|i| {
+            let off = i * slot + rng.below(slot - len);
+            (off, len)
+        })
+        .collect()
+}
+
+fn write_ranges(path: &Path, ranges: &[(u64, u64)]) {
+    let text: String = ranges.iter().map(|(o, l)| format!("{o} {l}\n")).collect();
+    fs::write(path, text).unwrap();
+}
+
+#[test]
+fn block_volume_changed_ranges_digests_and_seed() {
+    let server = server_with_metrics();
+    let admin = server.admin();
+    let size = 64 * MIB;
+    let img = server.scratch("disk.img");
+    let f = File::create(&img).unwrap();
+    f.set_len(size).unwrap();
+    drop(f);
+    let mut rng = Rng::new(51);
+    scribble(&img, &scattered(6, MIB, size, &mut rng), &mut rng);
+    scribble(&img, &[(0, 4096), (size - 5000, 5000)], &mut rng);
+
+    let m0 = received(&server);
+    let v1 = server.push(&admin, &["--block", s(&img)]);
+    let id1 = snapshot_id(&v1);
+    eprintln!("first volume push: {v1}, server received {}", received(&server) - m0);
+    assert!(num(&v1, "bytes_sent") < 16 * MIB, "holes are not sent: {v1}");
+    let out1 = server.scratch("out1.img");
+    server.ok(&admin, &["restore", &id1, "--block", s(&out1)]);
+    assert_same_file(&img, &out1);
+    let old = server.scratch("old.img");
+    fs::copy(&img, &old).unwrap();
+
+    // About 2 MiB changed in 32 scattered ranges, vouched for by a range list.
+    let ranges = scattered(32, 64 * 1024, size, &mut rng);
+    let changed: u64 = ranges.iter().map(|r| r.1).sum();
+    scribble(&img, &ranges, &mut rng);
+    let list = server.scratch("ranges.txt");
+    write_ranges(&list, &ranges);
+    let m1 = received(&server);
+    let v2 = server.push(&admin, &["--block", s(&img), "--changed-ranges", s(&list)]);
+    let grew = received(&server) - m1;
+    let sent = num(&v2, "bytes_sent");
+    eprintln!(
+        "changed ranges: {changed} bytes changed, client sent {sent} (+{:.2}%), server received {grew}",
+        (sent as f64 / changed as f64 - 1.0) * 100.0
+    );
+    assert!(sent >= changed, "{v2}");
+    assert!(sent * 100 <= changed * 105, "sent {sent} for {changed} changed bytes: {v2}");
+    assert!(grew >= changed && grew * 100 <= changed * 105, "server received {grew} for {changed}");
+    let id2 = snapshot_id(&v2);
+    let out2 = server.scratch("out2.img");
+    server.ok(&admin, &["restore", &id2, "--block", s(&out2)]);
+    assert_same_file(&img, &out2);
+    let again1 = server.scratch("again1.img");
+    server.ok(&admin, &["restore", &id1, "--block", s(&again1)]);
+    assert_same_file(&old, &again1);
+
+    // Changed again, no range list: digests find the changed blocks.
+    let mid = server.scratch("mid.img");
+    fs::copy(&img, &mid).unwrap();
+    let ranges = scattered(8, 100_000, size, &mut rng);
+    scribble(&img, &ranges, &mut rng);
+    let m2 = received(&server);
+    let v3 = server.push(&admin, &["--block", s(&img)]);
+    let grew = received(&server) - m2;
+    eprintln!("digest mode after 800 kB of changes: {v3}, server received {grew}");
+    assert!(num(&v3, "bytes_sent") < size / 8, "{v3}");
+    assert!(grew < size / 8, "server received {grew}");
+    let id3 = snapshot_id(&v3);
+    let out3 = server.scratch("out3.img");
+    server.ok(&admin, &["restore", &id3, "--block", s(&out3)]);
+    assert_same_file(&img, &out3);
+
+    // A seeded restore takes the unchanged blocks from the old image.
+    let seeded = server.scratch("seeded.img");
+    let r = server.ok(
+        &admin,
+        &["restore", &id3, "--block", s(&seeded), "--seed", s(&old)],
+    );
+    eprintln!("seeded restore: {r}");
+    assert_same_file(&img, &seeded);
+    assert!(num(&r, "chunks_seeded") > 0, "{r}");
+    assert!(num(&r, "bytes_fetched") < num(&v1, "bytes_sent"), "{r}");
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. Catalog and sharing.
+
+/// Strips what legitimately differs between a server and a local repository listing.
+fn comparable_snapshot(v: &Value) -> Value {
+    serde_json::json!({
+        "kind": v["kind"], "files": v["files"], "dirs": v["dirs"], "bytes": v["bytes"],
+        "complete": v["complete"], "hostname": v["hostname"], "path": v["path"], "tags": v["tags"],
+        "environment": v["environment"],
+    })
+}
+
+#[test]
+fn catalog_matches_local_semantics() {
+    let server = Server::start();
+    let admin = server.admin();
+    let repo = Repo::init();
+    let src = server.scratch("tree");
+    sample_tree(&src, 61);
+
+    let s1 = snapshot_id(&server.push(&admin, &[s(&src), "--tag", "t1"]));
+    let l1 = repo.snapshot(&src, &["--tag", "t1"])["id"].as_str().unwrap().to_string();
+
+    fs::write(src.join("added.txt"), "new file\n").unwrap();
+    fs::write(src.join("pkg0/mod0.py"), "changed content of another length\n").unwrap();
+    fs::remove_file(src.join("pkg1/mod1.py")).unwrap();
+    let s2 = snapshot_id(&server.push(&admin, &[s(&src), "--tag", "t2"]));
+    let l2 = repo.snapshot(&src, &["--tag", "t2"])["id"].as_str().unwrap().to_string();
+
+    // ls: the same entries, field for field.
+    for (sid, lid) in [(&s1, &l1), (&s2, &l2)] {
+        let remote = server.ok(&admin, &["ls", sid]);
+        let local = repo.ok(&["ls", lid]);
+        assert!(remote.as_array().unwrap().len() > 30, "{remote}");
+        assert_eq!(remote, local, "ls via the server differs from the local ls");
+    }
+    let sub = server.ok(&admin, &["ls", &s1, "pkg0"]);
+    assert_eq!(sub, repo.ok(&["ls", &l1, "pkg0"]), "ls of a subdirectory");
+
+    // diff: the same changes; the added and modified paths are there.
+    let remote = server.ok(&admin, &["diff", &s1, &s2]);
+    let local = repo.ok(&["diff", &l1, &l2]);
+    assert_eq!(remote["changes"], local["changes"], "diff via the server differs");
+    for key in ["added", "removed", "modified", "metadata", "type_changed"] {
+        assert_eq!(remote[key], local[key], "{key}");
+    }
+    let has = |path: &str, change: &str| {
+        remote["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["path"] == path && c["change"] == change)
+    };
+    assert!(has("added.txt", "added"), "{remote}");
+    assert!(has("pkg0/mod0.py", "modified"), "{remote}");
+    assert!(has("pkg1/mod1.py", "removed"), "{remote}");
+    // A unique prefix works as on a local repository.
+    let by_prefix = server.ok(&admin, &["diff", &s1[..12], &s2[..12]]);
+    assert_eq!(by_prefix["changes"], remote["changes"]);
+
+    // snapshots: the same descriptions.
+    let remote = server.ok(&admin, &["snapshots"]);
+    let local = repo.ok(&["snapshots"]);
+    let (r, l) = (remote.as_array().unwrap(), local.as_array().unwrap());
+    assert_eq!(r.len(), 2);
+    assert_eq!(
+        r.iter().map(comparable_snapshot).collect::<Vec<_>>(),
+        l.iter().map(comparable_snapshot).collect::<Vec<_>>()
+    );
+    let second = r.iter().find(|x| x["id"] == s2.as_str()).unwrap();
+    assert_eq!(second["parent"], s1.as_str(), "{second}");
+    // A nonexistent snapshot is NOT_FOUND, as clearly as locally.
+    server
+        .run(&admin, &["--json", "ls", &"0".repeat(64)])
+        .expect_error(&["(NotFound)"]);
+}
+
+fn two_vault_server() -> (Server, tempfile::TempDir) {
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg = cfg_dir.path().join("amber.toml");
+    fs::write(&cfg, "vaults = [\"lab-a\", \"lab-b\"]\n").unwrap();
+    let server = Server::start_with(&["--config", s(&cfg)], &[]);
+    (server, cfg_dir)
+}
+
+fn audit_lines(server: &Server, vault: &str) -> Vec<Value> {
+    let path = server.data().join("vaults").join(vault).join("audit.log");
+    fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line {l:?}: {e}")))
+        .collect()
+}
+
+#[test]
+fn share_copies_a_snapshot_into_another_vault() {
+    let (server, _cfg) = two_vault_server();
+    let (a, b) = (server.admin_of("lab-a"), server.admin_of("lab-b"));
+    let src = server.scratch("tree");
+    sample_tree(&src, 62);
+    let id = snapshot_id(&server.push(&a, &[s(&src)]));
+
+    let mut cmd = server.client(&a, &["--json", "share", &id, "--to", "lab-b"]);
+    cmd.env("AMBER_TARGET_TOKEN", &b);
+    let out = run_command(cmd);
+    out.expect_code(0);
+    let shared = out.json();
+    let new_id = snapshot_id(&shared);
+    assert_eq!(shared["vault"], "lab-b");
+
+    let reader = server.token(&b, "restore");
+    assert_eq!(server.snapshot_ids(&reader), vec![new_id.clone()]);
+    let dest = server.scratch("from-b");
+    restore_tree(&server, &reader, &new_id, &dest);
+    assert_same_tree(&src, &dest);
+    // lab-a still holds only its own.
+    assert_eq!(server.snapshot_ids(&a), vec![id.clone()]);
+
+    for vault in ["lab-a", "lab-b"] {
+        let lines = audit_lines(&server, vault);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l["call"] == "/amber.v1.Admin/ShareSnapshot" && l["result"] == "ok"),
+            "the {vault} audit log records the share:\n{lines:#?}"
+        );
+    }
+
+    // Without the target's consent (a lab-a token as the target token) nothing is copied.
+    let mut cmd = server.client(&a, &["--json", "share", &id, "--to", "lab-b"]);
+    cmd.env("AMBER_TARGET_TOKEN", &a);
+    run_command(cmd).expect_error(&["(PermissionDenied)"]);
+    assert_eq!(server.snapshot_ids(&reader), vec![new_id]);
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. Resumed restore.
+
+#[test]
+fn restore_resumes_over_a_damaged_target() {
+    let server = Server::start();
+    let admin = server.admin();
+    let src = server.scratch("tree");
+    let mut rng = Rng::new(71);
+    write_random(&src.join("big/model.bin"), 12 * MIB, &mut rng);
+    write_random(&src.join("big/weights.bin"), 3 * MIB, &mut rng);
+    write_random(&src.join("data/table.bin"), 2 * MIB, &mut rng);
+    for i in 0..20 {
+        write_random(&src.join(format!("small/f{i:02}.bin")), 10_000 + i * 3_000, &mut rng);
+    }
+    let total = dir_size(&src);
+    let id = snapshot_id(&server.push(&admin, &[s(&src)]));
+
+    let dest = server.scratch("dest");
+    let first = restore_tree(&server, &admin, &id, &dest);
+    assert_same_tree(&src, &dest);
+    assert_eq!(num(&first, "bytes_fetched"), total, "{first}");
+
+    // Corrupt a few bytes in the middle of the big file, truncate another, delete a third.
+    let big = OpenOptions::new().write(true).open(dest.join("big/model.bin")).unwrap();
+    big.write_all_at(b"CORRUPTED", 5 * MIB + 123).unwrap();
+    drop(big);
+    let w = OpenOptions::new().write(true).open(dest.join("big/weights.bin")).unwrap();
+    w.set_len(MIB).unwrap();
+    drop(w);
+    fs::remove_file(dest.join("data/table.bin")).unwrap();
+    fs::remove_file(dest.join("small/f03.bin")).unwrap();
+
+    let again = restore_tree(&server, &admin, &id, &dest);
+    eprintln!("resumed restore of a {total}-byte tree: {again}");
+    assert_same_tree(&src, &dest);
+    assert!(num(&again, "chunks_kept") > 0, "{again}");
+    let fetched = num(&again, "bytes_fetched");
+    assert!(fetched < total, "{again}");
+    // What had to come again: the damaged chunk(s), the truncated and deleted files.
+    assert!(fetched >= 5 * MIB + 10_000, "{again}");
+    // At most two chunks (4 MiB at most each) of the big file besides the lost files.
+    assert!(fetched <= 5 * MIB + 19_000 + 8 * MIB, "only the damage is fetched again: {again}");
+}

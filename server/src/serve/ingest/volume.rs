@@ -46,17 +46,21 @@ pub fn run(push: &Push, v: &pb::VolumeHeader, inbox: &mut Inbox, outbox: &Outbox
     let writer = BlobWriter::new(repo).map_err(|e| from_engine(&e))?;
     let mut b =
         VolumeBuilder::new(&writer, size, parent.as_ref().map(|(id, s)| (*id, s))).map_err(|e| from_engine(&e))?;
-    let sent = if v.changed_ranges {
+    let received = if v.changed_ranges {
         let block = u64::from(repo.config().block_size);
-        by_ranges(&mut b, size, block, inbox, outbox)?
+        by_ranges(&mut b, size, block, inbox, outbox)
     } else {
-        by_digest(&mut b, repo.index(), &key, inbox, outbox)?
+        by_digest(&mut b, repo.index(), &key, inbox, outbox)
     };
-    match inbox.next()? {
-        Frame::Finish(f) if f.count == sent => {}
-        Frame::Finish(f) => return Err(invalid(format!("Finish counts {} blocks but {sent} arrived", f.count))),
-        _ => return Err(out_of_turn("only Finish may come here")),
-    }
+    let sent = match received.and_then(|sent| finish_frame(inbox, sent)) {
+        Ok(sent) => sent,
+        Err(status) => {
+            // Keep what arrived: its wire digests become valid, so a retry in digest mode
+            // does not send those blocks again.
+            let _ = writer.flush();
+            return Err(status);
+        }
+    };
     let name = std::path::Path::new(&push.header.source_path)
         .file_name()
         .map_or_else(|| b"volume".to_vec(), |n| n.as_encoded_bytes().to_vec());
@@ -80,6 +84,14 @@ pub fn run(push: &Push, v: &pb::VolumeHeader, inbox: &mut Inbox, outbox: &Outbox
         reused: c.inherited + c.known + c.holes,
         sent,
     })
+}
+
+fn finish_frame(inbox: &mut Inbox, sent: u64) -> Result<u64, Status> {
+    match inbox.next()? {
+        Frame::Finish(f) if f.count == sent => Ok(sent),
+        Frame::Finish(f) => Err(invalid(format!("Finish counts {} blocks but {sent} arrived", f.count))),
+        _ => Err(out_of_turn("only Finish may come here")),
+    }
 }
 
 fn by_ranges(b: &mut VolumeBuilder, size: u64, block: u64, inbox: &mut Inbox, outbox: &Outbox) -> Result<u64, Status> {
