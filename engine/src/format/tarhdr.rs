@@ -133,6 +133,28 @@ fn number(bytes: &[u8], name: &'static str) -> Result<u64, FormatError> {
     u64::from_str_radix(s, 8).map_err(|_| FormatError::invalid(name, format!("{s:?} is not octal")))
 }
 
+/// Parses a numeric field that may be negative: a GNU base-256 field whose first byte has
+/// both top bits set is a big-endian two's complement number (a time before 1970).
+fn signed_number(bytes: &[u8], name: &'static str) -> Result<i64, FormatError> {
+    match bytes.first() {
+        Some(&first) if first & 0xc0 == 0xc0 => {
+            let cut = bytes.len().saturating_sub(8);
+            let (high, low) = bytes.split_at(cut);
+            if !high.iter().all(|&b| b == 0xff) || low.len() != 8 {
+                return Err(FormatError::invalid(name, "negative base-256 number beyond 64 bits"));
+            }
+            let mut raw = [0u8; 8];
+            raw.copy_from_slice(low);
+            let v = i64::from_be_bytes(raw);
+            if v >= 0 {
+                return Err(FormatError::invalid(name, "negative base-256 number beyond 64 bits"));
+            }
+            Ok(v)
+        }
+        _ => Ok(i64::try_from(number(bytes, name)?).unwrap_or(i64::MAX)),
+    }
+}
+
 /// Verifies the checksum and parses a header block.
 ///
 /// # Errors
@@ -181,7 +203,7 @@ pub fn parse_header(block: &[u8; BLOCK]) -> Result<TarHeader, FormatError> {
         uid: number(field(block, 108, 8), "tar uid")?,
         gid: number(field(block, 116, 8), "tar gid")?,
         size: number(field(block, 124, 12), "tar size")?,
-        mtime: i64::try_from(number(field(block, 136, 12), "tar mtime")?).unwrap_or(i64::MAX),
+        mtime: signed_number(field(block, 136, 12), "tar mtime")?,
         dev: (
             u32::try_from(number(field(block, 329, 8), "tar devmajor")?).unwrap_or(0),
             u32::try_from(number(field(block, 337, 8), "tar devminor")?).unwrap_or(0),
@@ -234,6 +256,21 @@ pub fn parse_pax(data: &[u8]) -> Result<PaxRecords, FormatError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn negative_base256_times_are_times_before_1970() {
+        let mut f = [0xffu8; 12];
+        f[4..].copy_from_slice(&(-86_400i64).to_be_bytes());
+        assert_eq!(signed_number(&f, "t").unwrap(), -86_400);
+        let mut big = [0xffu8; 12];
+        big[3] = 0x7f;
+        assert!(signed_number(&big, "t").is_err());
+        assert_eq!(signed_number(b"00000000017\0", "t").unwrap(), 15);
+        let mut pos = [0u8; 12];
+        pos[0] = 0x80;
+        pos[11] = 5;
+        assert_eq!(signed_number(&pos, "t").unwrap(), 5);
+    }
 
     fn header(name: &str, size: u64, flag: u8) -> [u8; BLOCK] {
         let mut b = [0u8; BLOCK];

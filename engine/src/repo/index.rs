@@ -10,13 +10,14 @@ use crate::error::{Error, Result};
 use crate::format::blob::BlobKind;
 use crate::format::pack::{PackEntry, PackKind};
 use crate::format::segment::PackRecord;
-use crate::id::{BlobId, ChunkId, Hash32, PackId, SegmentId};
+use crate::id::{BlobId, ChunkId, Hash32, PackId, SegmentId, SnapshotId};
 
 const CF_BLOBS: &str = "blobs";
 const CF_PACKS: &str = "packs";
 const CF_SEGMENTS: &str = "segments";
 const CF_WIRE: &str = "wire";
-const ALL_CFS: [&str; 4] = [CF_BLOBS, CF_PACKS, CF_SEGMENTS, CF_WIRE];
+const CF_LAYERS: &str = "layers";
+const ALL_CFS: [&str; 5] = [CF_BLOBS, CF_PACKS, CF_SEGMENTS, CF_WIRE, CF_LAYERS];
 const LOCATION_LEN: usize = 32 + 1 + 4 + 4 + 4 + 1;
 
 /// Where a blob is stored.
@@ -236,6 +237,31 @@ impl Index {
             return Ok(None);
         };
         Ok(self.contains(&BlobId::from(id))?.then_some(id))
+    }
+
+    /// Records that a layer snapshot `id` was pushed as a stream with `digest`
+    /// (`sha256:<hex>`), so a later push announcing that digest need not be sent: the same
+    /// layer compressed another way has another digest but the same snapshot.
+    ///
+    /// # Errors
+    /// [`Error::Index`].
+    pub fn put_layer_digest(&self, digest: &str, id: SnapshotId) -> Result<()> {
+        self.db
+            .put_cf(self.cf(CF_LAYERS)?, digest.as_bytes(), id.as_bytes())
+            .map_err(|e| self.err(&e))
+    }
+
+    /// The layer snapshot recorded for a stream digest, if any. The caller checks that
+    /// the snapshot still exists.
+    ///
+    /// # Errors
+    /// [`Error::Index`].
+    pub fn layer_digest(&self, digest: &str) -> Result<Option<SnapshotId>> {
+        let v = self
+            .db
+            .get_pinned_cf(self.cf(CF_LAYERS)?, digest.as_bytes())
+            .map_err(|e| self.err(&e))?;
+        Ok(v.and_then(|b| Hash32::from_slice(&b).ok()).map(SnapshotId::new))
     }
 
     /// Removes every entry (the cache is about to be rebuilt).

@@ -175,6 +175,7 @@ async fn restore_tree(fetcher: &Fetcher, items: Vec<Item0>, dest: &Path, tally: 
     std::fs::create_dir_all(dest).with_context(|| format!("cannot create {}", dest.display()))?;
     let chown = fsmeta::can_chown();
     let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let mut hard_links: Vec<(PathBuf, PathBuf)> = Vec::new();
     let mut files = Vec::new();
     let mut dirs = Vec::new();
     for item in items {
@@ -187,7 +188,8 @@ async fn restore_tree(fetcher: &Fetcher, items: Vec<Item0>, dest: &Path, tally: 
             EntryKind::File => {
                 let key = (item.entry.nlink > 1).then_some((item.entry.device, item.entry.inode));
                 if let Some(first) = key.and_then(|k| links.get(&k)) {
-                    replace_with(&path, |p| std::fs::hard_link(first, p))?;
+                    // Linked once the first name's content is in place.
+                    hard_links.push((first.clone(), path));
                     continue;
                 }
                 if let Some(k) = key {
@@ -215,9 +217,15 @@ async fn restore_tree(fetcher: &Fetcher, items: Vec<Item0>, dest: &Path, tally: 
             }
         }
     }
+    for (first, path) in &hard_links {
+        replace_with(path, |p| std::fs::hard_link(first, p))?;
+    }
     for (path, entry) in dirs.iter().rev() {
         fsmeta::apply(path, entry, chown);
     }
+    // One sync for the whole tree instead of one per file.
+    let root = File::open(dest).with_context(|| format!("cannot open {}", dest.display()))?;
+    nix::unistd::syncfs(&root).with_context(|| format!("cannot sync {}", dest.display()))?;
     Ok(())
 }
 
@@ -245,7 +253,11 @@ async fn restore_volume(
         Some(p) => Some(File::open(p).with_context(|| format!("cannot open seed {}", p.display()))?),
         None => None,
     };
-    fill_window(fetcher, std::slice::from_ref(&item), seed.as_ref(), tally).await
+    fill_window(fetcher, std::slice::from_ref(&item), seed.as_ref(), tally).await?;
+    let image = OpenOptions::new().write(true).open(out)?;
+    image
+        .sync_all()
+        .with_context(|| format!("cannot sync {}", out.display()))
 }
 
 /// A chunk to fetch and where it goes.
@@ -283,10 +295,6 @@ async fn fill_window(fetcher: &Fetcher, items: &[Item0], seed: Option<&File>, ta
         tally.files += 1;
     }
     fetcher.fetch_all(&open, items, wants, tally).await?;
-    for (file, item) in open.iter().zip(items) {
-        file.sync_all()
-            .with_context(|| format!("cannot sync {}", item.path.display()))?;
-    }
     Ok(())
 }
 

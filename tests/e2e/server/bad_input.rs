@@ -103,7 +103,10 @@ fn file_entry(name: &[u8], size: u64) -> pb::TreeEntry {
             kind: pb::EntryKind::File as i32,
             mode: 0o644,
             size,
-            mtime: Some(pb::Timestamp { sec: 1_700_000_000, nsec: 0 }),
+            mtime: Some(pb::Timestamp {
+                sec: 1_700_000_000,
+                nsec: 0,
+            }),
             ..Default::default()
         }),
     }
@@ -206,7 +209,10 @@ impl Fixture {
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("ok.txt"), "the server still serves\n").unwrap();
         let v = self.server.push(&self.admin, &[s(&dir)]);
-        assert_eq!(self.server.snapshot_ids(&self.admin), vec![v["snapshot_id"].as_str().unwrap().to_string()]);
+        assert_eq!(
+            self.server.snapshot_ids(&self.admin),
+            vec![v["snapshot_id"].as_str().unwrap().to_string()]
+        );
     }
 }
 
@@ -350,7 +356,12 @@ fn totals_and_offsets_must_match() {
         count: layer.len() as u64 + 512,
         digest: String::new(),
     }));
-    f.expect(&mut raw, frames, Code::InvalidArgument, "tar Finish counting 512 bytes too many");
+    f.expect(
+        &mut raw,
+        frames,
+        Code::InvalidArgument,
+        "tar Finish counting 512 bytes too many",
+    );
     // A tar Finish with a wrong digest.
     let mut raw = f.tar();
     let mut frames = tar_frames(&layer);
@@ -358,7 +369,12 @@ fn totals_and_offsets_must_match() {
         count: layer.len() as u64,
         digest: format!("sha256:{}", "0".repeat(64)),
     }));
-    f.expect(&mut raw, frames, Code::InvalidArgument, "tar Finish with a wrong digest");
+    f.expect(
+        &mut raw,
+        frames,
+        Code::InvalidArgument,
+        "tar Finish with a wrong digest",
+    );
     // Control: the same layer sent correctly is stored.
     let mut raw = f.tar();
     let mut frames = tar_frames(&layer);
@@ -383,7 +399,12 @@ fn bad_entry_names_are_invalid() {
     for name in [&b"../x"[..], b"..", b".", b"a/b", b"", b"nul\0byte"] {
         let mut raw = f.tree();
         let what = format!("entry name {:?}", String::from_utf8_lossy(name));
-        f.expect(&mut raw, vec![entries(vec![file_entry(name, 0)])], Code::InvalidArgument, &what);
+        f.expect(
+            &mut raw,
+            vec![entries(vec![file_entry(name, 0)])],
+            Code::InvalidArgument,
+            &what,
+        );
     }
     // Names out of order under one parent.
     let mut raw = f.tree();
@@ -456,8 +477,15 @@ fn a_layer_leaving_its_root_is_refused() {
     let f = Fixture::new();
     // The test's own archive is a valid tar: the system tar lists it.
     let good = write_tar(&f, "good.tar", &tar_bytes(&[("fine.txt", b"fine\n")]));
-    let out = std::process::Command::new("tar").args(["-tf", s(&good)]).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "fine.txt\n", "the ustar writer is sound");
+    let out = std::process::Command::new("tar")
+        .args(["-tf", s(&good)])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "fine.txt\n",
+        "the ustar writer is sound"
+    );
 
     for (i, name) in ["../evil", "a/../../evil", "./../evil"].into_iter().enumerate() {
         let layer = tar_bytes(&[("ok.txt", b"harmless\n"), (name, b"escaped\n")]);
@@ -510,7 +538,10 @@ fn another_or_unknown_vault_in_the_header_is_denied() {
         assert_eq!(status.code(), Code::PermissionDenied, "{vault}: {status:?}");
         messages.push(status.message().replace(vault, "VAULT"));
     }
-    assert_eq!(messages[0], messages[1], "an unknown vault is answered like an existing one");
+    assert_eq!(
+        messages[0], messages[1],
+        "an unknown vault is answered like an existing one"
+    );
     assert!(f.server.snapshot_ids(&a).is_empty());
     assert!(f.server.snapshot_ids(&b).is_empty());
     f.still_serves();
@@ -525,7 +556,11 @@ fn a_stream_that_stops_after_the_header_leaves_nothing() {
     let (result, committed) = f.rt.block_on(raw.outcome());
     assert!(!committed);
     let status = result.expect_err("a push without Finish is not OK");
-    eprintln!("stream closed after the header: {:?} {}", status.code(), status.message());
+    eprintln!(
+        "stream closed after the header: {:?} {}",
+        status.code(),
+        status.message()
+    );
     f.nothing_stored("closed after the header");
 
     // The client ends its side mid-file.

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::harness::{Server, s};
 use crate::common::{
-    Repo, Rng, assert_same_tree, dir_size, python_venv, run_command, same_content, sample_tree, write_random,
+    Repo, Rng, assert_same_tree, dir_size, python_venv, run_command, same_content, sample_tree, set_mtime, write_random,
 };
 
 /// Environment that makes the server print its metrics address.
@@ -38,7 +38,11 @@ pub fn metric(server: &Server, name: &str) -> u64 {
         .trim_end_matches("/metrics")
         .to_string();
     let mut conn = TcpStream::connect(&addr).expect("connect to /metrics");
-    write!(conn, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        conn,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut text = String::new();
     conn.read_to_string(&mut text).unwrap();
     assert!(text.starts_with("HTTP/1.1 200"), "metrics answer: {text}");
@@ -71,7 +75,9 @@ fn num(v: &Value, field: &str) -> u64 {
 }
 
 fn snapshot_id(v: &Value) -> String {
-    let id = v["snapshot_id"].as_str().unwrap_or_else(|| panic!("no snapshot_id in {v}"));
+    let id = v["snapshot_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no snapshot_id in {v}"));
     assert_eq!(id.len(), 64, "a full snapshot id: {v}");
     id.to_string()
 }
@@ -96,6 +102,8 @@ fn restore_tree(server: &Server, token: &str, id: &str, dest: &Path) -> Value {
 // ---------------------------------------------------------------------------------------
 // 1. Trees.
 
+/// Fails while the hard-link bug described at `hard_links_restore_via_the_server` stands
+/// (the sample tree holds a hard-linked pair).
 #[test]
 fn tree_push_restores_bit_exact() {
     let server = Server::start();
@@ -103,7 +111,11 @@ fn tree_push_restores_bit_exact() {
     let src = server.scratch("src");
     sample_tree(&src, 11);
     let mut rng = Rng::new(12);
-    write_random(&src.join("nested/one/two/three/random-3m.bin"), 3 * 1024 * 1024, &mut rng);
+    write_random(
+        &src.join("nested/one/two/three/random-3m.bin"),
+        3 * 1024 * 1024,
+        &mut rng,
+    );
     File::create(src.join("nested/one/empty")).unwrap();
     std::os::unix::fs::symlink("two/three/random-3m.bin", src.join("nested/one/link")).unwrap();
     let total = dir_size(&src);
@@ -111,7 +123,10 @@ fn tree_push_restores_bit_exact() {
     let v = server.push(&admin, &[s(&src)]);
     let id = snapshot_id(&v);
     assert_eq!(v["already_stored"], false, "{v}");
-    assert!(num(&v, "bytes_sent") >= total, "every byte had to cross: {v} (tree {total} bytes)");
+    assert!(
+        num(&v, "bytes_sent") >= total,
+        "every byte had to cross: {v} (tree {total} bytes)"
+    );
     assert_eq!(num(&v, "bytes_received_by_server"), total, "{v}");
     assert_eq!(server.snapshot_ids(&admin), vec![id.clone()]);
 
@@ -119,7 +134,37 @@ fn tree_push_restores_bit_exact() {
     let r = restore_tree(&server, &admin, &id, &dest);
     assert_same_tree(&src, &dest);
     assert_eq!(num(&r, "chunks_kept"), 0, "a fresh target holds nothing: {r}");
-    eprintln!("sample tree: {total} bytes, push sent {}, restore fetched {}", v["bytes_sent"], r["bytes_fetched"]);
+    eprintln!(
+        "sample tree: {total} bytes, push sent {}, restore fetched {}",
+        v["bytes_sent"], r["bytes_fetched"]
+    );
+}
+
+/// BUG (client, `server/src/client/pull.rs`, `restore_tree`): a restore via the server
+/// fails with `cannot create DEST/<second name>: No such file or directory` for any tree
+/// holding a hard-linked pair. The second name is linked (`std::fs::hard_link(first, p)`)
+/// while walking the plan, but the first name's file is only created later, in
+/// `fill_window`; so the link's source does not exist yet. A local `amber restore` of the
+/// same tree works.
+#[test]
+fn hard_links_restore_via_the_server() {
+    let server = Server::start();
+    let admin = server.admin();
+    let src = server.scratch("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("a.txt"), "shared by two names\n").unwrap();
+    fs::hard_link(src.join("a.txt"), src.join("sub/b.txt")).unwrap();
+    let id = snapshot_id(&server.push(&admin, &[s(&src)]));
+    let dest = server.scratch("dest");
+    let out = server.run(&admin, &["--json", "restore", &id, s(&dest)]);
+    assert_eq!(
+        out.code,
+        Some(0),
+        "BUG: restore of a hard-linked pair via the server\n{out}"
+    );
+    assert_same_tree(&src, &dest);
+    let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).unwrap());
+    assert_eq!(ino(&dest.join("a.txt")), ino(&dest.join("sub/b.txt")), "still one file");
 }
 
 #[test]
@@ -152,7 +197,11 @@ fn unchanged_venv_repush_sends_under_one_percent() {
     let before = received(&server);
     let first = server.push(&admin, &[s(&venv)]);
     let after_first = received(&server);
-    assert_eq!(after_first - before, total, "the first push carries every byte: {first}");
+    assert_eq!(
+        after_first - before,
+        total,
+        "the first push carries every byte: {first}"
+    );
 
     let again = server.push(&admin, &[s(&venv)]);
     let after_again = received(&server);
@@ -165,11 +214,21 @@ fn unchanged_venv_repush_sends_under_one_percent() {
         again["reused"],
         again["sent"]
     );
-    assert!(sent * 100 < total, "re-push sent {sent} bytes of a {total}-byte tree: {again}");
-    assert!(grew * 100 < total, "server received {grew} bytes on a re-push of {total}");
+    assert!(
+        sent * 100 < total,
+        "re-push sent {sent} bytes of a {total}-byte tree: {again}"
+    );
+    assert!(
+        grew * 100 < total,
+        "server received {grew} bytes on a re-push of {total}"
+    );
     assert_eq!(num(&again, "sent"), 0, "no file changed: {again}");
     assert_eq!(num(&again, "bytes_new"), 0, "nothing new to store: {again}");
-    assert_ne!(snapshot_id(&again), snapshot_id(&first), "a new snapshot of the same content");
+    assert_ne!(
+        snapshot_id(&again),
+        snapshot_id(&first),
+        "a new snapshot of the same content"
+    );
     let snaps = server.ok(&admin, &["snapshots"]);
     let parent = snaps
         .as_array()
@@ -184,50 +243,88 @@ fn unchanged_venv_repush_sends_under_one_percent() {
 // ---------------------------------------------------------------------------------------
 // 3. Tar layers.
 
-#[test]
-fn tar_layers_plain_and_gzip_restore_exactly_and_dedup() {
-    let server = server_with_metrics();
-    let admin = server.admin();
-    let src = server.scratch("layer-src");
-    sample_tree(&src, 21);
-    let tar = server.scratch("layer.tar");
+/// A plain tar (made by the system `tar`) of a sample tree, and its gzip; returns
+/// (plain, gzip).
+fn make_layer(server: &Server, seed: u64) -> (PathBuf, PathBuf) {
+    let src = server.scratch(&format!("layer-src-{seed}"));
+    sample_tree(&src, seed);
+    // GNU tar writes a pre-1970 mtime as a negative base-256 number, which the engine's tar
+    // parser refuses (format/tarhdr.rs); see the report. Keep these layers to positive times.
+    set_mtime(&src.join("pkg3/mod5.py"), 86_400, 999_999_999);
+    let tar = server.scratch(&format!("layer-{seed}.tar"));
     sh(&format!("tar -cf {} -C {} .", s(&tar), s(&src)));
     sh(&format!("gzip -k -n {}", s(&tar)));
-    let gz = server.scratch("layer.tar.gz");
-    let size = fs::metadata(&tar).unwrap().len();
+    (tar.clone(), PathBuf::from(format!("{}.gz", s(&tar))))
+}
 
-    let v = server.push(&admin, &["--tar", s(&tar)]);
+/// Pushes `layer`, restores it with `--tar`, compares with `plain`; returns the summary.
+fn push_and_check_layer(server: &Server, token: &str, layer: &Path, plain: &Path) -> Value {
+    let v = server.push(token, &["--tar", s(layer)]);
     let id = snapshot_id(&v);
-    assert_eq!(v["already_stored"], false, "{v}");
-    let out = server.scratch("out.tar");
-    server.ok(&admin, &["restore", &id, "--tar", s(&out)]);
-    assert_same_file(&tar, &out);
+    let out = server.scratch(&format!("out-{}.tar", &id[..12]));
+    let _ = fs::remove_file(&out);
+    server.ok(token, &["restore", &id, "--tar", s(&out)]);
+    assert_same_file(plain, &out);
+    v
+}
 
-    let g = server.push(&admin, &["--tar", s(&gz)]);
-    let gid = snapshot_id(&g);
-    let gout = server.scratch("out-gz.tar");
-    server.ok(&admin, &["restore", &gid, "--tar", s(&gout)]);
-    assert_same_file(&tar, &gout);
-    eprintln!("gzip push of the same layer: {g}");
-
-    // The same layer again: recognised by digest, nothing sent.
-    let m0 = received(&server);
-    let again = server.push(&admin, &["--tar", s(&tar)]);
-    let grew = received(&server) - m0;
-    eprintln!("layer {size} bytes: re-push sent {} bytes, server received {grew}", again["bytes_sent"]);
+/// Pushes `layer` again: recognised by its digest, next to nothing crosses the wire.
+#[track_caller]
+fn assert_repush_skipped(server: &Server, token: &str, layer: &Path, id: &str) {
+    let size = fs::metadata(layer).unwrap().len();
+    let m0 = received(server);
+    let again = server.push(token, &["--tar", s(layer)]);
+    let grew = received(server) - m0;
+    eprintln!(
+        "re-push of the {size}-byte layer {}: sent {} bytes, server received {grew}",
+        layer.display(),
+        again["bytes_sent"]
+    );
     assert_eq!(again["already_stored"], true, "{again}");
     assert_eq!(snapshot_id(&again), id, "the stored layer is named: {again}");
     assert!(num(&again, "bytes_sent") < 64 * 1024, "{again}");
     assert!(grew < 64 * 1024, "server received {grew} bytes");
+}
 
-    // The gzip layer again, likewise.
-    let m1 = received(&server);
-    let gagain = server.push(&admin, &["--tar", s(&gz)]);
-    let ggrew = received(&server) - m1;
-    eprintln!("gzip re-push: {gagain}, server received {ggrew}");
-    assert_eq!(gagain["already_stored"], true, "{gagain}");
-    assert!(num(&gagain, "bytes_sent") < 64 * 1024, "{gagain}");
-    assert!(ggrew < 64 * 1024, "server received {ggrew} bytes");
+#[test]
+fn tar_layers_plain_and_gzip_restore_exactly_and_dedup() {
+    let server = server_with_metrics();
+    let admin = server.admin();
+    let (tar, gz) = make_layer(&server, 21);
+    let v = push_and_check_layer(&server, &admin, &tar, &tar);
+    assert_eq!(v["already_stored"], false, "{v}");
+    assert_eq!(num(&v, "bytes_received_by_server"), fs::metadata(&tar).unwrap().len());
+    assert_repush_skipped(&server, &admin, &tar, &snapshot_id(&v));
+
+    // A gzip layer: restored as its uncompressed stream; its re-push is skipped too.
+    let (tar2, gz2) = make_layer(&server, 23);
+    let g = push_and_check_layer(&server, &admin, &gz2, &tar2);
+    assert_eq!(g["already_stored"], false, "{g}");
+    assert_repush_skipped(&server, &admin, &gz2, &snapshot_id(&g));
+
+    // The gzip of a layer stored plain: the same snapshot (by diff id).
+    let g1 = push_and_check_layer(&server, &admin, &gz, &tar);
+    assert_eq!(g1["already_stored"], true, "{g1}");
+    assert_eq!(g1["snapshot_id"], v["snapshot_id"], "{g1}");
+    assert_eq!(server.snapshot_ids(&admin).len(), 2);
+}
+
+/// BUG / dedup gap (server, `server/src/serve/ingest/tar.rs` `held_layer`, with the engine's
+/// `snapshot_tar`): a layer is recognised before sending only by the ONE digest recorded
+/// when it was first stored. Once a layer is held (here: pushed plain), pushing its gzip
+/// is answered `already_stored` (by diff id) -- but the gzip digest is not recorded, so
+/// every later push of that same gzip stream is sent in full again (3.9 MB here, each
+/// time), though the server has answered "already stored" for exactly that digest.
+#[test]
+fn gzip_of_a_held_layer_is_skipped_on_its_next_push() {
+    let server = server_with_metrics();
+    let admin = server.admin();
+    let (tar, gz) = make_layer(&server, 25);
+    let v = push_and_check_layer(&server, &admin, &tar, &tar);
+    let g = push_and_check_layer(&server, &admin, &gz, &tar);
+    assert_eq!(g["already_stored"], true, "{g}");
+    assert_eq!(g["snapshot_id"], v["snapshot_id"]);
+    assert_repush_skipped(&server, &admin, &gz, &snapshot_id(&v));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -279,7 +376,8 @@ fn same_name_different_streams_are_distinct_snapshots() {
     fs::copy(&a, &path).unwrap();
     let v1 = server.push(&admin, &["--tar", s(&path)]);
     fs::copy(&b, &path).unwrap();
-    let c = one_file_tar(&server, "c.tar", 43, 300_000);
+    // (Rng::new ignores the lowest bit of the seed: 42 and 43 would give the same bytes.)
+    let c = one_file_tar(&server, "c.tar", 45, 300_000);
     fs::copy(&c, &path).unwrap();
     let v2 = server.push(&admin, &["--tar", s(&path)]);
     assert_eq!(v1["already_stored"], true, "a.tar was stored from stdin already: {v1}");
@@ -367,8 +465,14 @@ fn block_volume_changed_ranges_digests_and_seed() {
         (sent as f64 / changed as f64 - 1.0) * 100.0
     );
     assert!(sent >= changed, "{v2}");
-    assert!(sent * 100 <= changed * 105, "sent {sent} for {changed} changed bytes: {v2}");
-    assert!(grew >= changed && grew * 100 <= changed * 105, "server received {grew} for {changed}");
+    assert!(
+        sent * 100 <= changed * 105,
+        "sent {sent} for {changed} changed bytes: {v2}"
+    );
+    assert!(
+        grew >= changed && grew * 100 <= changed * 105,
+        "server received {grew} for {changed}"
+    );
     let id2 = snapshot_id(&v2);
     let out2 = server.scratch("out2.img");
     server.ok(&admin, &["restore", &id2, "--block", s(&out2)]);
@@ -393,16 +497,21 @@ fn block_volume_changed_ranges_digests_and_seed() {
     server.ok(&admin, &["restore", &id3, "--block", s(&out3)]);
     assert_same_file(&img, &out3);
 
-    // A seeded restore takes the unchanged blocks from the old image.
+    // A seeded restore takes the unchanged blocks from an older image: from the previous
+    // one, only the blocks the last 8 ranges touched are fetched.
+    let block = 256 * 1024;
     let seeded = server.scratch("seeded.img");
-    let r = server.ok(
-        &admin,
-        &["restore", &id3, "--block", s(&seeded), "--seed", s(&old)],
-    );
-    eprintln!("seeded restore: {r}");
+    let r = server.ok(&admin, &["restore", &id3, "--block", s(&seeded), "--seed", s(&mid)]);
+    eprintln!("restore seeded with the previous image: {r}");
     assert_same_file(&img, &seeded);
     assert!(num(&r, "chunks_seeded") > 0, "{r}");
-    assert!(num(&r, "bytes_fetched") < num(&v1, "bytes_sent"), "{r}");
+    assert!(num(&r, "bytes_fetched") <= 16 * block, "{r}");
+    // Seeded with the first image (older, more differs): still exact.
+    let seeded_old = server.scratch("seeded-old.img");
+    let r = server.ok(&admin, &["restore", &id3, "--block", s(&seeded_old), "--seed", s(&old)]);
+    eprintln!("restore seeded with the first image: {r}");
+    assert_same_file(&img, &seeded_old);
+    assert!(num(&r, "chunks_seeded") > 0, "{r}");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -426,13 +535,19 @@ fn catalog_matches_local_semantics() {
     sample_tree(&src, 61);
 
     let s1 = snapshot_id(&server.push(&admin, &[s(&src), "--tag", "t1"]));
-    let l1 = repo.snapshot(&src, &["--tag", "t1"])["id"].as_str().unwrap().to_string();
+    let l1 = repo.snapshot(&src, &["--tag", "t1"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     fs::write(src.join("added.txt"), "new file\n").unwrap();
     fs::write(src.join("pkg0/mod0.py"), "changed content of another length\n").unwrap();
     fs::remove_file(src.join("pkg1/mod1.py")).unwrap();
     let s2 = snapshot_id(&server.push(&admin, &[s(&src), "--tag", "t2"]));
-    let l2 = repo.snapshot(&src, &["--tag", "t2"])["id"].as_str().unwrap().to_string();
+    let l2 = repo.snapshot(&src, &["--tag", "t2"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     // ls: the same entries, field for field.
     for (sid, lid) in [(&s1, &l1), (&s2, &l2)] {
@@ -505,6 +620,9 @@ fn share_copies_a_snapshot_into_another_vault() {
     let (a, b) = (server.admin_of("lab-a"), server.admin_of("lab-b"));
     let src = server.scratch("tree");
     sample_tree(&src, 62);
+    // Hard links are covered by `hard_links_restore_via_the_server` (failing: a client bug);
+    // this test is about sharing.
+    fs::remove_file(src.join("pkg0/hard-b")).unwrap();
     let id = snapshot_id(&server.push(&a, &[s(&src)]));
 
     let mut cmd = server.client(&a, &["--json", "share", &id, "--to", "lab-b"]);
@@ -567,7 +685,10 @@ fn restore_resumes_over_a_damaged_target() {
     let big = OpenOptions::new().write(true).open(dest.join("big/model.bin")).unwrap();
     big.write_all_at(b"CORRUPTED", 5 * MIB + 123).unwrap();
     drop(big);
-    let w = OpenOptions::new().write(true).open(dest.join("big/weights.bin")).unwrap();
+    let w = OpenOptions::new()
+        .write(true)
+        .open(dest.join("big/weights.bin"))
+        .unwrap();
     w.set_len(MIB).unwrap();
     drop(w);
     fs::remove_file(dest.join("data/table.bin")).unwrap();
@@ -582,5 +703,8 @@ fn restore_resumes_over_a_damaged_target() {
     // What had to come again: the damaged chunk(s), the truncated and deleted files.
     assert!(fetched >= 5 * MIB + 10_000, "{again}");
     // At most two chunks (4 MiB at most each) of the big file besides the lost files.
-    assert!(fetched <= 5 * MIB + 19_000 + 8 * MIB, "only the damage is fetched again: {again}");
+    assert!(
+        fetched <= 5 * MIB + 19_000 + 8 * MIB,
+        "only the damage is fetched again: {again}"
+    );
 }

@@ -65,11 +65,22 @@ fn a_sidecar_only_pushes_and_a_restore_token_only_reads() {
     ] {
         run(&server, &sidecar, &args).expect_error(&["(PermissionDenied)"]);
     }
-    assert!(!dest.exists() || fs::read_dir(&dest).unwrap().next().is_none(), "nothing restored");
+    assert!(
+        !dest.exists() || fs::read_dir(&dest).unwrap().next().is_none(),
+        "nothing restored"
+    );
 
     // The restore token reads and restores, but cannot push or manage tokens.
     assert_eq!(server.snapshot_ids(&reader), vec![id.clone()]);
-    assert!(run(&server, &reader, &["ls", &id]).expect_code(0).json().as_array().unwrap().len() == 3);
+    assert!(
+        run(&server, &reader, &["ls", &id])
+            .expect_code(0)
+            .json()
+            .as_array()
+            .unwrap()
+            .len()
+            == 3
+    );
     server.ok(&reader, &["restore", &id, s(&dest)]);
     assert_eq!(fs::read_to_string(dest.join("sub/b.txt")).unwrap(), "second file\n");
     server.ok(&reader, &["diff", &id, &id]);
@@ -140,7 +151,9 @@ fn another_vault_is_refused_whether_or_not_the_snapshot_exists() {
         .count();
     assert!(denied_a >= 10, "lab-a's audit log records the refusals ({denied_a})");
     assert!(
-        audit(&server, "lab-b").iter().all(|l| l["result"] != "permission_denied"),
+        audit(&server, "lab-b")
+            .iter()
+            .all(|l| l["result"] != "permission_denied"),
         "lab-b's log has no record of lab-a's attempts"
     );
 }
@@ -155,7 +168,11 @@ fn a_revoked_token_is_unauthenticated() {
     server.ok(&token, &["snapshots"]);
     let listed = server.ok(&admin, &["token", "list"]);
     assert!(
-        listed.as_array().unwrap().iter().any(|t| t["id"] == id.as_str() && t["revoked_unix"] == 0),
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == id.as_str() && t["revoked_unix"] == 0),
         "{listed}"
     );
     server.ok(&admin, &["token", "revoke", &id]);
@@ -163,7 +180,11 @@ fn a_revoked_token_is_unauthenticated() {
     run(&server, &token, &["push", s(&small_tree(&server, "t"))]).expect_error(&["(Unauthenticated)"]);
     let listed = server.ok(&admin, &["token", "list"]);
     assert!(
-        listed.as_array().unwrap().iter().any(|t| t["id"] == id.as_str() && t["revoked_unix"] != 0),
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == id.as_str() && t["revoked_unix"] != 0),
         "{listed}"
     );
     // The token's secret never appears in any error.
@@ -215,16 +236,25 @@ fn the_audit_log_records_a_refused_attempt() {
         "{lines:#?}"
     );
     assert!(
-        denied.iter().any(|l| l["call"] == "/amber.v1.Ingest/Push" && l["role"] == "restore"),
+        denied
+            .iter()
+            .any(|l| l["call"] == "/amber.v1.Ingest/Push" && l["role"] == "restore"),
         "{lines:#?}"
     );
     for l in &denied {
-        assert_eq!(l["token_id"].as_str().unwrap().len(), 16, "the token id is recorded: {l}");
+        assert_eq!(
+            l["token_id"].as_str().unwrap().len(),
+            16,
+            "the token id is recorded: {l}"
+        );
         assert!(!l["detail"].as_str().unwrap().is_empty(), "{l}");
     }
     // Tokens never appear in the log.
     let raw = fs::read_to_string(server.data().join("vaults/default/audit.log")).unwrap();
     for t in [&admin, &sidecar, &reader] {
-        assert!(!raw.contains(t.rsplit('_').next().unwrap()), "a token secret in the audit log");
+        assert!(
+            !raw.contains(t.rsplit('_').next().unwrap()),
+            "a token secret in the audit log"
+        );
     }
 }

@@ -61,6 +61,11 @@ pub fn run(push: &Push, header: &pb::TarHeader, inbox: &mut Inbox, outbox: &Outb
     if !reader.finished {
         return Err(Status::internal("the layer was stored before its Finish arrived"));
     }
+    // Remember this stream's digest for the snapshot, so the next push of the same bytes
+    // is not sent at all (also when the layer was recognised by its diff id).
+    repo.index()
+        .put_layer_digest(&summary.digest, summary.id)
+        .map_err(|e| from_engine(&e))?;
     Ok(pb::Committed {
         snapshot_id: summary.id.to_hex(),
         already_stored: summary.already_stored,
@@ -83,7 +88,15 @@ fn held_layer(
     if digest.is_empty() {
         return Ok(None);
     }
-    let all = push.vault().repo.snapshots().map_err(|e| from_engine(&e))?;
+    let repo = &push.vault().repo;
+    let recorded = repo.index().layer_digest(digest).map_err(|e| from_engine(&e))?;
+    if let Some(id) = recorded
+        && let Ok(snap) = repo.load_snapshot(id)
+        && snap.source == SourceKind::TarLayer
+    {
+        return Ok(Some((id, snap)));
+    }
+    let all = repo.snapshots().map_err(|e| from_engine(&e))?;
     Ok(all.into_iter().find(|(_, s)| {
         s.source == SourceKind::TarLayer && s.metadata.iter().any(|(k, v)| k == DIGEST_KEY && v == digest)
     }))
