@@ -118,9 +118,10 @@ fn metrics_on_their_own_port_and_json_logs_with_request_ids() {
     let calls: Vec<serde_json::Value> = logs
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
-        .filter(|v: &serde_json::Value| v["msg"] == "call")
+        .filter(|v: &serde_json::Value| v["msg"] == "call" || v["msg"] == "call refused")
         .collect();
     assert!(calls.len() >= 3, "{logs}");
+    assert!(calls.iter().any(|c| c["msg"] == "call refused"), "{logs}");
     for c in &calls {
         assert_eq!(c["request_id"].as_str().map(str::len), Some(16), "{c}");
         assert!(c["ts"].as_str().is_some() && c["level"].as_str().is_some(), "{c}");
