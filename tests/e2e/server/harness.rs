@@ -186,7 +186,10 @@ impl Server {
 
     /// Creates a token of `role` in the token's vault; returns the bearer token.
     pub fn token(&self, admin: &str, role: &str) -> String {
-        let v = self.ok(admin, &["token", "create", "--role", role, "--name", &format!("test {role}")]);
+        let v = self.ok(
+            admin,
+            &["token", "create", "--role", role, "--name", &format!("test {role}")],
+        );
         v["token"].as_str().expect("token").to_string()
     }
 

@@ -6,16 +6,19 @@ use std::net::TcpStream;
 use amber_proto::v1 as pb;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-use tonic_reflection::pb::v1::ServerReflectionRequest;
 
 use super::harness::Server;
 use crate::common::{Rng, sample_tree};
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 #[test]
@@ -29,7 +32,13 @@ fn health_and_reflection_answer_without_a_token() {
             .await
             .unwrap();
         let mut health = HealthClient::new(channel.clone());
-        for service in ["", "amber.v1.Ingest", "amber.v1.Restore", "amber.v1.Catalog", "amber.v1.Admin"] {
+        for service in [
+            "",
+            "amber.v1.Ingest",
+            "amber.v1.Restore",
+            "amber.v1.Catalog",
+            "amber.v1.Admin",
+        ] {
             let r = health
                 .check(HealthCheckRequest {
                     service: service.into(),
@@ -54,11 +63,19 @@ fn health_and_reflection_answer_without_a_token() {
             panic!("no service list: {first:?}");
         };
         let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-        for want in ["amber.v1.Ingest", "amber.v1.Restore", "amber.v1.Catalog", "amber.v1.Admin", "grpc.health.v1.Health"] {
+        for want in [
+            "amber.v1.Ingest",
+            "amber.v1.Restore",
+            "amber.v1.Catalog",
+            "amber.v1.Admin",
+            "grpc.health.v1.Health",
+        ] {
             assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
         }
         // The Amber services themselves still need a token.
-        let mut catalog = pb::catalog_client::CatalogClient::connect(server.url.clone()).await.unwrap();
+        let mut catalog = pb::catalog_client::CatalogClient::connect(server.url.clone())
+            .await
+            .unwrap();
         let err = catalog.get_vault(pb::GetVaultRequest {}).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unauthenticated);
     });
@@ -110,7 +127,10 @@ fn metrics_on_their_own_port_and_json_logs_with_request_ids() {
     assert!(metric(&body, "amber_dedup_ratio") > 1.0, "two pushes of one tree dedup");
     assert_eq!(metric(&body, "amber_streams_active"), 0.0);
     assert!(body.contains("amber_errors_total{kind=\"unauthenticated\"}"), "{body}");
-    assert!(body.contains("amber_request_duration_seconds_bucket{method=\"/amber.v1.Ingest/Push\""), "{body}");
+    assert!(
+        body.contains("amber_request_duration_seconds_bucket{method=\"/amber.v1.Ingest/Push\""),
+        "{body}"
+    );
     let (head, _) = get(&addr, "/nothing");
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
 
@@ -126,5 +146,9 @@ fn metrics_on_their_own_port_and_json_logs_with_request_ids() {
         assert_eq!(c["request_id"].as_str().map(str::len), Some(16), "{c}");
         assert!(c["ts"].as_str().is_some() && c["level"].as_str().is_some(), "{c}");
     }
-    assert!(calls.iter().any(|c| c["method"] == "/amber.v1.Ingest/Push" && c["result"] == "ok"));
+    assert!(
+        calls
+            .iter()
+            .any(|c| c["method"] == "/amber.v1.Ingest/Push" && c["result"] == "ok")
+    );
 }
