@@ -128,3 +128,23 @@ pub fn block_on<T>(work: impl std::future::Future<Output = Result<T>>) -> Result
 pub fn local_only(option: &str) -> Result<()> {
     bail!("{option} is not available with --server")
 }
+
+/// Feeds everything `src` yields into `sha`; returns the byte count.
+///
+/// # Errors
+/// Read errors.
+pub fn hash_all(src: &mut dyn std::io::Read, sha: &mut ring::digest::Context) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; 1024 * 1024];
+    let mut total = 0u64;
+    loop {
+        match src.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => {
+                sha.update(buf.get(..n).unwrap_or_default());
+                total += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -109,6 +109,13 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Records the paths (with reasons) a snapshot left out: their number, and the first
+    /// [`MAX_LISTED_SKIPS`] of them.
+    pub fn record_skips(&mut self, skipped: &[(String, String)]) {
+        self.skipped = skipped.len() as u64;
+        self.skipped_paths = skipped.iter().take(MAX_LISTED_SKIPS).map(|(p, _)| p.clone()).collect();
+    }
+
     /// True when every source path was captured.
     pub fn is_complete(&self) -> bool {
         self.skipped == 0

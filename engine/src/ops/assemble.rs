@@ -18,9 +18,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::error::{Error, Result};
 use crate::format::blob::BlobKind;
-use crate::format::snapshot::{MAX_LISTED_SKIPS, Snapshot, SnapshotStats, SourceKind};
+use crate::format::snapshot::{Snapshot, SnapshotStats, SourceKind};
 use crate::format::tree::{Content, Entry, EntryKind, MAX_XATTR_VALUE, TreeNode};
 use crate::id::{BlobId, SnapshotId, TreeId};
+use crate::ops::ingest::unchanged;
 use crate::ops::stream::ContentSink;
 use crate::ops::{Labels, join_rel};
 use crate::repo::Repository;
@@ -87,13 +88,7 @@ impl AssembledTree {
             blobs_new: written.blobs_new,
         };
         let mut snapshot = labels.snapshot(SourceKind::Tree, *self.root.hash(), parent, source_path, stats);
-        snapshot.skipped = self.skipped.len() as u64;
-        snapshot.skipped_paths = self
-            .skipped
-            .iter()
-            .take(MAX_LISTED_SKIPS)
-            .map(|(p, _)| p.clone())
-            .collect();
+        snapshot.record_skips(&self.skipped);
         let id = repo.commit_snapshot(&snapshot)?;
         Ok((id, snapshot))
     }
@@ -580,16 +575,6 @@ impl std::fmt::Debug for TreeAssembler<'_> {
             .field("receiving", &self.receiving.as_ref().map(|r| r.index))
             .finish_non_exhaustive()
     }
-}
-
-/// A file is unchanged when size, mtime, ctime and inode all match (as in ingest).
-fn unchanged(previous: &Entry, now: &Entry) -> bool {
-    previous.kind == EntryKind::File
-        && now.kind == EntryKind::File
-        && previous.size == now.size
-        && previous.mtime == now.mtime
-        && previous.ctime == now.ctime
-        && previous.inode == now.inode
 }
 
 fn lost(index: u64) -> Error {

@@ -18,7 +18,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
 use crate::error::{Error, Result};
 use crate::format::blob::BlobKind;
-use crate::format::snapshot::{MAX_LISTED_SKIPS, Snapshot, SnapshotStats, SourceKind};
+use crate::format::snapshot::{Snapshot, SnapshotStats, SourceKind};
 use crate::format::tree::{Content, Entry, EntryKind, TreeNode};
 use crate::id::{SnapshotId, TreeId};
 use crate::ops::fsmeta::{self, NameCache};
@@ -174,13 +174,7 @@ pub fn snapshot_tree(repo: &Repository, source: &Path, opts: &TreeOptions) -> Re
         source_path,
         stats,
     );
-    snapshot.skipped = counters.skipped.len() as u64;
-    snapshot.skipped_paths = counters
-        .skipped
-        .iter()
-        .take(MAX_LISTED_SKIPS)
-        .map(|(p, _)| p.clone())
-        .collect();
+    snapshot.record_skips(&counters.skipped);
     let id = repo.commit_snapshot(&snapshot)?;
     Ok(SnapshotSummary {
         id,
@@ -308,8 +302,9 @@ fn load_subtree(shared: &Shared, previous: &Entry) -> Option<TreeNode> {
 }
 
 /// A file is unchanged when size, mtime, ctime and inode all match the parent's entry.
-fn unchanged(previous: &Entry, now: &Entry) -> bool {
+pub(crate) fn unchanged(previous: &Entry, now: &Entry) -> bool {
     previous.kind == EntryKind::File
+        && now.kind == EntryKind::File
         && previous.size == now.size
         && previous.mtime == now.mtime
         && previous.ctime == now.ctime

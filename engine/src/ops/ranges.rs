@@ -64,27 +64,14 @@ impl BlockSet {
     /// # Errors
     /// [`Error::InvalidArgument`] for a range that reaches past the end of the volume.
     pub fn from_ranges(ranges: &[ByteRange], size: u64, block: u64) -> Result<Self> {
-        let mut intervals = Vec::with_capacity(ranges.len());
-        for r in ranges {
-            let end = r.offset.checked_add(r.len).filter(|&e| e <= size).ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "changed range {}+{} lies outside the volume of {size} bytes",
-                    r.offset, r.len
-                ))
-            })?;
-            if r.len > 0 {
-                intervals.push((r.offset / block, (end - 1) / block + 1));
-            }
-        }
-        intervals.sort_unstable();
-        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(intervals.len());
-        for (a, b) in intervals {
-            match merged.last_mut() {
-                Some(last) if a <= last.1 => last.1 = last.1.max(b),
-                _ => merged.push((a, b)),
-            }
-        }
-        Ok(BlockSet { intervals: merged })
+        let block = block.max(1);
+        let blocks = spans(ranges, size)?
+            .into_iter()
+            .map(|(a, b)| (a / block, (b - 1) / block + 1))
+            .collect();
+        Ok(BlockSet {
+            intervals: merged(blocks),
+        })
     }
 
     /// True when block `i` is touched.
@@ -106,6 +93,21 @@ impl BlockSet {
 /// # Errors
 /// [`Error::InvalidArgument`] for a range that reaches past the end of the volume.
 pub fn block_pieces(ranges: &[ByteRange], size: u64, block: u64) -> Result<Vec<(u64, u64, u64)>> {
+    let block = block.max(1);
+    let mut pieces = Vec::new();
+    for (mut a, b) in spans(ranges, size)? {
+        while a < b {
+            let i = a / block;
+            let cut = ((i + 1) * block).min(b);
+            pieces.push((i, a - i * block, cut - a));
+            a = cut;
+        }
+    }
+    Ok(pieces)
+}
+
+/// The non-empty ranges as sorted, merged byte spans `[start, end)`.
+fn spans(ranges: &[ByteRange], size: u64) -> Result<Vec<(u64, u64)>> {
     let mut spans = Vec::with_capacity(ranges.len());
     for r in ranges {
         let end = r.offset.checked_add(r.len).filter(|&e| e <= size).ok_or_else(|| {
@@ -118,25 +120,20 @@ pub fn block_pieces(ranges: &[ByteRange], size: u64, block: u64) -> Result<Vec<(
             spans.push((r.offset, end));
         }
     }
-    spans.sort_unstable();
-    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(spans.len());
-    for (a, b) in spans {
-        match merged.last_mut() {
+    Ok(merged(spans))
+}
+
+/// Sorts intervals and merges those that overlap or touch.
+fn merged(mut intervals: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    intervals.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(intervals.len());
+    for (a, b) in intervals {
+        match out.last_mut() {
             Some(last) if a <= last.1 => last.1 = last.1.max(b),
-            _ => merged.push((a, b)),
+            _ => out.push((a, b)),
         }
     }
-    let block = block.max(1);
-    let mut pieces = Vec::with_capacity(merged.len());
-    for (mut a, b) in merged {
-        while a < b {
-            let i = a / block;
-            let cut = ((i + 1) * block).min(b);
-            pieces.push((i, a - i * block, cut - a));
-            a = cut;
-        }
-    }
-    Ok(pieces)
+    out
 }
 
 #[cfg(test)]

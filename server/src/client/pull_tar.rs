@@ -2,7 +2,7 @@
 //! OUT already holds and checked against the layer's digest at the end.
 
 use std::fs::OpenOptions;
-use std::io::{ErrorKind, Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -13,7 +13,7 @@ use ring::digest::{Context as Sha, SHA256};
 use serde_json::json;
 
 use crate::cli::Global;
-use crate::client::{Remote, block_on, failed};
+use crate::client::{Remote, block_on, failed, hash_all};
 use crate::output::{bytes, emit};
 
 /// Restores a layer into `out` (`-`: standard output, no resumption).
@@ -111,14 +111,6 @@ fn open_partial(out: &Path, sha: &mut Sha) -> Result<std::fs::File> {
         .create(true)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    let mut buf = vec![0u8; 1024 * 1024];
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => sha.update(buf.get(..n).unwrap_or_default()),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-        }
-    }
+    hash_all(&mut file, sha).with_context(|| format!("cannot read {}", path.display()))?;
     Ok(file)
 }

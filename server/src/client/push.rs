@@ -139,14 +139,7 @@ pub fn header(
             lab: s.lab.clone(),
             researcher: s.researcher.clone(),
             tags: s.tags.clone(),
-            metadata: s
-                .metadata
-                .iter()
-                .map(|(k, v)| pb::MetadataEntry {
-                    key: k.clone(),
-                    value: v.clone(),
-                })
-                .collect(),
+            metadata: crate::serve::convert::wire_metadata(&s.metadata),
         }),
         hostname,
         source_path,

@@ -12,7 +12,7 @@ use ring::digest::{Context as Sha, SHA256};
 
 use super::push::{FRAME, Outcome, PushStream, header};
 use crate::cli::PushArgs;
-use crate::client::Remote;
+use crate::client::{Remote, hash_all};
 
 /// Pushes the layer in `layer` (`-`: standard input, sent without a digest check first).
 ///
@@ -60,15 +60,7 @@ pub async fn push(remote: &Remote, args: &PushArgs, env: Option<&str>, layer: &P
 fn file_digest(path: &Path) -> Result<String> {
     let mut file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut sha = Sha::new(&SHA256);
-    let mut buf = vec![0u8; FRAME];
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => sha.update(buf.get(..n).unwrap_or_default()),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-        }
-    }
+    hash_all(&mut file, &mut sha).with_context(|| format!("cannot read {}", path.display()))?;
     Ok(format!("sha256:{}", hex::encode(sha.finish().as_ref())))
 }
 

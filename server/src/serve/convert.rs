@@ -155,15 +155,19 @@ pub fn wire_labels(s: &Snapshot) -> pb::Labels {
         lab: s.lab.clone(),
         researcher: s.researcher.clone(),
         tags: s.tags.clone(),
-        metadata: s
-            .metadata
-            .iter()
-            .map(|(k, v)| pb::MetadataEntry {
-                key: k.clone(),
-                value: v.clone(),
-            })
-            .collect(),
+        metadata: wire_metadata(&s.metadata),
     }
+}
+
+/// Wire metadata pairs.
+pub fn wire_metadata(pairs: &[(String, String)]) -> Vec<pb::MetadataEntry> {
+    pairs
+        .iter()
+        .map(|(k, v)| pb::MetadataEntry {
+            key: k.clone(),
+            value: v.clone(),
+        })
+        .collect()
 }
 
 /// A snapshot as the catalog lists it.

@@ -48,19 +48,11 @@ pub fn share_snapshot(from: &Vault, to: &Vault, name: &str) -> Result<pb::ShareS
 }
 
 fn labels_of(s: &Snapshot) -> Labels {
-    Labels {
-        environment: s.environment.clone(),
-        lab: s.lab.clone(),
-        researcher: s.researcher.clone(),
-        tags: s.tags.clone(),
-        metadata: s
-            .metadata
-            .iter()
-            .filter(|(k, _)| !k.starts_with("oci.") && k != SHARED_FROM_KEY)
-            .cloned()
-            .collect(),
-        hostname: Some(s.hostname.clone()),
-    }
+    let mut labels = crate::serve::convert::labels(Some(&crate::serve::convert::wire_labels(s)), &s.hostname);
+    labels
+        .metadata
+        .retain(|(k, _)| !k.starts_with("oci.") && k != SHARED_FROM_KEY);
+    labels
 }
 
 fn copy_tree(src: &Repository, dst: &Repository, snap: &Snapshot, labels: &Labels) -> EngineResult<(SnapshotId, u64)> {
