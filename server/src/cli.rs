@@ -42,7 +42,8 @@ pub struct Global {
     /// Vault on the server (default: the token's).
     #[arg(long, global = true, env = "AMBER_VAULT")]
     pub vault: Option<String>,
-    /// CA certificate (PEM) to trust for an https:// server, e.g. a self-signed one.
+    /// CA certificate (PEM) to trust for an https:// server. A self-signed server
+    /// certificate works if it is an end-entity certificate (basicConstraints CA:FALSE).
     #[arg(long, global = true, env = "AMBER_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
 }

@@ -88,27 +88,30 @@ async fn serve(config: ServerConfig) -> Result<()> {
             let _ = stop.wait_for(|s| *s).await;
         }));
     }
-    let router = router(&config, &state, abort_rx)?;
+    let (router, health) = router(&config, &state, abort_rx).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let scheme = if config.tls.is_some() { "https" } else { "http" };
     say(&format!("listening on {scheme}://{}", listener.local_addr()?));
-    let shutdown = drain_on_signal(state.clone(), abort_tx);
+    let shutdown = drain_on_signal(state.clone(), abort_tx, health);
     router
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
         .context("the server stopped")?;
     let _ = stop_metrics_tx.send(true);
+    // Every push has returned its permit (the drain waited for them), so this is the last
+    // reference to the vaults: their indexes close here, before the process exits.
+    drop(state);
     log::event(Level::Info, "-", "stopped", &[]);
     Ok(())
 }
 
-fn router(
+async fn router(
     config: &ServerConfig,
     state: &Arc<State>,
     abort: watch::Receiver<bool>,
-) -> Result<tonic::transport::server::Router> {
+) -> Result<(tonic::transport::server::Router, tonic_health::server::HealthReporter)> {
     let limits = &config.limits;
     let (health, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
@@ -134,19 +137,19 @@ fn router(
         .max_decoding_message_size(limits.max_message_bytes);
     let admin =
         AdminServer::new(admin::AdminService::new(state.clone())).max_decoding_message_size(limits.max_message_bytes);
-    tokio::spawn(async move {
-        health.set_serving::<IngestServer<ingest::IngestService>>().await;
-        health.set_serving::<RestoreServer<restore::RestoreService>>().await;
-        health.set_serving::<CatalogServer<catalog::CatalogService>>().await;
-        health.set_serving::<AdminServer<admin::AdminService>>().await;
-    });
-    Ok(builder
+    // Reported before the first connection is accepted, so a check never races startup.
+    health.set_serving::<IngestServer<ingest::IngestService>>().await;
+    health.set_serving::<RestoreServer<restore::RestoreService>>().await;
+    health.set_serving::<CatalogServer<catalog::CatalogService>>().await;
+    health.set_serving::<AdminServer<admin::AdminService>>().await;
+    let router = builder
         .add_service(health_service)
         .add_service(reflection)
         .add_service(ingest)
         .add_service(restore)
         .add_service(catalog)
-        .add_service(admin))
+        .add_service(admin);
+    Ok((router, health))
 }
 
 /// Prints a line on stdout at once (tests and operators read it while the server runs).
@@ -166,9 +169,11 @@ fn announce(vault: &str, token: &str) {
 /// Waits for SIGTERM or SIGINT, then drains: new pushes are refused, open ones get the
 /// drain period to finish, then they are cut (each flushes what it stored) and the server
 /// stops once they have all ended.
-async fn drain_on_signal(state: Arc<State>, abort: watch::Sender<bool>) {
+async fn drain_on_signal(state: Arc<State>, abort: watch::Sender<bool>, health: tonic_health::server::HealthReporter) {
     wait_for_signal().await;
     state.draining.store(true, Ordering::SeqCst);
+    // Load balancers stop sending pushes here; reads go on until the server stops.
+    health.set_not_serving::<IngestServer<ingest::IngestService>>().await;
     let drain = Duration::from_secs(state.limits.drain_seconds);
     log::event(Level::Info, "-", "draining", &[("seconds", &drain.as_secs())]);
     let all = u32::try_from(state.limits.max_streams).unwrap_or(u32::MAX);

@@ -69,6 +69,10 @@ impl Ingest for IngestService {
                 }
             }
             state.metrics.stream_ended();
+            // The permit goes last: once every permit is back the server may exit, and it
+            // must then hold the only references to the vaults, so it closes their RocksDB
+            // indexes itself rather than this thread racing the process exit.
+            drop((inbox, outbox, caller, state));
             drop(permit);
         });
         spawned.map_err(|e| Status::resource_exhausted(format!("cannot start a session thread: {e}")))?;

@@ -50,13 +50,10 @@ pub(super) fn random_tree(root: &Path, seed: u64, total: u64) -> u64 {
     written
 }
 
-/// [`sample_tree`] without its hard-linked pair (`pkg0/hard-b` removed, so `hard-a` has
-/// one name): restoring a hard link through `amber restore --server` fails today (the
-/// client links the second name before the first file exists; see the bug report), and
-/// these tests are about faults and transport, not hard links.
+/// The tree a fault test starts from: [`sample_tree`] (with its hard-linked pair, which a
+/// restore through the server must also recreate).
 pub(super) fn small_tree(root: &Path, seed: u64) {
     sample_tree(root, seed);
-    std::fs::remove_file(root.join("pkg0/hard-b")).expect("remove the second hard link");
 }
 
 /// `host:port` of the server's metrics listener (the last one it announced).
