@@ -116,7 +116,8 @@ pub enum Command {
     },
     /// Push a snapshot to a server (--server or AMBER_SERVER, token in AMBER_TOKEN).
     Push(PushArgs),
-    /// Manage the bearer tokens of a vault on a server (needs an admin token).
+    /// Manage the bearer tokens of a vault: on a server (with an admin token), or without
+    /// --server directly in the data directory --repo of a stopped server (recovery).
     #[command(subcommand)]
     Token(TokenCommand),
     /// Copy a snapshot into another vault on the server (admin tokens of both vaults:

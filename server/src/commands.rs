@@ -4,6 +4,7 @@ mod admin;
 pub mod inspect;
 mod restore;
 mod snapshot;
+mod tokens;
 
 use std::process::ExitCode;
 
@@ -46,7 +47,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             crate::serve::run(&crate::serve::ServeArgs { listen, config })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Push(_) | Command::Token(_) | Command::Share { .. } => {
+        Command::Token(cmd) => tokens::local(g, &cmd),
+        Command::Push(_) | Command::Share { .. } => {
             anyhow::bail!("this command talks to a server: pass --server URL or set AMBER_SERVER")
         }
     }

@@ -209,16 +209,7 @@ pub fn token(g: &Global, cmd: &TokenCommand) -> Result<ExitCode> {
                     .await
                     .map_err(|s| failed("cannot create the token", &s))?;
                 let r = r.into_inner();
-                let info = r.info.unwrap_or_default();
-                let value = json!({"token": r.token, "info": token_json(&info)});
-                emit(g.json, &value, || {
-                    format!(
-                        "token: {}\n(id {}, role {}; shown once)",
-                        r.token,
-                        info.id,
-                        role_name(info.role)
-                    )
-                });
+                print_created(g, &r.token, &r.info.unwrap_or_default());
             }
             TokenCommand::List => {
                 let req = pb::ListTokensRequest { vault };
@@ -226,18 +217,7 @@ pub fn token(g: &Global, cmd: &TokenCommand) -> Result<ExitCode> {
                     .list_tokens(remote.request(req))
                     .await
                     .map_err(|s| failed("cannot list tokens", &s))?;
-                let tokens = r.into_inner().tokens;
-                let value = json!(tokens.iter().map(token_json).collect::<Vec<_>>());
-                emit(g.json, &value, || {
-                    tokens
-                        .iter()
-                        .map(|t| {
-                            let state = if t.revoked_unix == 0 { "active" } else { "revoked" };
-                            format!("{}  {:<8} {:<8} {}", t.id, role_name(t.role), state, t.name)
-                        })
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                });
+                print_tokens(g, &r.into_inner().tokens);
             }
             TokenCommand::Revoke { id } => {
                 let req = pb::RevokeTokenRequest { vault, id: id.clone() };
@@ -245,11 +225,43 @@ pub fn token(g: &Global, cmd: &TokenCommand) -> Result<ExitCode> {
                     .revoke_token(remote.request(req))
                     .await
                     .map_err(|s| failed("cannot revoke the token", &s))?;
-                emit(g.json, &json!({"revoked": id}), || format!("revoked token {id}"));
+                print_revoked(g, id);
             }
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Prints a new token (shown once).
+pub fn print_created(g: &Global, token: &str, info: &pb::TokenInfo) {
+    let value = json!({"token": token, "info": token_json(info)});
+    emit(g.json, &value, || {
+        format!(
+            "token: {token}\n(id {}, role {}; shown once)",
+            info.id,
+            role_name(info.role)
+        )
+    });
+}
+
+/// Prints a vault's tokens.
+pub fn print_tokens(g: &Global, tokens: &[pb::TokenInfo]) {
+    let value = json!(tokens.iter().map(token_json).collect::<Vec<_>>());
+    emit(g.json, &value, || {
+        tokens
+            .iter()
+            .map(|t| {
+                let state = if t.revoked_unix == 0 { "active" } else { "revoked" };
+                format!("{}  {:<8} {:<8} {}", t.id, role_name(t.role), state, t.name)
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+}
+
+/// Prints a revocation.
+pub fn print_revoked(g: &Global, id: &str) {
+    emit(g.json, &json!({"revoked": id}), || format!("revoked token {id}"));
 }
 
 /// `amber share SNAPSHOT --to VAULT` (admin tokens of both vaults).

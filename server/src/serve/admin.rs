@@ -31,7 +31,11 @@ impl AdminService {
     }
 }
 
-fn role(r: i32) -> Result<Role, Status> {
+/// The token role a wire role names.
+///
+/// # Errors
+/// INVALID_ARGUMENT for an unset or unknown role.
+pub fn role(r: i32) -> Result<Role, Status> {
     match pb::Role::try_from(r) {
         Ok(pb::Role::Sidecar) => Ok(Role::Sidecar),
         Ok(pb::Role::Restore) => Ok(Role::Restore),
@@ -48,7 +52,8 @@ fn wire_role(r: Role) -> pb::Role {
     }
 }
 
-fn info(t: &TokenInfo) -> pb::TokenInfo {
+/// A token's wire description.
+pub fn info(t: &TokenInfo) -> pb::TokenInfo {
     pb::TokenInfo {
         id: t.id.clone(),
         role: wire_role(t.role) as i32,

@@ -56,7 +56,6 @@ impl Role {
     ///
     /// # Errors
     /// Any other text; the message lists the roles.
-    #[allow(dead_code, reason = "for command-line tools; the server maps roles from protobuf")]
     pub fn parse(text: &str) -> Result<Role> {
         match text {
             "sidecar" => Ok(Role::Sidecar),

@@ -258,3 +258,36 @@ fn the_audit_log_records_a_refused_attempt() {
         );
     }
 }
+
+#[test]
+fn a_lost_admin_token_is_recovered_offline_in_the_data_directory() {
+    let mut server = Server::start();
+    let old = server.admin();
+    server.kill();
+    let data = server.data();
+    let offline = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(crate::common::amber_bin());
+        cmd.arg("--repo").arg(&data).arg("--json").args(args);
+        cmd.env_remove("AMBER_SERVER")
+            .env_remove("AMBER_TOKEN")
+            .env_remove("AMBER_VAULT");
+        crate::common::run_command(cmd)
+    };
+    let created = offline(&["token", "create", "--role", "admin", "--name", "recovery"])
+        .expect_code(0)
+        .json();
+    let fresh = created["token"].as_str().unwrap().to_string();
+    let old_id = old.split('_').nth(1).unwrap().to_string();
+    offline(&["token", "revoke", &old_id]).expect_code(0);
+    offline(&["--vault", "no-such", "token", "list"]).expect_error(&["no vault"]);
+    server.restart();
+    let listed = server.ok(&fresh, &["token", "list"]);
+    let tokens = listed.as_array().unwrap();
+    assert!(tokens.iter().any(|t| t["name"] == "recovery" && t["revoked_unix"] == 0));
+    assert!(
+        tokens
+            .iter()
+            .any(|t| t["id"] == old_id.as_str() && t["revoked_unix"] != 0)
+    );
+    server.run(&old, &["snapshots"]).expect_error(&["Unauthenticated"]);
+}
