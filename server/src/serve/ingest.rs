@@ -60,7 +60,7 @@ impl Ingest for IngestService {
         let spawned = std::thread::Builder::new().name("amber-push".into()).spawn(move || {
             state.metrics.stream_started();
             let mut inbox = Inbox::new(in_rx, state.metrics.clone(), state.limits.max_frame_bytes);
-            let outbox = Outbox::new(out_tx);
+            let outbox = Outbox::new(out_tx, idle);
             match session::run(&state, &caller, &mut inbox, &outbox) {
                 Ok(target) => caller.finish_ok(&state, &target, ""),
                 Err((target, status)) => {

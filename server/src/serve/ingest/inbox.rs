@@ -2,11 +2,13 @@
 //! bounded queue and sends its answers through another.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use amber_proto::v1::push_request::Frame;
 use amber_proto::v1::push_response::Frame as Answer;
 use amber_proto::v1::{PushRequest, PushResponse};
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tonic::Status;
 
 use crate::serve::metrics::Metrics;
@@ -72,26 +74,44 @@ impl Inbox {
 /// Answers to the client.
 pub struct Outbox {
     tx: mpsc::Sender<Result<PushResponse, Status>>,
+    /// How long an answer may wait for a client that does not read.
+    patience: Duration,
 }
 
 impl Outbox {
     /// Wraps the sending end of the answer queue.
-    pub fn new(tx: mpsc::Sender<Result<PushResponse, Status>>) -> Self {
-        Outbox { tx }
+    pub fn new(tx: mpsc::Sender<Result<PushResponse, Status>>, patience: Duration) -> Self {
+        Outbox { tx, patience }
     }
 
-    /// Sends one answer, waiting while the client does not read.
+    /// Sends one answer, waiting while the client does not read, but not for ever: a
+    /// client that keeps its stream open without reading would otherwise hold a session.
     ///
     /// # Errors
-    /// CANCELLED when the client has gone.
+    /// CANCELLED when the client has gone, ABORTED when it stopped reading.
     pub fn send(&self, frame: Answer) -> Result<(), Status> {
-        self.tx
-            .blocking_send(Ok(PushResponse { frame: Some(frame) }))
-            .map_err(|_| Status::cancelled("the client went away"))
+        let mut msg = Ok(PushResponse { frame: Some(frame) });
+        let started = Instant::now();
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Closed(_)) => return Err(Status::cancelled("the client went away")),
+                Err(TrySendError::Full(back)) => msg = back,
+            }
+            if started.elapsed() > self.patience {
+                return Err(Status::aborted(format!(
+                    "the client read no answer for {} s",
+                    self.patience.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Ends the stream with an error status.
     pub fn fail(&self, status: Status) {
-        let _ = self.tx.blocking_send(Err(status));
+        // Best effort: a client that does not read gets the status as the stream's end
+        // when its queue has room, and otherwise just the end of the stream.
+        let _ = self.tx.try_send(Err(status));
     }
 }
