@@ -89,7 +89,11 @@ fresh_repo() {
 install_missing_tools
 work=$(mktemp -d "${TMPDIR:-/tmp}/amber-compare.XXXXXX")
 server_pid=
-trap '[ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; rm -rf "$work"' EXIT
+cleanup() {
+  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
 
 log "building amber (release)"
 cargo build --release -p amber-server
