@@ -1221,7 +1221,8 @@ fn vector_directory_holds_exactly_the_known_files() {
     let mut found = BTreeSet::new();
     for entry in std::fs::read_dir(vectors_dir()).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
-        if let Some(stem) = name.strip_suffix(".hex") {
+        // `server-*` vectors belong to `amber serve`'s files; the server crate checks them.
+        if let Some(stem) = name.strip_suffix(".hex").filter(|s| !s.starts_with("server-")) {
             found.insert(stem.to_string());
         }
     }

@@ -1,6 +1,6 @@
 //! Pushing a container layer: not at all when the server holds its digest, else streamed.
 
-use std::io::{ErrorKind, Read};
+use std::io::{ErrorKind, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::time::Instant;
 
@@ -27,7 +27,7 @@ pub async fn push(remote: &Remote, args: &PushArgs, env: Option<&str>, layer: &P
     } else {
         layer.to_string_lossy().into_owned()
     };
-    let source = pb::push_header::Source::Tar(pb::TarHeader { digest });
+    let source = pb::push_header::Source::Tar(pb::TarHeader { digest: digest.clone() });
     let (mut stream, accepted) = PushStream::open(remote, header(remote, args, env, name, source)).await?;
     if accepted.layer_already_stored {
         let Answer::Committed(committed) = stream.recv().await? else {
@@ -41,16 +41,20 @@ pub async fn push(remote: &Remote, args: &PushArgs, env: Option<&str>, layer: &P
             started,
         });
     }
+    let from = accepted.tar_resume_offset;
     let (count, digest) = if stdin {
-        send_all(&mut stream, &mut std::io::stdin().lock()).await?
+        send_all(&mut stream, &mut std::io::stdin().lock(), 0).await?
     } else {
+        // A resumed push sends the rest; Finish still names the whole file.
         let mut file = std::fs::File::open(layer).with_context(|| format!("cannot open {}", layer.display()))?;
-        send_all(&mut stream, &mut file).await?
+        file.seek(SeekFrom::Start(from))?;
+        let (end, _) = send_all(&mut stream, &mut file, from).await?;
+        (end, digest)
     };
     let (committed, bytes_sent) = stream.finish(pb::Finish { count, digest }).await?;
     Ok(Outcome {
         committed,
-        bytes_read: count,
+        bytes_read: count - from,
         bytes_sent,
         skipped: 0,
         started,
@@ -64,9 +68,10 @@ fn file_digest(path: &Path) -> Result<String> {
     Ok(format!("sha256:{}", hex::encode(sha.finish().as_ref())))
 }
 
-async fn send_all(stream: &mut PushStream, src: &mut dyn Read) -> Result<(u64, String)> {
+/// Sends `src` as the stream from `offset` on; returns the end offset and the SHA-256 of
+/// what was sent.
+async fn send_all(stream: &mut PushStream, src: &mut dyn Read, mut offset: u64) -> Result<(u64, String)> {
     let mut sha = Sha::new(&SHA256);
-    let mut offset = 0u64;
     let mut buf = vec![0u8; FRAME];
     loop {
         let n = match src.read(&mut buf) {

@@ -5,6 +5,7 @@ mod inbox;
 mod journal;
 mod parent;
 mod session;
+mod spool;
 mod tar;
 mod tree;
 mod volume;

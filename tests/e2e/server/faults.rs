@@ -405,3 +405,81 @@ fn sigterm_cuts_a_push_that_outlasts_the_drain_period() {
     );
     restore_exact(&server, &admin, &snapshot_id(&retry), &big, "big-restored");
 }
+
+/// A tar layer of random files (seeded), about `total` bytes; returns its path and size.
+fn random_layer(server: &Server, seed: u64, total: u64) -> (std::path::PathBuf, u64) {
+    let dir = server.scratch(&format!("layer-src-{seed}"));
+    random_tree(&dir, seed, total);
+    let layer = server.scratch(&format!("layer-{seed}.tar"));
+    let status = Command::new("tar")
+        .arg("cf")
+        .arg(&layer)
+        .arg("-C")
+        .arg(&dir)
+        .arg(".")
+        .status()
+        .expect("run tar");
+    assert!(status.success());
+    let size = std::fs::metadata(&layer).expect("layer").len();
+    (layer, size)
+}
+
+#[test]
+fn a_layer_push_killed_midway_resumes_from_what_the_server_kept() {
+    let server = Server::start_with(&[], &[METRICS_ENV]);
+    let admin = server.admin();
+    let (layer, size) = random_layer(&server, 0x7A2, 96 * MIB);
+    let base = metric(&server, "amber_bytes_received_total");
+    let mut child = server
+        .client(&admin, &["--json", "push", "--tar", s(&layer)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn amber push --tar");
+    wait_until("the layer push to reach half the stream", || {
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "the push ended first: make the layer bigger"
+        );
+        metric(&server, "amber_bytes_received_total") - base >= size / 2
+    });
+    child.kill().expect("SIGKILL the client");
+    let _ = child.wait();
+    wait_until("the server to close the broken push", || {
+        metric(&server, "amber_streams_active") == 0
+    });
+    let received = metric(&server, "amber_bytes_received_total") - base;
+    assert!(
+        server.snapshot_ids(&admin).is_empty(),
+        "a killed layer push lists nothing"
+    );
+
+    let retry = server.push(&admin, &["--tar", s(&layer)]);
+    let sent = num(&retry, "bytes_sent");
+    eprintln!(
+        "faults/layer-client-kill: layer {size} bytes; {received} received before the kill; the retry sent {sent} \
+         bytes ({:.1}% of the layer)",
+        100.0 * sent as f64 / size as f64
+    );
+    assert!(
+        sent <= size - received + OVERHEAD,
+        "the retry sent {sent} bytes although {received} of {size} had arrived: {retry}"
+    );
+    let out = server.scratch("layer-back.tar");
+    server.ok(&admin, &["restore", &snapshot_id(&retry), "--tar", s(&out)]);
+    assert!(
+        crate::common::same_content(&layer, &out),
+        "the resumed layer restores byte for byte"
+    );
+    // A push of other bytes under the same name and digest cannot reuse the kept prefix:
+    // nothing is kept after a commit, and the next push of the same layer is skipped.
+    let again = server.push(&admin, &["--tar", s(&layer)]);
+    assert_eq!(again["already_stored"], true, "{again}");
+    let leftovers: Vec<_> = std::fs::read_dir(server.data().join("vaults/default/resume"))
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        leftovers.is_empty(),
+        "a committed push leaves no resume file: {leftovers:?}"
+    );
+}

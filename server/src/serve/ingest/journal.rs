@@ -29,17 +29,8 @@ struct Line {
 impl Journal {
     /// The journal for this push; a push without a resume key has none.
     pub fn open(vault: &Vault, token_id: &str, resume_key: &[u8], source_path: &str) -> Journal {
-        if resume_key.is_empty() {
-            return Journal { path: None };
-        }
-        let mut h = blake3::Hasher::new();
-        for part in [token_id.as_bytes(), source_path.as_bytes(), resume_key] {
-            h.update(&(part.len() as u64).to_le_bytes());
-            h.update(part);
-        }
-        let name = format!("{}.journal", h.finalize().to_hex());
         Journal {
-            path: Some(journal_dir(vault).join(name)),
+            path: resume_base(vault, token_id, resume_key, source_path).map(|b| b.with_extension("journal")),
         }
     }
 
@@ -92,6 +83,21 @@ impl Journal {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+/// Where the resume files of a push live, without extension: named by a hash of the
+/// token, source path and resume key, so they are bound to all three and reveal none. A
+/// push without a resume key has none.
+pub fn resume_base(vault: &Vault, token_id: &str, resume_key: &[u8], source_path: &str) -> Option<PathBuf> {
+    if resume_key.is_empty() {
+        return None;
+    }
+    let mut h = blake3::Hasher::new();
+    for part in [token_id.as_bytes(), source_path.as_bytes(), resume_key] {
+        h.update(&(part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    Some(journal_dir(vault).join(h.finalize().to_hex().as_str()))
 }
 
 fn decode(line: &str) -> Option<(String, Entry)> {

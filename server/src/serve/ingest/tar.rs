@@ -3,18 +3,24 @@
 
 use std::io::Read;
 
+use amber_engine::crypto::SealKey;
 use amber_engine::format::snapshot::SourceKind;
 use amber_engine::ops::tar::{DIGEST_KEY, TarOptions, snapshot_tar};
 use amber_proto::v1 as pb;
 use amber_proto::v1::push_request::Frame;
 use amber_proto::v1::push_response::Frame as Answer;
 use ring::digest::{Context, SHA256};
-use tonic::Status;
+use tonic::{Code, Status};
 
 use super::inbox::{Inbox, Outbox};
+use super::journal::resume_base;
 use super::session::Push;
+use super::spool::{Replay, Spool};
 use crate::serve::convert;
 use crate::serve::status::from_engine;
+
+/// Stream bytes spooled between syncs of the spool.
+const SPOOL_SYNC_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Runs a layer push after its header.
 pub fn run(push: &Push, header: &pb::TarHeader, inbox: &mut Inbox, outbox: &Outbox) -> Result<pb::Committed, Status> {
@@ -37,7 +43,12 @@ pub fn run(push: &Push, header: &pb::TarHeader, inbox: &mut Inbox, outbox: &Outb
             ..Default::default()
         });
     }
-    outbox.send(Answer::Accepted(accepted(false)))?;
+    let (spool, replay) = open_spool(push, &digest);
+    let resume_offset = spool.as_ref().map_or(0, |s| s.len);
+    outbox.send(Answer::Accepted(pb::Accepted {
+        tar_resume_offset: resume_offset,
+        ..accepted(false)
+    }))?;
     let mut reader = WireTar {
         inbox,
         sha: Context::new(&SHA256),
@@ -47,6 +58,10 @@ pub fn run(push: &Push, header: &pb::TarHeader, inbox: &mut Inbox, outbox: &Outb
         expected_digest: digest,
         failure: None,
         finished: false,
+        key: &repo.keys().seal_key,
+        spool,
+        replay,
+        since_sync: 0,
     };
     let opts = TarOptions {
         labels: push.labels.clone(),
@@ -54,12 +69,32 @@ pub fn run(push: &Push, header: &pb::TarHeader, inbox: &mut Inbox, outbox: &Outb
         confine_paths: true,
     };
     let result = snapshot_tar(repo, &mut reader, &push.header.source_path, &opts);
-    if let Some(status) = reader.failure.take() {
-        return Err(status);
-    }
-    let summary = result.map_err(|e| from_engine(&e))?;
-    if !reader.finished {
-        return Err(Status::internal("the layer was stored before its Finish arrived"));
+    let failure = reader.failure.take();
+    let summary = match (failure, result) {
+        (None, Ok(summary)) if reader.finished => summary,
+        (failure, result) => {
+            // Keep what arrived for a retry when the stream broke; not when it was refused.
+            let refused = |c: Code| {
+                matches!(
+                    c,
+                    Code::InvalidArgument
+                        | Code::FailedPrecondition
+                        | Code::ResourceExhausted
+                        | Code::OutOfRange
+                        | Code::DataLoss
+                )
+            };
+            let broke = failure.as_ref().is_some_and(|f| !refused(f.code()));
+            reader.keep_or_drop_spool(broke);
+            return Err(match (failure, result) {
+                (Some(status), _) => status,
+                (None, Err(e)) => from_engine(&e),
+                (None, Ok(_)) => Status::internal("the layer was stored before its Finish arrived"),
+            });
+        }
+    };
+    if let Some(spool) = reader.spool.take() {
+        spool.remove();
     }
     // Remember this stream's digest for the snapshot, so the next push of the same bytes
     // is not sent at all (also when the layer was recognised by its diff id).
@@ -70,10 +105,28 @@ pub fn run(push: &Push, header: &pb::TarHeader, inbox: &mut Inbox, outbox: &Outb
         snapshot_id: summary.id.to_hex(),
         already_stored: summary.already_stored,
         stats: convert::snapshot_info(summary.id, &summary.snapshot).stats,
-        bytes_received: reader.offset,
+        bytes_received: reader.offset - resume_offset,
         reused: 0,
         sent: 1,
     })
+}
+
+/// The spool for this push, resumed when an earlier attempt left one for the same digest.
+fn open_spool(push: &Push, digest: &str) -> (Option<Spool>, Option<Replay>) {
+    let h = &push.header;
+    let base = resume_base(
+        push.vault(),
+        &push.caller.principal.token_id,
+        &h.resume_key,
+        &h.source_path,
+    );
+    let Some(path) = base.filter(|_| !digest.is_empty()).map(|b| b.with_extension("spool")) else {
+        return (None, None);
+    };
+    if let Some((spool, replay)) = Spool::resume(&path, digest) {
+        return (Some(spool), Some(replay));
+    }
+    (Spool::create(&path, digest).ok(), None)
 }
 
 fn is_sha256(d: &str) -> bool {
@@ -115,10 +168,21 @@ struct WireTar<'a> {
     /// The protocol error that made a read fail, reported instead of the engine's.
     failure: Option<Status>,
     finished: bool,
+    /// Seals the spool.
+    key: &'a SealKey,
+    /// Where the stream is kept for a retry (pushes that announce a digest and a key).
+    spool: Option<Spool>,
+    /// What an earlier attempt spooled, read before the wire.
+    replay: Option<Replay>,
+    since_sync: u64,
 }
 
 impl WireTar<'_> {
     fn refill(&mut self) -> Result<bool, Status> {
+        if let Some(data) = self.replayed()? {
+            self.take(data);
+            return Ok(true);
+        }
         match self.inbox.next()? {
             Frame::TarData(d) => {
                 if d.offset != self.offset {
@@ -127,10 +191,8 @@ impl WireTar<'_> {
                         d.offset, self.offset
                     )));
                 }
-                self.offset += d.data.len() as u64;
-                self.sha.update(&d.data);
-                self.pending = d.data;
-                self.at = 0;
+                self.spool_frame(&d.data)?;
+                self.take(d.data);
                 Ok(true)
             }
             Frame::Finish(f) => {
@@ -139,6 +201,54 @@ impl WireTar<'_> {
                 Ok(false)
             }
             _ => Err(Status::failed_precondition("only tar data or Finish may come here")),
+        }
+    }
+
+    fn take(&mut self, data: Vec<u8>) {
+        self.offset += data.len() as u64;
+        self.sha.update(&data);
+        self.pending = data;
+        self.at = 0;
+    }
+
+    /// The next piece an earlier attempt spooled, if any is left.
+    fn replayed(&mut self) -> Result<Option<Vec<u8>>, Status> {
+        let Some(replay) = self.replay.as_mut() else {
+            return Ok(None);
+        };
+        match replay.next(self.key) {
+            Ok(Some(data)) => Ok(Some(data)),
+            Ok(None) => {
+                self.replay = None;
+                Ok(None)
+            }
+            Err(e) => Err(Status::data_loss(format!(
+                "the stream kept from an earlier attempt is damaged ({e:#}); push again to send it whole"
+            ))),
+        }
+    }
+
+    fn spool_frame(&mut self, data: &[u8]) -> Result<(), Status> {
+        let Some(spool) = self.spool.as_mut() else {
+            return Ok(());
+        };
+        let kept = spool.append(self.key, data).and_then(|()| {
+            self.since_sync += data.len() as u64;
+            if self.since_sync >= SPOOL_SYNC_BYTES {
+                self.since_sync = 0;
+                spool.sync()?;
+            }
+            Ok(())
+        });
+        kept.map_err(|e| Status::unavailable(format!("cannot keep the stream for a retry: {e:#}")))
+    }
+
+    /// After a failure: keeps the spool durable for a retry when the stream broke, and
+    /// deletes it when the stream was refused or the spool itself failed.
+    fn keep_or_drop_spool(&mut self, broke: bool) {
+        let Some(mut spool) = self.spool.take() else { return };
+        if !broke || self.replay.is_some() || spool.sync().is_err() {
+            spool.remove();
         }
     }
 
