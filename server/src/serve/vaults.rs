@@ -91,6 +91,7 @@ fn open_or_create(data_dir: &Path, name: &str) -> Result<Vault> {
         Repository::init(backend, &cache, pass.as_bytes(), &opts)
             .with_context(|| format!("cannot create vault {name}"))?
     };
+    prune_resume_files(&dir.join("resume"));
     let audit = AuditLog::open(&dir.join("audit.log"))?;
     Ok(Vault {
         name: name.to_string(),
@@ -98,6 +99,26 @@ fn open_or_create(data_dir: &Path, name: &str) -> Result<Vault> {
         audit,
         dir,
     })
+}
+
+/// How long the journal or spool of a push that was never retried is kept.
+pub const RESUME_KEEP: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// Deletes resume files (journals, spools) untouched for [`RESUME_KEEP`]: their pushes
+/// were abandoned. They are caches, so deleting one never loses data.
+fn prune_resume_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > RESUME_KEEP);
+        if stale {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// A random passphrase, written (crash-safely, mode 0600) before the vault is created, so
