@@ -36,6 +36,11 @@ use config::ServerConfig;
 use log::Level;
 use state::State;
 
+/// HTTP/2 flow-control window per stream, bytes.
+pub const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+/// HTTP/2 flow-control window per connection, bytes.
+pub const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
+
 /// Options of `amber serve`.
 pub struct ServeArgs {
     /// Address to listen on (overrides the configuration).
@@ -119,7 +124,12 @@ async fn router(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("cannot build the reflection service")?;
-    let mut builder = Server::builder();
+    // HTTP/2's default 64 KiB windows make a 1 MiB frame wait for sixteen window updates;
+    // these still bound what a peer can have in flight (2 MiB per stream, 8 MiB per
+    // connection) while letting a push run at the speed of its disk.
+    let mut builder = Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW);
     if let Some(tls) = &config.tls {
         let cert = std::fs::read(&tls.cert).with_context(|| format!("cannot read {}", tls.cert.display()))?;
         let key = std::fs::read(&tls.key).with_context(|| format!("cannot read {}", tls.key.display()))?;
