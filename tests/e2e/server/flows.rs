@@ -99,6 +99,43 @@ fn restore_tree(server: &Server, token: &str, id: &str, dest: &Path) -> Value {
     server.ok(token, &["restore", id, s(dest)])
 }
 
+#[test]
+fn an_interrupted_layer_download_resumes_and_a_damaged_one_is_discarded() {
+    let server = server_with_metrics();
+    let admin = server.admin();
+    let (tar, _) = make_layer(&server, 27);
+    let v = push_and_check_layer(&server, &admin, &tar, &tar);
+    let id = snapshot_id(&v);
+    let size = fs::metadata(&tar).unwrap().len();
+    let out = server.scratch("resumed.tar");
+    let partial = server.scratch("resumed.tar.amber-partial");
+    // An earlier download stopped halfway: its bytes are kept beside OUT.
+    let mut head = vec![0u8; usize::try_from(size / 2).unwrap()];
+    File::open(&tar).unwrap().read_exact(&mut head).unwrap();
+    fs::write(&partial, &head).unwrap();
+    let r = server.ok(&admin, &["restore", &id, "--tar", s(&out)]);
+    assert_eq!(num(&r, "resumed_from"), size / 2, "{r}");
+    assert_eq!(num(&r, "bytes_fetched"), size - size / 2, "{r}");
+    assert_same_file(&tar, &out);
+    assert!(!partial.exists());
+    // A partial download whose bytes are wrong is caught by the digest and discarded;
+    // the next run fetches everything.
+    let out2 = server.scratch("damaged.tar");
+    let partial2 = server.scratch("damaged.tar.amber-partial");
+    head[100] ^= 0xff;
+    fs::write(&partial2, &head).unwrap();
+    server
+        .run(&admin, &["restore", &id, "--tar", s(&out2)])
+        .expect_error(&["discarded"]);
+    assert!(
+        !out2.exists() && !partial2.exists(),
+        "nothing that looks complete is left"
+    );
+    let r = server.ok(&admin, &["restore", &id, "--tar", s(&out2)]);
+    assert_eq!(num(&r, "bytes_fetched"), size, "{r}");
+    assert_same_file(&tar, &out2);
+}
+
 // ---------------------------------------------------------------------------------------
 // 1. Trees.
 
@@ -309,12 +346,8 @@ fn tar_layers_plain_and_gzip_restore_exactly_and_dedup() {
     assert_eq!(server.snapshot_ids(&admin).len(), 2);
 }
 
-/// BUG / dedup gap (server, `server/src/serve/ingest/tar.rs` `held_layer`, with the engine's
-/// `snapshot_tar`): a layer is recognised before sending only by the ONE digest recorded
-/// when it was first stored. Once a layer is held (here: pushed plain), pushing its gzip
-/// is answered `already_stored` (by diff id) -- but the gzip digest is not recorded, so
-/// every later push of that same gzip stream is sent in full again (3.9 MB here, each
-/// time), though the server has answered "already stored" for exactly that digest.
+/// Once a layer is held (here: pushed plain), pushing its gzip is answered `already_stored`
+/// by diff id, and the gzip's digest is remembered, so its next push is not sent at all.
 #[test]
 fn gzip_of_a_held_layer_is_skipped_on_its_next_push() {
     let server = server_with_metrics();
