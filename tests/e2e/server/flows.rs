@@ -177,12 +177,8 @@ fn tree_push_restores_bit_exact() {
     );
 }
 
-/// BUG (client, `server/src/client/pull.rs`, `restore_tree`): a restore via the server
-/// fails with `cannot create DEST/<second name>: No such file or directory` for any tree
-/// holding a hard-linked pair. The second name is linked (`std::fs::hard_link(first, p)`)
-/// while walking the plan, but the first name's file is only created later, in
-/// `fill_window`; so the link's source does not exist yet. A local `amber restore` of the
-/// same tree works.
+/// A hard-linked pair restores through the server as one file with two names (the client
+/// links the second name only once the first name's content is in place).
 #[test]
 fn hard_links_restore_via_the_server() {
     let server = Server::start();
@@ -194,11 +190,7 @@ fn hard_links_restore_via_the_server() {
     let id = snapshot_id(&server.push(&admin, &[s(&src)]));
     let dest = server.scratch("dest");
     let out = server.run(&admin, &["--json", "restore", &id, s(&dest)]);
-    assert_eq!(
-        out.code,
-        Some(0),
-        "BUG: restore of a hard-linked pair via the server\n{out}"
-    );
+    assert_eq!(out.code, Some(0), "restore of a hard-linked pair via the server\n{out}");
     assert_same_tree(&src, &dest);
     let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).unwrap());
     assert_eq!(ino(&dest.join("a.txt")), ino(&dest.join("sub/b.txt")), "still one file");
