@@ -91,6 +91,10 @@ pub enum Error {
     /// An argument was out of its allowed range.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+
+    /// Input that would need more memory or space than the engine allows for it.
+    #[error("limit exceeded: {0}")]
+    LimitExceeded(String),
     /// A background worker stopped (its error is reported separately).
     #[error("a pipeline worker stopped unexpectedly: {0}")]
     Pipeline(String),

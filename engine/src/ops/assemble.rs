@@ -29,6 +29,12 @@ use crate::repo::writer::{BlobWriter, WriteStats};
 
 /// Deepest directory nesting accepted.
 pub const MAX_DEPTH: usize = 4096;
+/// Most bytes of entries one directory may hold (its node must fit one blob).
+pub const MAX_DIR_BYTES: u64 = 64 * 1024 * 1024;
+/// Most bytes of entries held in memory at once, over every directory not yet stored.
+pub const MAX_HELD_BYTES: u64 = 256 * 1024 * 1024;
+/// Skipped paths kept with their reasons; beyond this they are only counted.
+pub const MAX_KEPT_SKIPS: usize = 10_000;
 /// Longest entry name accepted, in bytes.
 pub const MAX_NAME: usize = u16::MAX as usize;
 
@@ -61,8 +67,10 @@ pub struct AssembledTree {
     pub files_sent: u64,
     /// Bytes of file content sent.
     pub bytes_received: u64,
-    /// Paths left out, with the reason.
+    /// Paths left out, with the reason (the first [`MAX_KEPT_SKIPS`]).
     pub skipped: Vec<(String, String)>,
+    /// Paths left out beyond those.
+    pub skipped_beyond: u64,
 }
 
 impl AssembledTree {
@@ -89,6 +97,7 @@ impl AssembledTree {
         };
         let mut snapshot = labels.snapshot(SourceKind::Tree, *self.root.hash(), parent, source_path, stats);
         snapshot.record_skips(&self.skipped);
+        snapshot.skipped += self.skipped_beyond;
         let id = repo.commit_snapshot(&snapshot)?;
         Ok((id, snapshot))
     }
@@ -109,6 +118,8 @@ struct Dir {
     closed: bool,
     /// The parent snapshot's node for this path: its id until first needed, then loaded.
     previous: Previous,
+    /// Estimated encoded size of `entries`.
+    bytes: u64,
 }
 
 enum Previous {
@@ -145,6 +156,8 @@ pub struct TreeAssembler<'w> {
     next_index: u64,
     root: Option<TreeId>,
     out: AssembledTree,
+    /// Estimated bytes of entries held in directories not yet stored.
+    held: u64,
 }
 
 impl<'w> TreeAssembler<'w> {
@@ -166,6 +179,7 @@ impl<'w> TreeAssembler<'w> {
             outstanding: 0,
             closed: false,
             previous,
+            bytes: 0,
         };
         Ok(TreeAssembler {
             writer,
@@ -178,6 +192,7 @@ impl<'w> TreeAssembler<'w> {
             next_index: 1,
             root: None,
             out: AssembledTree::default(),
+            held: 0,
         })
     }
 
@@ -201,6 +216,7 @@ impl<'w> TreeAssembler<'w> {
     /// format, or directories nest deeper than [`MAX_DEPTH`]; store errors.
     pub fn add(&mut self, parent: u64, mut entry: Entry) -> Result<Added> {
         let depth = self.open_depth(parent)?;
+        let held = self.held;
         let dir = self.dir_mut(parent)?;
         let path = join_rel(&dir.path, &entry.name);
         check_entry(&entry, &path)?;
@@ -214,7 +230,16 @@ impl<'w> TreeAssembler<'w> {
                 "{path}: directories nest deeper than {MAX_DEPTH} levels"
             )));
         }
+        let size = entry_bytes(&entry);
+        if dir.bytes + size > MAX_DIR_BYTES || held + size > MAX_HELD_BYTES {
+            return Err(Error::LimitExceeded(format!(
+                "{path}: a directory holds at most {MAX_DIR_BYTES} bytes of entries, and a push at most \
+                 {MAX_HELD_BYTES} bytes of entries of directories not yet complete"
+            )));
+        }
+        dir.bytes += size;
         dir.last_name = Some(entry.name.clone());
+        self.held += size;
         self.close_above(parent)?;
         let index = self.next_index;
         self.next_index += 1;
@@ -232,7 +257,11 @@ impl<'w> TreeAssembler<'w> {
 
     /// Records a path the client could not read.
     pub fn skip(&mut self, path: String, reason: String) {
-        self.out.skipped.push((path, reason));
+        if self.out.skipped.len() < MAX_KEPT_SKIPS {
+            self.out.skipped.push((path, reason));
+        } else {
+            self.out.skipped_beyond += 1;
+        }
     }
 
     /// Starts receiving the content of wanted file `index`, which must be the first
@@ -428,6 +457,7 @@ impl<'w> TreeAssembler<'w> {
                 return Ok(());
             }
             let dir = self.dirs.remove(&index).ok_or_else(|| lost(index))?;
+            self.held = self.held.saturating_sub(dir.bytes);
             let node = TreeNode::new(dir.entries.into_iter().flatten().collect())
                 .map_err(|e| Error::InvalidArgument(format!("{}: {e}", dir.path)))?;
             let id = TreeId::new(self.writer.store_meta(BlobKind::Tree, &node.encode())?);
@@ -487,6 +517,7 @@ impl<'w> TreeAssembler<'w> {
                 outstanding: 0,
                 closed: false,
                 previous,
+                bytes: 0,
             },
         );
         self.chain.push(index);
@@ -610,4 +641,10 @@ fn check_entry(e: &Entry, path: &str) -> Result<()> {
         return bad("a timestamp has 1e9 nanoseconds or more".into());
     }
     Ok(())
+}
+
+/// Roughly the bytes `entry` takes in its directory's node (and in memory).
+fn entry_bytes(e: &Entry) -> u64 {
+    let xattrs: usize = e.xattrs.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
+    (e.name.len() + e.user.len() + e.group.len() + e.link_target.len() + xattrs + 128) as u64
 }

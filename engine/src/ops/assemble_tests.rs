@@ -14,7 +14,7 @@ use crate::format::blob::BlobKind;
 use crate::format::tree::{Content, Entry, EntryKind};
 use crate::id::{BlobId, ChunkId, TreeId};
 use crate::ops::Labels;
-use crate::ops::assemble::{Added, AssembledTree, MAX_DEPTH, TreeAssembler};
+use crate::ops::assemble::{Added, AssembledTree, MAX_DEPTH, MAX_KEPT_SKIPS, TreeAssembler};
 use crate::ops::block::{BlockRestoreOptions, restore_block};
 use crate::ops::fsmeta::{self, NameCache};
 use crate::ops::ingest::{ParentChoice, TreeOptions, snapshot_tree};
@@ -433,6 +433,27 @@ fn resumed_files_are_not_sent_again() {
     assert_eq!(tree.files_reused, 2);
     let expected = snapshot_tree(&repo, &src, &no_parent()).unwrap();
     assert_eq!(*tree.root.hash(), expected.snapshot.root);
+}
+
+#[test]
+fn memory_held_for_entries_is_limited() {
+    let (_tmp, repo) = fresh();
+    let writer = BlobWriter::new(&repo).unwrap();
+    let mut asm = TreeAssembler::new(&writer, None).unwrap();
+    let long = |i: u32| {
+        let mut name = format!("{i:08}").into_bytes();
+        name.resize(60_000, b'x');
+        Entry::new(name, EntryKind::Symlink)
+    };
+    let refused = (0..2_000).map(long).map(|e| asm.add(0, e)).find_map(Result::err);
+    let err = refused.expect("one directory cannot hold unbounded entries");
+    assert!(matches!(err, crate::Error::LimitExceeded(_)), "{err}");
+    for i in 0..(MAX_KEPT_SKIPS as u32 + 5) {
+        asm.skip(format!("s{i}"), "unreadable".into());
+    }
+    let tree = asm.finish().unwrap();
+    assert_eq!(tree.skipped.len(), MAX_KEPT_SKIPS);
+    assert_eq!(tree.skipped_beyond, 5);
 }
 
 #[test]

@@ -9,6 +9,7 @@ pub fn from_engine(e: &Error) -> Status {
         Error::InvalidArgument(_) | Error::Format(_) => Code::InvalidArgument,
         Error::NoSuchSnapshot(_) | Error::NoSuchPath(_) | Error::MissingBlob(_) => Code::NotFound,
         Error::AmbiguousSnapshot { .. } => Code::InvalidArgument,
+        Error::LimitExceeded(_) => Code::ResourceExhausted,
         Error::Backend(_) | Error::Io { .. } => Code::Unavailable,
         Error::Crypto(_) | Error::Corrupt { .. } => Code::DataLoss,
         _ => Code::Internal,

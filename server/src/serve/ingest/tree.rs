@@ -21,6 +21,9 @@ use crate::serve::status::{from_engine, invalid, out_of_turn};
 pub const MAX_BATCH: usize = 1024;
 /// Content received between checkpoints (flush, then journal the completed files).
 const CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
+/// Files completed between checkpoints, so the list waiting to be journaled stays small
+/// however small the files.
+const CHECKPOINT_FILES: u64 = 10_000;
 
 /// Runs a tree push after its header.
 pub fn run(push: &Push, inbox: &mut Inbox, outbox: &Outbox) -> Result<pb::Committed, Status> {
@@ -56,6 +59,7 @@ pub fn run(push: &Push, inbox: &mut Inbox, outbox: &Outbox) -> Result<pb::Commit
             entries: 0,
             last_batch_seen: false,
             since_checkpoint: 0,
+            files_since_checkpoint: 0,
             request_id: &push.caller.request_id,
         };
         if let Err(status) = rx.receive() {
@@ -88,6 +92,7 @@ struct Receiver<'a, 'w> {
     entries: u64,
     last_batch_seen: bool,
     since_checkpoint: u64,
+    files_since_checkpoint: u64,
     request_id: &'a str,
 }
 
@@ -177,7 +182,8 @@ impl Receiver<'_, '_> {
             )));
         }
         self.asm.end_file(index, end.size).map_err(|e| from_engine(&e))?;
-        if self.since_checkpoint >= CHECKPOINT_BYTES {
+        self.files_since_checkpoint += 1;
+        if self.since_checkpoint >= CHECKPOINT_BYTES || self.files_since_checkpoint >= CHECKPOINT_FILES {
             self.checkpoint()
                 .map_err(|e| Status::unavailable(format!("checkpoint failed: {e}")))?;
         }
@@ -203,6 +209,7 @@ impl Receiver<'_, '_> {
         self.writer.flush()?;
         self.journal.append(&done)?;
         self.since_checkpoint = 0;
+        self.files_since_checkpoint = 0;
         Ok(())
     }
 
