@@ -645,9 +645,6 @@ fn share_copies_a_snapshot_into_another_vault() {
     let (a, b) = (server.admin_of("lab-a"), server.admin_of("lab-b"));
     let src = server.scratch("tree");
     sample_tree(&src, 62);
-    // Hard links are covered by `hard_links_restore_via_the_server` (failing: a client bug);
-    // this test is about sharing.
-    fs::remove_file(src.join("pkg0/hard-b")).unwrap();
     let id = snapshot_id(&server.push(&a, &[s(&src)]));
 
     let mut cmd = server.client(&a, &["--json", "share", &id, "--to", "lab-b"]);
@@ -681,6 +678,42 @@ fn share_copies_a_snapshot_into_another_vault() {
     cmd.env("AMBER_TARGET_TOKEN", &a);
     run_command(cmd).expect_error(&["(PermissionDenied)"]);
     assert_eq!(server.snapshot_ids(&reader), vec![new_id]);
+}
+
+#[test]
+fn layers_and_volumes_are_shared_too() {
+    let (server, _cfg) = two_vault_server();
+    let (a, b) = (server.admin_of("lab-a"), server.admin_of("lab-b"));
+    let share = |id: &str| {
+        let mut cmd = server.client(&a, &["--json", "share", id, "--to", "lab-b"]);
+        cmd.env("AMBER_TARGET_TOKEN", &b);
+        snapshot_id(&run_command(cmd).expect_code(0).json())
+    };
+    let (tar, gz) = make_layer(&server, 64);
+    let layer = snapshot_id(&server.push(&a, &["--tar", s(&gz)]));
+    let shared_layer = share(&layer);
+    let out = server.scratch("shared.tar");
+    server.ok(&b, &["restore", &shared_layer, "--tar", s(&out)]);
+    assert_same_file(&tar, &out);
+
+    let img = server.scratch("vol.img");
+    File::create(&img).unwrap().set_len(24 * 1024 * 1024 + 4096).unwrap();
+    let mut rng = Rng::new(66);
+    scribble(
+        &img,
+        &[(0, 300_000), (5_000_000, 1_000_000), (24 * 1024 * 1024, 4096)],
+        &mut rng,
+    );
+    let vol = snapshot_id(&server.push(&a, &["--block", s(&img)]));
+    let shared_vol = share(&vol);
+    let back = server.scratch("shared.img");
+    server.ok(&b, &["restore", &shared_vol, "--block", s(&back)]);
+    assert_same_file(&img, &back);
+    let listed = server.snapshot_ids(&b);
+    assert!(
+        listed.contains(&shared_layer) && listed.contains(&shared_vol),
+        "{listed:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
