@@ -38,17 +38,36 @@ pub struct ProgressDisplay {
     progress: Arc<Progress>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    terminal: bool,
 }
 
 impl ProgressDisplay {
     pub fn start(verb: &'static str) -> Self {
+        Self::spawn(verb, None)
+    }
+
+    /// Like [`ProgressDisplay::start`], but when stderr is not a terminal (a sidecar's
+    /// log), prints a plain progress line every `every` instead of nothing.
+    pub fn start_logged(verb: &'static str, every: Duration) -> Self {
+        Self::spawn(verb, Some(every))
+    }
+
+    fn spawn(verb: &'static str, log_every: Option<Duration>) -> Self {
         let progress = Arc::new(Progress::default());
         let stop = Arc::new(AtomicBool::new(false));
-        let thread = std::io::stderr().is_terminal().then(|| {
-            let (p, s) = (progress.clone(), stop.clone());
-            std::thread::spawn(move || draw_loop(verb, &p, &s))
-        });
-        ProgressDisplay { progress, stop, thread }
+        let terminal = std::io::stderr().is_terminal();
+        let (p, s) = (progress.clone(), stop.clone());
+        let thread = match (terminal, log_every) {
+            (true, _) => Some(std::thread::spawn(move || draw_loop(verb, &p, &s))),
+            (false, Some(every)) => Some(std::thread::spawn(move || log_loop(verb, &p, &s, every))),
+            (false, None) => None,
+        };
+        ProgressDisplay {
+            progress,
+            stop,
+            thread,
+            terminal,
+        }
     }
 
     pub fn counters(&self) -> Arc<Progress> {
@@ -59,7 +78,32 @@ impl ProgressDisplay {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
-            eprint!("\r\x1b[K");
+            if self.terminal {
+                eprint!("\r\x1b[K");
+            }
+        }
+    }
+}
+
+/// One line per period on a non-terminal stderr.
+fn log_loop(verb: &str, p: &Progress, stop: &AtomicBool, every: Duration) {
+    let start = Instant::now();
+    let mut next = every;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(250));
+        if start.elapsed() >= next {
+            next += every;
+            let (files, b, errors) = p.snapshot();
+            eprintln!(
+                "{verb}: {files} files, {} after {} s{}",
+                bytes(b),
+                start.elapsed().as_secs(),
+                if errors > 0 {
+                    format!(", {errors} errors")
+                } else {
+                    String::new()
+                }
+            );
         }
     }
 }

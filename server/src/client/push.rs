@@ -33,7 +33,7 @@ pub const FRAME: usize = 1024 * 1024;
 pub fn run(g: &Global, args: &PushArgs) -> Result<ExitCode> {
     block_on(async {
         let remote = Remote::connect(g).await?;
-        let display = ProgressDisplay::start("push");
+        let display = ProgressDisplay::start_logged("push", std::time::Duration::from_secs(10));
         let remote = Remote {
             progress: Some(display.counters()),
             ..remote
