@@ -51,8 +51,8 @@ impl Remote {
             .map_err(|_| anyhow!("AMBER_TOKEN holds characters a token cannot have"))?;
         let mut endpoint = Endpoint::from_shared(url.clone())
             .with_context(|| format!("bad server URL {url:?}"))?
-            .initial_stream_window_size(crate::serve::STREAM_WINDOW)
-            .initial_connection_window_size(crate::serve::CONNECTION_WINDOW);
+            .initial_stream_window_size(amber_server::serve::STREAM_WINDOW)
+            .initial_connection_window_size(amber_server::serve::CONNECTION_WINDOW);
         if url.starts_with("https://") {
             endpoint = endpoint.tls_config(tls(g.ca_cert.as_deref())?)?;
         }

@@ -44,7 +44,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Index(cmd) => admin::index(g, &cmd),
         Command::Key(cmd) => admin::key(g, cmd),
         Command::Serve { listen, config } => {
-            crate::serve::run(&crate::serve::ServeArgs { listen, config })?;
+            amber_server::serve::run(&amber_server::serve::ServeArgs { listen, config })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Token(cmd) => tokens::local(g, &cmd),

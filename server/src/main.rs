@@ -6,7 +6,6 @@ mod client;
 mod commands;
 mod context;
 mod output;
-mod serve;
 
 use std::process::ExitCode;
 

@@ -13,7 +13,7 @@ use crate::cli::{Global, TokenCommand};
 use crate::client::{Remote, block_on, failed};
 use crate::commands::inspect::{print_diff, print_entries, print_snapshots};
 use crate::output::emit;
-use crate::serve::convert;
+use amber_server::serve::convert;
 
 /// `amber snapshots --server`.
 ///

@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use crate::cli::Global;
 use crate::client::{Remote, block_on, failed};
 use crate::output::{bytes, emit};
-use crate::serve::convert;
+use amber_server::serve::convert;
 
 /// Chunks per ReadChunks call.
 const GROUP: usize = 64;

@@ -139,7 +139,7 @@ pub fn header(
             lab: s.lab.clone(),
             researcher: s.researcher.clone(),
             tags: s.tags.clone(),
-            metadata: crate::serve::convert::wire_metadata(&s.metadata),
+            metadata: amber_server::serve::convert::wire_metadata(&s.metadata),
         }),
         hostname,
         source_path,

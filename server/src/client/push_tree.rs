@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use super::push::{FRAME, Outcome, PushStream, header};
 use crate::cli::PushArgs;
 use crate::client::Remote;
-use crate::serve::convert;
+use amber_server::serve::convert;
 
 /// Entries per batch (the server's cap).
 const BATCH: usize = 1024;

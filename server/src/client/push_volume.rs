@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail};
 use super::push::{FRAME, Outcome, PushStream, header};
 use crate::cli::PushArgs;
 use crate::client::Remote;
-use crate::serve::convert;
+use amber_server::serve::convert;
 
 /// Digests per batch (the server's cap).
 const DIGEST_BATCH: u64 = 4096;

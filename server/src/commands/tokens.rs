@@ -8,8 +8,8 @@ use anyhow::{Result, bail};
 
 use crate::cli::{Global, TokenCommand};
 use crate::client::catalog::{print_created, print_revoked, print_tokens};
-use crate::serve::admin::info;
-use crate::serve::tokens::{Role, TokenStore};
+use amber_server::serve::admin::info;
+use amber_server::serve::tokens::{Role, TokenStore};
 
 /// Runs a token command on the data directory `--repo` (`AMBER_REPO`).
 pub fn local(g: &Global, cmd: &TokenCommand) -> Result<ExitCode> {
