@@ -2,10 +2,10 @@
 //! that chunking, hashing and sealing never run on the async executor.
 
 mod inbox;
-mod journal;
+pub mod journal;
 mod parent;
 mod session;
-mod spool;
+pub mod spool;
 mod tar;
 mod tree;
 mod volume;

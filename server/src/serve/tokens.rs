@@ -351,6 +351,15 @@ fn encode_file(entries: &[Entry]) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Decodes a token file's bytes as [`TokenStore::open`] does and returns how many tokens
+/// it holds: for tooling and fuzzing.
+///
+/// # Errors
+/// Whatever makes `open` refuse the file.
+pub fn check_file(bytes: &[u8]) -> Result<usize> {
+    decode_file(bytes).map(|e| e.len())
+}
+
 fn decode_file(bytes: &[u8]) -> Result<Vec<Entry>> {
     let header: serde_json::Value = serde_json::from_slice(bytes)?;
     let format = header.get("format").and_then(|v| v.as_str());

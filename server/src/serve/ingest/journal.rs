@@ -100,7 +100,8 @@ pub fn resume_base(vault: &Vault, token_id: &str, resume_key: &[u8], source_path
     Some(journal_dir(vault).join(h.finalize().to_hex().as_str()))
 }
 
-fn decode(line: &str) -> Option<(String, Entry)> {
+/// One journal line as a path and its entry; `None` for a line that does not parse.
+pub fn decode(line: &str) -> Option<(String, Entry)> {
     let line: Line = serde_json::from_str(line).ok()?;
     let node = TreeNode::decode(&hex::decode(line.node).ok()?).ok()?;
     let entry = node.into_entries().into_iter().next()?;
