@@ -588,3 +588,69 @@ fn a_stream_that_stops_after_the_header_leaves_nothing() {
     assert!(f.server.stderr().len() < 1_000_000, "the server log stays small");
     f.still_serves();
 }
+
+fn volume_header(size: u64, changed_ranges: bool) -> pb::PushHeader {
+    header(Source::Volume(pb::VolumeHeader {
+        size,
+        changed_ranges,
+        meta: None,
+    }))
+}
+
+#[test]
+fn bad_volume_pushes_are_refused() {
+    let f = Fixture::new();
+    // Changed ranges need a parent volume: there is none yet.
+    let mut raw = f.open(volume_header(1 << 20, true));
+    let (result, _) = f.rt.block_on(raw.outcome());
+    let status = result.expect_err("ranges without a parent");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    f.nothing_stored("ranges without a parent");
+
+    // Digests: a batch that does not start at the next block, and a block whose bytes do
+    // not match its digest.
+    let mut raw = f.open(volume_header(1 << 20, false));
+    let Ok(Some(Answer::Accepted(_))) = f.rt.block_on(raw.recv()) else {
+        panic!("expected Accepted")
+    };
+    let skip = Frame::Digests(pb::BlockDigests {
+        first_block: 1,
+        digests: vec![vec![7u8; 32]],
+        last: false,
+    });
+    f.expect(
+        &mut raw,
+        vec![skip],
+        Code::InvalidArgument,
+        "digests from the wrong block",
+    );
+
+    let mut raw = f.open(volume_header(4096, false));
+    let Ok(Some(Answer::Accepted(a))) = f.rt.block_on(raw.recv()) else {
+        panic!("expected Accepted")
+    };
+    let key: [u8; 32] = a.digest_key.as_slice().try_into().unwrap();
+    let real = vec![9u8; 4096];
+    let digest = blake3::keyed_hash(&key, &real).as_bytes().to_vec();
+    f.rt.block_on(raw.send(Frame::Digests(pb::BlockDigests {
+        first_block: 0,
+        digests: vec![digest],
+        last: true,
+    })));
+    let Ok(Some(Answer::BlocksWanted(w))) = f.rt.block_on(raw.recv()) else {
+        panic!("expected BlocksWanted")
+    };
+    assert_eq!(w.runs.len(), 1);
+    let forged = Frame::BlockData(pb::BlockData {
+        block: 0,
+        offset: 0,
+        data: vec![8u8; 4096],
+    });
+    f.expect(
+        &mut raw,
+        vec![forged],
+        Code::InvalidArgument,
+        "a block that does not match its digest",
+    );
+    f.still_serves();
+}
