@@ -13,6 +13,7 @@ use amber_engine::repo::{InitOptions, Repository};
 use anyhow::{Context, Result};
 
 use crate::serve::audit::AuditLog;
+use crate::serve::config::validate_vault_name;
 use crate::serve::tokens::{Role, TokenStore};
 
 /// One hosted vault.
@@ -50,8 +51,11 @@ impl Vaults {
         std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
         let mut names: Vec<String> = wanted.to_vec();
         for entry in std::fs::read_dir(&root).with_context(|| format!("cannot list {}", root.display()))? {
-            let name = entry?.file_name().to_string_lossy().into_owned();
-            if !names.contains(&name) {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Only vault directories: anything else under vaults/ is left alone.
+            let is_vault = entry.path().join("config").is_file() && validate_vault_name(&name).is_ok();
+            if is_vault && !names.contains(&name) {
                 names.push(name);
             }
         }
