@@ -2,7 +2,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -33,10 +33,11 @@ pub fn bytes(n: u64) -> String {
 }
 
 /// A progress line on stderr, refreshed while the operation runs; silent when stderr is
-/// not a terminal.
+/// not a terminal, unless made with [`ProgressDisplay::start_logged`].
 pub struct ProgressDisplay {
     progress: Arc<Progress>,
-    stop: Arc<AtomicBool>,
+    /// Dropping it tells the drawing thread to stop at once.
+    stop: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,
     terminal: bool,
 }
@@ -54,17 +55,17 @@ impl ProgressDisplay {
 
     fn spawn(verb: &'static str, log_every: Option<Duration>) -> Self {
         let progress = Arc::new(Progress::default());
-        let stop = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = channel();
         let terminal = std::io::stderr().is_terminal();
-        let (p, s) = (progress.clone(), stop.clone());
+        let p = progress.clone();
         let thread = match (terminal, log_every) {
-            (true, _) => Some(std::thread::spawn(move || draw_loop(verb, &p, &s))),
-            (false, Some(every)) => Some(std::thread::spawn(move || log_loop(verb, &p, &s, every))),
+            (true, _) => Some(std::thread::spawn(move || draw_loop(verb, &p, &stopped, None))),
+            (false, Some(every)) => Some(std::thread::spawn(move || draw_loop(verb, &p, &stopped, Some(every)))),
             (false, None) => None,
         };
         ProgressDisplay {
             progress,
-            stop,
+            stop: Some(stop),
             thread,
             terminal,
         }
@@ -75,7 +76,7 @@ impl ProgressDisplay {
     }
 
     pub fn finish(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stop.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
             if self.terminal {
@@ -85,44 +86,36 @@ impl ProgressDisplay {
     }
 }
 
-/// One line per period on a non-terminal stderr.
-fn log_loop(verb: &str, p: &Progress, stop: &AtomicBool, every: Duration) {
+/// Redraws the progress line every 250 ms (`log_every` None), or prints one plain line
+/// per period; returns as soon as the display is finished.
+fn draw_loop(verb: &str, p: &Progress, stopped: &Receiver<()>, log_every: Option<Duration>) {
     let start = Instant::now();
-    let mut next = every;
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(250));
-        if start.elapsed() >= next {
-            next += every;
-            let (files, b, errors) = p.snapshot();
-            eprintln!(
-                "{verb}: {files} files, {} after {} s{}",
-                bytes(b),
-                start.elapsed().as_secs(),
-                if errors > 0 {
-                    format!(", {errors} errors")
-                } else {
-                    String::new()
-                }
-            );
-        }
-    }
-}
-
-fn draw_loop(verb: &str, p: &Progress, stop: &AtomicBool) {
-    let start = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(250));
+    let mut next_line = log_every.unwrap_or_default();
+    while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(Duration::from_millis(250)) {
         let (files, b, errors) = p.snapshot();
-        let secs = start.elapsed().as_secs_f64().max(0.001);
-        eprint!(
-            "\r\x1b[K{verb}: {files} files, {} ({}/s){}",
-            bytes(b),
-            bytes((b as f64 / secs) as u64),
-            if errors > 0 {
-                format!(", {errors} errors")
-            } else {
-                String::new()
+        let errors = if errors > 0 {
+            format!(", {errors} errors")
+        } else {
+            String::new()
+        };
+        match log_every {
+            None => {
+                let secs = start.elapsed().as_secs_f64().max(0.001);
+                eprint!(
+                    "\r\x1b[K{verb}: {files} files, {} ({}/s){errors}",
+                    bytes(b),
+                    bytes((b as f64 / secs) as u64)
+                );
             }
-        );
+            Some(every) if start.elapsed() >= next_line => {
+                next_line += every;
+                eprintln!(
+                    "{verb}: {files} files, {} after {} s{errors}",
+                    bytes(b),
+                    start.elapsed().as_secs()
+                );
+            }
+            Some(_) => {}
+        }
     }
 }
