@@ -6,10 +6,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::backend::Backend;
 use crate::backend::memory::MemoryBackend;
-use crate::backend::{Backend, DynBackend};
-use crate::chunker::ChunkerParams;
-use crate::crypto::KdfParams;
 use crate::format::blob::BlobKind;
 use crate::format::tree::{Content, Entry, EntryKind};
 use crate::id::{BlobId, ChunkId, TreeId};
@@ -19,44 +17,18 @@ use crate::ops::block::{BlockRestoreOptions, restore_block};
 use crate::ops::fsmeta::{self, NameCache};
 use crate::ops::ingest::{ParentChoice, TreeOptions, snapshot_tree};
 use crate::ops::restore::{RestoreOptions, restore_tree};
+use crate::ops::tests::{PW, init, noise};
 use crate::ops::volume_build::{VolumeBuilder, wire_digest, wire_digest_key};
+use crate::repo::Repository;
 use crate::repo::writer::BlobWriter;
-use crate::repo::{InitOptions, Repository};
 use crate::{Error, Result};
 
-const PW: &[u8] = b"correct horse";
 const BLOCK: u64 = 64 * 1024;
-
-fn init(backend: DynBackend, cache: &Path) -> Repository {
-    let opts = InitOptions {
-        kdf: KdfParams {
-            memory_kib: 8192,
-            iterations: 1,
-            parallelism: 1,
-        },
-        label: "test".into(),
-        chunker: ChunkerParams::new(64 * 1024, 128 * 1024, 256 * 1024).unwrap(),
-        block_size: BLOCK as u32,
-    };
-    Repository::init(backend, cache, PW, &opts).unwrap()
-}
 
 fn fresh() -> (tempfile::TempDir, Repository) {
     let tmp = tempfile::tempdir().unwrap();
     let repo = init(Arc::new(MemoryBackend::new()), &tmp.path().join("cache"));
     (tmp, repo)
-}
-
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
 }
 
 fn make_tree(root: &Path) {

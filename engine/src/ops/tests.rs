@@ -19,7 +19,7 @@ use crate::repo::writer::BlobWriter;
 use crate::repo::{InitOptions, Repository};
 use crate::{Error, repo::sync};
 
-const PW: &[u8] = b"correct horse";
+pub(super) const PW: &[u8] = b"correct horse";
 
 fn small_chunks() -> InitOptions {
     InitOptions {
@@ -34,11 +34,13 @@ fn small_chunks() -> InitOptions {
     }
 }
 
-fn init(backend: DynBackend, cache: &Path) -> Repository {
+/// A repository with small chunks (64/128/256 KiB), 64 KiB volume blocks and a cheap KDF.
+pub(super) fn init(backend: DynBackend, cache: &Path) -> Repository {
     Repository::init(backend, cache, PW, &small_chunks()).unwrap()
 }
 
-fn noise(len: usize, seed: u64) -> Vec<u8> {
+/// Deterministic noise (xorshift) of `len` bytes.
+pub(super) fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
     (0..len)
         .map(|_| {
