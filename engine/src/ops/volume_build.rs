@@ -137,7 +137,7 @@ impl<'w> VolumeBuilder<'w> {
     /// [`Error::InvalidArgument`] when out of order or there is no parent;
     /// [`Error::Corrupt`] when the parent's list does not match its size.
     pub fn inherit(&mut self, index: u64) -> Result<ChunkId> {
-        let len = self.expect(index)?;
+        let len = self.next_len(index)?;
         if self.parent.is_none() {
             return Err(Error::InvalidArgument(format!(
                 "block {index}: there is no parent to inherit from"
@@ -157,7 +157,7 @@ impl<'w> VolumeBuilder<'w> {
     /// [`Error::InvalidArgument`] when out of order, or the vault holds no chunk `id` of
     /// the block's length.
     pub fn known(&mut self, index: u64, id: ChunkId) -> Result<ChunkId> {
-        let len = self.expect(index)?;
+        let len = self.next_len(index)?;
         if !id.is_hole() {
             let stored = self.writer.stored_len(BlobKind::Chunk, &BlobId::from(id))?;
             if stored.map(u64::from) != Some(len) {
@@ -176,7 +176,7 @@ impl<'w> VolumeBuilder<'w> {
     /// # Errors
     /// [`Error::InvalidArgument`] when out of order.
     pub fn hole(&mut self, index: u64) -> Result<ChunkId> {
-        let len = self.expect(index)?;
+        let len = self.next_len(index)?;
         self.advance(index, len)?;
         self.push(index, ChunkId::HOLE, len)
     }
@@ -187,7 +187,7 @@ impl<'w> VolumeBuilder<'w> {
     /// # Errors
     /// [`Error::InvalidArgument`] when out of order or of the wrong length; store errors.
     pub fn data(&mut self, index: u64, data: &[u8]) -> Result<ChunkId> {
-        let len = self.expect(index)?;
+        let len = self.next_len(index)?;
         if data.len() as u64 != len {
             return Err(Error::InvalidArgument(format!(
                 "block {index} is {len} bytes, {} were sent",
@@ -208,7 +208,7 @@ impl<'w> VolumeBuilder<'w> {
     /// [`Error::InvalidArgument`] when out of order, without a parent, or for a piece
     /// outside the block; errors reading the parent's block; store errors.
     pub fn patch(&mut self, index: u64, pieces: &[(u64, Vec<u8>)]) -> Result<ChunkId> {
-        let len = self.expect(index)?;
+        let len = self.next_len(index)?;
         if self.parent.is_none() {
             return Err(Error::InvalidArgument(format!(
                 "block {index}: there is no parent to patch"
@@ -255,7 +255,7 @@ impl<'w> VolumeBuilder<'w> {
     }
 
     /// The length of block `index` when it is the next block expected.
-    fn expect(&self, index: u64) -> Result<u64> {
+    fn next_len(&self, index: u64) -> Result<u64> {
         if index != self.next || index >= self.count {
             return Err(Error::InvalidArgument(format!(
                 "block {index} given where block {} of {} was expected",
