@@ -62,7 +62,7 @@ pub enum BackendError {
     #[error("invalid object key {0:?}")]
     InvalidKey(String),
     /// An I/O error on a key.
-    #[error("store I/O on {key}: {source}")]
+    #[error("store I/O on {key}: {source}{}", io_hint(source))]
     Io {
         /// The key.
         key: String,
@@ -72,6 +72,16 @@ pub enum BackendError {
     /// A fault injected by a test backend.
     #[error("injected fault on {0}")]
     Injected(String),
+}
+
+/// What to tell a user about an I/O error beyond the OS's words.
+pub fn io_hint(e: &std::io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) => " (ENOSPC: the file system is full; free space and run the command again: nothing half-written was committed)",
+        Some(libc::EDQUOT) => " (EDQUOT: the disk quota is exhausted; nothing half-written was committed)",
+        Some(libc::EROFS) => " (EROFS: the file system is read-only)",
+        _ => "",
+    }
 }
 
 /// A store of immutable objects.
@@ -112,6 +122,11 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// I/O.
     fn delete(&self, key: &str) -> Result<(), BackendError>;
+
+    /// Where the store is, for messages (a directory, a URL).
+    fn describe(&self) -> String {
+        format!("{self:?}")
+    }
 }
 
 /// A shared backend.

@@ -47,6 +47,9 @@ pub enum Error {
         /// What RocksDB said.
         message: String,
     },
+    /// Another process is writing to the index (it holds RocksDB's lock).
+    #[error("the index at {} is in use by another amber process", .0.display())]
+    IndexBusy(PathBuf),
     /// An object read back from the store does not have the id it is filed under.
     #[error("corrupt {kind} {id}: {detail}")]
     Corrupt {

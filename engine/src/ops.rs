@@ -4,9 +4,11 @@ pub mod assemble;
 pub mod block;
 pub mod content;
 pub mod diff;
+pub mod exclude;
 pub mod extract;
 pub mod fsmeta;
 pub mod ingest;
+pub mod members;
 pub mod progress;
 pub mod ranges;
 pub mod restore;
@@ -67,6 +69,7 @@ impl Labels {
             stats,
             skipped: 0,
             skipped_paths: Vec::new(),
+            root_entry: None,
         }
     }
 
@@ -107,12 +110,35 @@ pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
 }
 
-/// A path inside a snapshot, `/`-separated, from raw name bytes.
-pub(crate) fn join_rel(parent: &str, name: &[u8]) -> String {
-    let name = String::from_utf8_lossy(name);
-    if parent.is_empty() {
-        name.into_owned()
-    } else {
-        format!("{parent}/{name}")
+/// A path inside a snapshot: `/`-separated raw name bytes, never converted to text.
+pub fn join_rel(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut path = Vec::with_capacity(parent.len() + 1 + name.len());
+    if !parent.is_empty() {
+        path.extend_from_slice(parent);
+        path.push(b'/');
     }
+    path.extend_from_slice(name);
+    path
+}
+
+/// `path` without leading and trailing `/`.
+pub fn trim_slashes(path: &[u8]) -> &[u8] {
+    let start = path.iter().position(|&b| b != b'/').unwrap_or(path.len());
+    let end = path.iter().rposition(|&b| b != b'/').map_or(start, |i| i + 1);
+    path.get(start..end).unwrap_or_default()
+}
+
+/// How a path (or name) of raw bytes is shown as text: valid UTF-8 as it is, every byte
+/// of an invalid sequence as `\xNN` (two lower-case hex digits). Two different byte
+/// strings can show alike only when one of them contains a literal `\x`; JSON output
+/// carries the exact bytes beside this form (see the README).
+pub fn display_path(path: &[u8]) -> String {
+    let mut out = String::with_capacity(path.len());
+    for chunk in path.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
 }

@@ -267,16 +267,9 @@ impl Repository {
     pub fn commit_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
         snap.validate()?;
         let plain = snap.encode();
-        if plain.len() > blob::MAX_BLOB_LEN {
-            return Err(Error::InvalidArgument(format!(
-                "snapshot object of {} bytes is too large",
-                plain.len()
-            )));
-        }
         let id = SnapshotId::new(self.keys().ids.snapshot.hash(&plain));
-        let sealed = blob::seal_blob(&self.keys().seal_key, BlobKind::Snapshot, id.hash(), &plain, Some(3))?;
-        self.backend()
-            .put(&snapshot_key(&id), &snapshot::frame(&sealed), PutMode::CreateOnly)?;
+        let file = snapshot::seal_file(&self.keys().seal_key, &id, &plain)?;
+        self.backend().put(&snapshot_key(&id), &file, PutMode::CreateOnly)?;
         Ok(id)
     }
 
@@ -291,8 +284,7 @@ impl Repository {
             detail,
         };
         let bytes = self.backend().get(&snapshot_key(&id))?;
-        let sealed = snapshot::unframe(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        let body = blob::open_blob_unsized(&self.keys().seal_key, BlobKind::Snapshot, id.hash(), sealed)?;
+        let body = snapshot::open_file(&self.keys().seal_key, &id, &bytes)?;
         if self.keys().ids.snapshot.hash(&body) != *id.hash() {
             return Err(corrupt("content does not hash to its id".into()));
         }

@@ -7,6 +7,9 @@
 //!
 //! `AMBER_BLESS=1 cargo test -p amber-engine --test golden` rewrites the files instead of
 //! comparing. Without it a missing file is a failure, never a silent pass.
+//!
+//! Fixtures (`*-v1.hex`) are objects of an older version that the current writer no longer
+//! makes: they are only read and checked, never written, even when blessing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -21,13 +24,13 @@ use amber_engine::format::chunklist::{self, ListBuilder, ListEntry, ListNode};
 use amber_engine::format::config::{self, VaultConfig};
 use amber_engine::format::keyslot::{self, KeySlot};
 use amber_engine::format::layout::{self as tar_layout, LayoutReader, Record};
-use amber_engine::format::pack::{self, BuiltPack, DIRECTORY_ID, PackKind, SealedBlob};
+use amber_engine::format::pack::{self, BuiltPack, DIRECTORY_ID, PackEntry, PackKind, SealedBlob};
 use amber_engine::format::segment::{self, PackRecord};
 use amber_engine::format::snapshot::{self, Snapshot, SnapshotStats, SourceKind};
 use amber_engine::format::tarhdr::{self, BLOCK, TarKind};
 use amber_engine::format::tree::{ChunkRef, Content, Entry, EntryKind, MAX_INLINE_CHUNKS, Timestamp, TreeNode};
 use amber_engine::hash::{IdKey, plain_hash};
-use amber_engine::id::{BlobId, ChunkId, Hash32, KeySlotId, ListId, SegmentId, SnapshotId, TreeId, VaultId};
+use amber_engine::id::{BlobId, ChunkId, Hash32, KeySlotId, ListId, PackId, SegmentId, SnapshotId, TreeId, VaultId};
 use amber_engine::ops::ranges::{BlockSet, ByteRange, parse_ranges};
 use amber_engine::repo::layout;
 
@@ -125,6 +128,9 @@ const ALL_VECTORS: &[&str] = &[
     "volume-list-root",
 ];
 
+/// Objects of older versions, kept as they were written: read and checked, never blessed.
+const FIXTURES: &[&str] = &["pack-v1", "snapshot-plain-v1", "snapshot-file-v1"];
+
 fn vectors_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../format-spec/vectors")
 }
@@ -187,6 +193,20 @@ impl Vectors {
         }
         stored
     }
+}
+
+/// The bytes of the fixture `format-spec/vectors/<name>.hex`, which is never rewritten.
+fn fixture(name: &str) -> Vec<u8> {
+    assert!(FIXTURES.contains(&name), "{name} is missing from FIXTURES");
+    let path = vectors_dir().join(format!("{name}.hex"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "fixture {} cannot be read ({e}); fixtures are never regenerated",
+            path.display()
+        )
+    });
+    let digits: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    hex::decode(&digits).unwrap_or_else(|e| panic!("{} is not hex: {e}", path.display()))
 }
 
 impl Drop for Vectors {
@@ -332,7 +352,41 @@ fn golden_tree(keys: &VaultKeys) -> TreeNode {
     TreeNode::new(vec![link, dir, file]).unwrap()
 }
 
+/// The metadata of the snapshotted directory itself (snapshot plaintext version 2).
+fn golden_root_entry(keys: &VaultKeys) -> Entry {
+    let mut root = Entry::new(Vec::new(), EntryKind::Dir);
+    root.mode = 0o750;
+    root.uid = 1000;
+    root.gid = 100;
+    root.user = b"jovyan".to_vec();
+    root.group = b"users".to_vec();
+    root.mtime = Timestamp {
+        sec: 1_700_000_400,
+        nsec: 500_000_000,
+    };
+    root.ctime = Timestamp {
+        sec: 1_700_000_401,
+        nsec: 6,
+    };
+    root.inode = 2;
+    root.device = 0x803;
+    root.nlink = 3;
+    root.size = 4096;
+    root.xattrs = vec![(b"user.project".to_vec(), b"amber-golden".to_vec())];
+    root.content = Content::Tree(TreeId::new(keys.ids.tree.hash(&golden_tree(keys).encode())));
+    root
+}
+
+/// The snapshot of `snapshot-plain.hex` (version 2, with a root entry).
 fn golden_snapshot(keys: &VaultKeys) -> Snapshot {
+    Snapshot {
+        root_entry: Some(golden_root_entry(keys)),
+        ..golden_snapshot_v1(keys)
+    }
+}
+
+/// The snapshot of the fixture `snapshot-plain-v1.hex` (version 1: no root entry).
+fn golden_snapshot_v1(keys: &VaultKeys) -> Snapshot {
     let a = compressible_chunk().len() as u64;
     let b = incompressible_chunk().len() as u64;
     Snapshot {
@@ -359,6 +413,7 @@ fn golden_snapshot(keys: &VaultKeys) -> Snapshot {
         },
         skipped: 1,
         skipped_paths: vec!["secret.txt".into()],
+        root_entry: None,
     }
 }
 
@@ -518,6 +573,58 @@ fn blobs() {
     assert_eq!(&aad[14..], &[0xee; 32]);
 }
 
+/// The header, footer, sealed directory and its offset of a whole pack (the footer's
+/// length field is taken as it is, so that the checks are left to the code under test).
+fn pack_parts(bytes: &[u8]) -> (&[u8], &[u8], &[u8], usize) {
+    let n = bytes.len();
+    let footer = &bytes[n - pack::FOOTER_LEN..];
+    let dir_len = u32::from_le_bytes(footer[..4].try_into().unwrap()) as usize;
+    let dir_at = n - pack::FOOTER_LEN - dir_len.min(n - pack::FOOTER_LEN);
+    (
+        &bytes[..pack::HEADER_LEN],
+        footer,
+        &bytes[dir_at..n - pack::FOOTER_LEN],
+        dir_at,
+    )
+}
+
+/// Opens a pack's directory from its parts, as the index sync does with ranged reads.
+fn open_ranged(keys: &VaultKeys, bytes: &[u8], expected: PackKind) -> Result<Vec<PackEntry>, String> {
+    let (header, footer, sealed, dir_at) = pack_parts(bytes);
+    let id = PackId::new(plain_hash(bytes));
+    pack::open_pack_directory(&keys.seal_key, id, expected, header, footer, sealed, dir_at as u64)
+        .map_err(|e| e.to_string())
+}
+
+/// Checks the directory and every blob of the pack made from the three chunks.
+fn check_golden_pack(keys: &VaultKeys, stored: &[u8], entries: &[PackEntry]) {
+    let (_, _, sealed, dir_at) = pack_parts(stored);
+    // The directory holds 1 version byte, a u32 count and 45 bytes per entry, sealed raw.
+    assert_eq!(sealed.len(), 12 + 1 + (1 + 4 + 3 * pack::ENTRY_LEN) + 16);
+    assert_eq!(entries.len(), 3);
+    assert_eq!(entries[0].offset as usize, pack::HEADER_LEN);
+    for pair in entries.windows(2) {
+        assert_eq!(
+            pair[0].offset + pair[0].sealed_len,
+            pair[1].offset,
+            "blobs are back to back"
+        );
+    }
+    let last = entries.last().unwrap();
+    assert_eq!((last.offset + last.sealed_len) as usize, dir_at);
+
+    let plains = [compressible_chunk(), incompressible_chunk(), small_chunk()];
+    let mut seen = BTreeSet::new();
+    for e in entries {
+        assert_eq!(e.kind, BlobKind::Chunk);
+        let sealed = &stored[e.offset as usize..(e.offset + e.sealed_len) as usize];
+        let plain = blob::open_blob(&keys.seal_key, e.kind, e.id.hash(), sealed, e.raw_len as usize).unwrap();
+        assert_eq!(keys.ids.chunk.hash(&plain), *e.id.hash());
+        seen.insert(plains.iter().position(|p| *p == plain).unwrap());
+    }
+    assert_eq!(seen.len(), 3, "every input blob is in the pack once");
+}
+
 #[test]
 fn pack() {
     let mut v = Vectors::default();
@@ -538,42 +645,86 @@ fn pack() {
         layout::pack_key(PackKind::Meta, &built.id),
         format!("meta/{}/{hex}", &hex[..2])
     );
-    assert_eq!(
-        pack::decode_header(&stored[..pack::HEADER_LEN]).unwrap(),
-        PackKind::Data
-    );
-    let dir_len = pack::decode_footer(&stored[stored.len() - pack::FOOTER_LEN..]).unwrap() as usize;
-    // The directory holds 1 version byte, a u32 count and 45 bytes per entry, sealed raw.
-    assert_eq!(dir_len, 12 + 1 + (1 + 4 + 3 * pack::ENTRY_LEN) + 16);
+    let header = pack::decode_header(&stored[..pack::HEADER_LEN]).unwrap();
+    assert_eq!((header.version, header.kind), (2, PackKind::Data));
+    assert_eq!(&stored[..16], b"AMBRPACK\x02\x00\x01\x00\x00\x00\x00\x00");
 
     let (kind, entries) = pack::read_directory(&keys.seal_key, built.id, &stored).unwrap();
     assert_eq!(kind, PackKind::Data);
     assert_eq!(entries, built.entries);
-    assert_eq!(entries.len(), 3);
-    assert_eq!(entries[0].offset as usize, pack::HEADER_LEN);
-    for pair in entries.windows(2) {
-        assert_eq!(
-            pair[0].offset + pair[0].sealed_len,
-            pair[1].offset,
-            "blobs are back to back"
+    assert_eq!(open_ranged(&keys, &stored, PackKind::Data).unwrap(), entries);
+    let err = open_ranged(&keys, &stored, PackKind::Meta).unwrap_err();
+    assert!(err.contains("stored under meta/"), "{err}");
+    check_golden_pack(&keys, &stored, &entries);
+
+    // The directory's associated data is the blob AAD of kind 4 and the zero id, followed by
+    // the header and the footer.
+    let (header, footer, sealed, dir_at) = pack_parts(&stored);
+    let aad = [
+        &blob::blob_aad(BlobKind::PackDirectory, &DIRECTORY_ID)[..],
+        header,
+        footer,
+    ]
+    .concat();
+    assert_eq!(aad.len(), 46 + 32);
+    assert_eq!(pack::directory_aad(2, header, footer), aad);
+    let plain = keys.seal_key.open(&aad, sealed, String::new).unwrap();
+    assert_eq!(plain[0], 0, "the directory is stored raw");
+    assert_eq!(pack::decode_directory(&plain[1..], dir_at as u64).unwrap(), entries);
+
+    // Every byte of the header and the footer is covered: flipping any one of them makes
+    // the directory fail to open (or the header or footer fail to decode).
+    let n = stored.len();
+    for at in (0..pack::HEADER_LEN).chain(n - pack::FOOTER_LEN..n) {
+        let mut bad = stored.clone();
+        bad[at] ^= 0x01;
+        assert!(open_ranged(&keys, &bad, PackKind::Data).is_err(), "byte {at}");
+        assert!(
+            pack::read_directory(&keys.seal_key, built.id, &bad).is_err(),
+            "byte {at}"
         );
     }
-    let last = entries.last().unwrap();
-    assert_eq!(
-        (last.offset + last.sealed_len) as usize,
-        stored.len() - pack::FOOTER_LEN - dir_len
-    );
+    // A v2 pack relabelled as v1 is opened with the v1 associated data, and fails.
+    let mut downgraded = stored.clone();
+    downgraded[8] = 1;
+    let err = open_ranged(&keys, &downgraded, PackKind::Data).unwrap_err();
+    assert!(err.contains("authentication failed"), "{err}");
+}
 
-    let plains = [compressible_chunk(), incompressible_chunk(), small_chunk()];
-    let mut seen = BTreeSet::new();
-    for e in &entries {
-        assert_eq!(e.kind, BlobKind::Chunk);
-        let sealed = &stored[e.offset as usize..(e.offset + e.sealed_len) as usize];
-        let plain = blob::open_blob(&keys.seal_key, e.kind, e.id.hash(), sealed, e.raw_len as usize).unwrap();
-        assert_eq!(keys.ids.chunk.hash(&plain), *e.id.hash());
-        seen.insert(plains.iter().position(|p| *p == plain).unwrap());
+/// The fixture `pack-v1.hex`: a pack of version 1, written before the header and footer
+/// were in the directory's associated data. It must stay readable.
+#[test]
+fn pack_v1() {
+    let keys = keys();
+    let stored = fixture("pack-v1");
+    assert_eq!(stored.len(), 619);
+    let id = PackId::new(plain_hash(&stored));
+    let header = pack::decode_header(&stored[..pack::HEADER_LEN]).unwrap();
+    assert_eq!((header.version, header.kind), (1, PackKind::Data));
+    let (kind, entries) = pack::read_directory(&keys.seal_key, id, &stored).unwrap();
+    assert_eq!(kind, PackKind::Data);
+    assert_eq!(open_ranged(&keys, &stored, PackKind::Data).unwrap(), entries);
+    check_golden_pack(&keys, &stored, &entries);
+
+    // The v1 directory's associated data is the blob AAD alone.
+    let (header, footer, sealed, _) = pack_parts(&stored);
+    let aad = blob::blob_aad(BlobKind::PackDirectory, &DIRECTORY_ID);
+    assert_eq!(pack::directory_aad(1, header, footer), aad);
+    assert!(keys.seal_key.open(&aad, sealed, String::new).is_ok());
+
+    // Its reserved bytes must be zero.
+    let n = stored.len();
+    for at in (11..pack::HEADER_LEN).chain(n - 12..n - 8) {
+        let mut bad = stored.clone();
+        bad[at] = 1;
+        let err = open_ranged(&keys, &bad, PackKind::Data).unwrap_err();
+        assert!(err.contains("reserved"), "byte {at}: {err}");
     }
-    assert_eq!(seen.len(), 3, "every input blob is in the pack once");
+    // A v1 pack relabelled as v2 is opened with the v2 associated data, and fails.
+    let mut upgraded = stored.clone();
+    upgraded[8] = 2;
+    let err = open_ranged(&keys, &upgraded, PackKind::Data).unwrap_err();
+    assert!(err.contains("authentication failed"), "{err}");
 }
 
 #[test]
@@ -711,23 +862,28 @@ fn snapshot() {
     let snap = golden_snapshot(&keys);
     let plain = v.golden("snapshot-plain", &snap.encode());
     snap.validate().unwrap();
+    assert_eq!(plain[0], 2, "plaintext version 2");
     assert_eq!(Snapshot::decode(&plain).unwrap(), snap);
     assert_eq!(snap.root, keys.ids.tree.hash(&golden_tree(&keys).encode()));
     let id = SnapshotId::new(keys.ids.snapshot.hash(&plain));
 
-    let sealed = blob::seal_blob_with_nonce(
-        &keys.seal_key,
-        nonce(NONCE_SNAPSHOT),
-        BlobKind::Snapshot,
-        id.hash(),
-        &plain,
-        Some(ZSTD_LEVEL),
-    )
-    .unwrap();
-    let file = v.golden("snapshot-file", &snapshot::frame(&sealed));
-    assert_eq!(&file[..8], snapshot::SNAPSHOT_MAGIC);
-    let inner = snapshot::unframe(&file).unwrap();
-    let opened = blob::open_blob_unsized(&keys.seal_key, BlobKind::Snapshot, id.hash(), inner).unwrap();
+    // The plaintext ends with has-root-entry = 1 and the root entry in the tree entry
+    // encoding with an empty name: a tree node holding the entry named "x" encodes the same
+    // fields after `01 | u32 1 | 01 00 'x'`.
+    let root_entry = snap.root_entry.clone().unwrap();
+    let named = Entry {
+        name: b"x".to_vec(),
+        ..root_entry
+    };
+    let node = TreeNode::new(vec![named]).unwrap().encode();
+    let tail = [&[1u8, 0, 0][..], &node[5 + 3..]].concat();
+    assert!(plain.ends_with(&tail), "the root entry closes the plaintext");
+
+    let fresh = snapshot::seal_file_with_nonce(&keys.seal_key, nonce(NONCE_SNAPSHOT), &id, &plain).unwrap();
+    let file = v.golden("snapshot-file", &fresh);
+    assert_eq!(&file[..12], b"AMBRSNAP\x02\x00\x00\x00");
+    assert_eq!(&file[12..24], &nonce(NONCE_SNAPSHOT));
+    let opened = snapshot::open_file(&keys.seal_key, &id, &file).unwrap();
     assert_eq!(opened, plain);
     assert_eq!(
         SnapshotId::new(keys.ids.snapshot.hash(&opened)),
@@ -735,6 +891,25 @@ fn snapshot() {
         "snapshot id is keyed BLAKE3 of the plaintext"
     );
     assert_eq!(layout::snapshot_key(&id), format!("snapshots/{}", id.to_hex()));
+    // The seal's associated data is the blob AAD of kind 5 and the id, then the header.
+    let aad = [&blob::blob_aad(BlobKind::Snapshot, id.hash())[..], &file[..12]].concat();
+    assert_eq!(snapshot::file_aad(2, &id, &file[..12]), aad);
+    assert!(blob::open_blob_unsized_with_aad(&keys.seal_key, BlobKind::Snapshot, id.hash(), &aad, &file[12..]).is_ok());
+    // Every header byte is covered.
+    for at in 0..snapshot::FILE_HEADER_LEN {
+        let mut bad = file.clone();
+        bad[at] ^= 0x01;
+        assert!(
+            snapshot::open_file(&keys.seal_key, &id, &bad).is_err(),
+            "header byte {at}"
+        );
+    }
+    let mut downgraded = file.clone();
+    downgraded[8] = 1;
+    let err = snapshot::open_file(&keys.seal_key, &id, &downgraded)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("authentication failed"), "{err}");
 
     // What a field's encoding cannot hold is refused before anything is written.
     let too_long = "x".repeat(usize::from(u16::MAX) + 1);
@@ -750,21 +925,67 @@ fn snapshot() {
     let mut bad = snap.clone();
     bad.metadata = vec![("big".into(), "x".repeat(1024 * 1024 + 1))];
     assert!(bad.validate().is_err(), "metadata value over 1 MiB");
+    let mut bad = snap.clone();
+    bad.root_entry.as_mut().unwrap().name = b"home".to_vec();
+    assert!(bad.validate().is_err(), "a root entry with a name");
     let mut bad = snap;
     bad.tags = (0..=u32::from(u16::MAX)).map(|i| i.to_string()).collect();
     assert!(bad.validate().is_err(), "more than 65535 tags");
+}
+
+/// The fixtures `snapshot-plain-v1.hex` and `snapshot-file-v1.hex`: a snapshot of plaintext
+/// version 1 (no root entry) in a file of version 1 (header outside the seal).
+#[test]
+fn snapshot_v1() {
+    let keys = keys();
+    let plain = fixture("snapshot-plain-v1");
+    assert_eq!(plain.len(), 261);
+    assert_eq!(plain[0], 1, "plaintext version 1");
+    let decoded = Snapshot::decode(&plain).unwrap();
+    assert_eq!(decoded, golden_snapshot_v1(&keys));
+    assert_eq!(decoded.root_entry, None);
+    let id = SnapshotId::new(keys.ids.snapshot.hash(&plain));
+
+    let file = fixture("snapshot-file-v1");
+    assert_eq!(&file[..12], b"AMBRSNAP\x01\x00\x00\x00");
+    assert_eq!(snapshot::open_file(&keys.seal_key, &id, &file).unwrap(), plain);
+    // The v1 seal's associated data is the blob AAD alone.
+    let aad = blob::blob_aad(BlobKind::Snapshot, id.hash());
+    assert_eq!(snapshot::file_aad(1, &id, &file[..12]), aad);
+    assert_eq!(
+        blob::open_blob_unsized(&keys.seal_key, BlobKind::Snapshot, id.hash(), &file[12..]).unwrap(),
+        plain
+    );
+    // Its reserved bytes lie outside the seal, so the reader insists they are zero.
+    for at in [10, 11] {
+        let mut bad = file.clone();
+        bad[at] ^= 0x01;
+        let err = snapshot::open_file(&keys.seal_key, &id, &bad).unwrap_err().to_string();
+        assert!(err.contains("reserved"), "byte {at}: {err}");
+    }
+    // Relabelled as version 2 it is opened with the v2 associated data, and fails.
+    let mut upgraded = file.clone();
+    upgraded[8] = 2;
+    let err = snapshot::open_file(&keys.seal_key, &id, &upgraded)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("authentication failed"), "{err}");
 }
 
 #[test]
 fn segment() {
     let mut v = Vectors::default();
     let keys = keys();
-    let built = golden_pack(&keys);
+    // The segment describes the pack of the fixture `pack-v1.hex` (a segment's records do
+    // not depend on the pack's version).
+    let pack_v1 = fixture("pack-v1");
+    let pack_id = PackId::new(plain_hash(&pack_v1));
+    let (kind, entries) = pack::read_directory(&keys.seal_key, pack_id, &pack_v1).unwrap();
     let records = vec![PackRecord {
-        id: built.id,
-        kind: built.kind,
-        len: built.bytes.len() as u64,
-        entries: built.entries,
+        id: pack_id,
+        kind,
+        len: pack_v1.len() as u64,
+        entries,
     }];
     let plain = v.golden("segment-plain", &segment::encode(&records));
     assert_eq!(segment::decode(&plain).unwrap(), records);
@@ -1226,6 +1447,6 @@ fn vector_directory_holds_exactly_the_known_files() {
             found.insert(stem.to_string());
         }
     }
-    let known: BTreeSet<String> = ALL_VECTORS.iter().map(|s| (*s).to_string()).collect();
+    let known: BTreeSet<String> = ALL_VECTORS.iter().chain(FIXTURES).map(|s| (*s).to_string()).collect();
     assert_eq!(found, known, "format-spec/vectors/*.hex and ALL_VECTORS differ");
 }

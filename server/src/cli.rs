@@ -67,7 +67,7 @@ pub enum Command {
         /// Snapshot id, unique prefix, or `latest`.
         snapshot: String,
         /// Only below this path inside the snapshot.
-        path: Option<String>,
+        path: Option<std::ffi::OsString>,
     },
     /// Restore a snapshot: a tree into a directory, a volume into an image.
     #[command(group(ArgGroup::new("target").required(true).args(["dest", "block", "tar"])))]
@@ -172,10 +172,19 @@ pub struct KdfArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("source").required(true).args(["path", "block", "tar"])))]
+#[command(group(ArgGroup::new("source").required(true).args(["paths", "block", "tar"])))]
 pub struct SnapshotArgs {
-    /// Directory to snapshot.
-    pub path: Option<PathBuf>,
+    /// Directory to snapshot; with several paths (directories or files), the snapshot's
+    /// root holds each under its own name.
+    pub paths: Vec<PathBuf>,
+    /// Leave out paths matching this pattern (repeatable): without `/` it matches a name
+    /// at any depth (`*.pyc`), with `/` a path from the snapshot's root (`data/raw`,
+    /// `**/.cache`).
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+    /// Read exclude patterns from this file, one per line (`#` comments; repeatable).
+    #[arg(long = "exclude-file", value_name = "FILE")]
+    pub exclude_file: Vec<PathBuf>,
     /// Snapshot a container layer: a tar stream, plain, gzip or zstd; `-` for stdin.
     #[arg(long, value_name = "FILE")]
     pub tar: Option<PathBuf>,

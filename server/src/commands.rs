@@ -25,7 +25,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Init { kdf, block_size_kib } => admin::init(g, &kdf, block_size_kib),
         Command::Snapshot(args) => snapshot::run(g, &args),
         Command::Snapshots => inspect::snapshots(g),
-        Command::Ls { snapshot, path } => inspect::ls(g, &snapshot, path.as_deref()),
+        Command::Ls { snapshot, path } => inspect::ls(g, &snapshot, path.as_ref().map(|p| p.as_encoded_bytes())),
         Command::Restore {
             snapshot,
             dest,
@@ -62,7 +62,9 @@ fn remote(cli: Cli) -> Result<ExitCode> {
         Command::Push(args) => client::push::run(g, &args),
         Command::Snapshot(_) => anyhow::bail!("use `amber push` to snapshot to a server"),
         Command::Snapshots => client::catalog::snapshots(g),
-        Command::Ls { snapshot, path } => client::catalog::ls(g, &snapshot, path.as_deref()),
+        Command::Ls { snapshot, path } => {
+            client::catalog::ls(g, &snapshot, path.as_ref().map(|p| p.as_encoded_bytes()))
+        }
         Command::Diff { a, b } => client::catalog::diff(g, &a, &b),
         Command::Token(cmd) => client::catalog::token(g, &cmd),
         Command::Share { snapshot, to } => client::catalog::share(g, &snapshot, &to),

@@ -7,13 +7,27 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use amber_engine::ops::progress::Progress;
-use serde_json::Value;
+use amber_engine::ops::display_path;
+use serde_json::{Map, Value};
 
 /// Prints `value` as JSON when asked, else the text `human` produces.
 pub fn emit(json: bool, value: &Value, human: impl FnOnce() -> String) {
     let mut out = std::io::stdout().lock();
     let text = if json { value.to_string() } else { human() };
     let _ = writeln!(out, "{text}");
+}
+
+/// Adds a path of raw bytes to a JSON object as `key` (its text form: UTF-8 as it is,
+/// other bytes as `\xNN`) and, only when the bytes are not UTF-8, `<key>_base64` (the
+/// exact bytes, standard base64). Scripts that must be exact use `<key>_base64` when it
+/// is present.
+pub fn put_path(obj: &mut Map<String, Value>, key: &str, path: &[u8]) {
+    obj.insert(key.to_string(), Value::String(display_path(path)));
+    if std::str::from_utf8(path).is_err() {
+        use base64::Engine;
+        let exact = base64::engine::general_purpose::STANDARD.encode(path);
+        obj.insert(format!("{key}_base64"), Value::String(exact));
+    }
 }
 
 /// Human-readable bytes.

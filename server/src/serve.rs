@@ -80,6 +80,7 @@ async fn serve(config: ServerConfig) -> Result<()> {
         limits: config.limits.clone(),
         draining: AtomicBool::new(false),
         streams: Arc::new(Semaphore::new(config.limits.max_streams)),
+        queued: std::sync::atomic::AtomicUsize::new(0),
     });
     let (abort_tx, abort_rx) = watch::channel(false);
     let (stop_metrics_tx, stop_metrics_rx) = watch::channel(false);
@@ -119,11 +120,18 @@ async fn router(
 ) -> Result<(tonic::transport::server::Router, tonic_health::server::HealthReporter)> {
     let limits = &config.limits;
     let (health, health_service) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(amber_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(amber_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder()
         .build_v1()
         .context("cannot build the reflection service")?;
+    // Python's grpcio-reflection and older grpcurl speak only v1alpha.
+    let reflection_alpha = reflection_builder()
+        .build_v1alpha()
+        .context("cannot build the v1alpha reflection service")?;
     // HTTP/2's default 64 KiB windows make a 1 MiB frame wait for sixteen window updates;
     // these still bound what a peer can have in flight (2 MiB per stream, 8 MiB per
     // connection) while letting a push run at the speed of its disk.
@@ -155,6 +163,7 @@ async fn router(
     let router = builder
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_alpha)
         .add_service(ingest)
         .add_service(restore)
         .add_service(catalog)

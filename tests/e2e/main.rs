@@ -12,6 +12,7 @@ mod common;
 mod crash;
 mod dedup;
 mod index;
+pub mod integrity;
 mod keys;
 mod roundtrip;
 mod security;

@@ -6,6 +6,7 @@
 mod bad_input;
 mod faults;
 mod flows;
+pub mod integrity;
 pub mod harness;
 mod isolation;
 mod load;

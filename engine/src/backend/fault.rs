@@ -51,4 +51,7 @@ impl Backend for FaultBackend {
     fn delete(&self, key: &str) -> Result<(), BackendError> {
         self.inner.delete(key)
     }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
 }

@@ -28,20 +28,25 @@ impl LocalBackend {
         &self.root
     }
 
+    /// An I/O error naming the file (root joined with the key), so a message says where.
+    fn io_err(&self, key: &str, source: std::io::Error) -> BackendError {
+        io_err(&self.root.join(key).display().to_string(), source)
+    }
+
     fn path(&self, key: &str) -> Result<PathBuf, BackendError> {
         validate_key(key)?;
         Ok(self.root.join(key))
     }
 
     fn temp_path(&self) -> Result<PathBuf, BackendError> {
-        let name: [u8; 12] = random_array().map_err(|_| io_err("tmp", std::io::Error::other("no randomness")))?;
+        let name: [u8; 12] = random_array().map_err(|_| self.io_err("tmp", std::io::Error::other("no randomness")))?;
         Ok(self.root.join(TMP_DIR).join(format!("{}.tmp", hex::encode(name))))
     }
 
     fn write_temp(&self, key: &str, bytes: &[u8]) -> Result<PathBuf, BackendError> {
         let tmp = self.temp_path()?;
         if let Some(dir) = tmp.parent() {
-            fs::create_dir_all(dir).map_err(|e| io_err(key, e))?;
+            fs::create_dir_all(dir).map_err(|e| self.io_err(key, e))?;
         }
         let write = || -> std::io::Result<()> {
             let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
@@ -50,7 +55,7 @@ impl LocalBackend {
         };
         if let Err(e) = write() {
             let _ = fs::remove_file(&tmp);
-            return Err(io_err(key, e));
+            return Err(self.io_err(key, e));
         }
         Ok(tmp)
     }
@@ -67,6 +72,27 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Creates `dir` (and missing parents up to `root`) durably: each new directory's parent
+/// is fsynced, so a pack reported durable cannot vanish with a directory entry lost in a
+/// power cut.
+fn ensure_dir(root: &Path, dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| p.starts_with(root) && *p != dir) {
+        ensure_dir(root, parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    match dir.parent() {
+        Some(parent) => sync_dir(parent),
+        None => Ok(()),
+    }
+}
+
 impl Backend for LocalBackend {
     fn put(&self, key: &str, bytes: &[u8], mode: PutMode) -> Result<PutOutcome, BackendError> {
         let path = self.path(key)?;
@@ -74,7 +100,7 @@ impl Backend for LocalBackend {
             return Ok(PutOutcome::AlreadyExisted);
         }
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| io_err(key, e))?;
+        ensure_dir(&self.root, &dir).map_err(|e| self.io_err(key, e))?;
         let tmp = self.write_temp(key, bytes)?;
         let placed = match mode {
             // link(2) fails if the target exists: an atomic create-only.
@@ -85,21 +111,21 @@ impl Backend for LocalBackend {
         match placed {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(PutOutcome::AlreadyExisted),
-            Err(e) => return Err(io_err(key, e)),
+            Err(e) => return Err(self.io_err(key, e)),
         }
-        sync_dir(&dir).map_err(|e| io_err(key, e))?;
+        sync_dir(&dir).map_err(|e| self.io_err(key, e))?;
         Ok(PutOutcome::Created)
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>, BackendError> {
         let path = self.path(key)?;
-        fs::read(&path).map_err(|e| map_missing(key, e))
+        fs::read(&path).map_err(|e| map_missing(self, key, e))
     }
 
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
         let path = self.path(key)?;
-        let mut f = File::open(&path).map_err(|e| map_missing(key, e))?;
-        let size = f.metadata().map_err(|e| io_err(key, e))?.len();
+        let mut f = File::open(&path).map_err(|e| map_missing(self, key, e))?;
+        let size = f.metadata().map_err(|e| self.io_err(key, e))?.len();
         if offset.checked_add(len).is_none_or(|end| end > size) {
             return Err(BackendError::OutOfRange {
                 key: key.into(),
@@ -113,9 +139,13 @@ impl Backend for LocalBackend {
             len,
         })?;
         let mut buf = vec![0u8; len];
-        f.seek(SeekFrom::Start(offset)).map_err(|e| io_err(key, e))?;
-        f.read_exact(&mut buf).map_err(|e| io_err(key, e))?;
+        f.seek(SeekFrom::Start(offset)).map_err(|e| self.io_err(key, e))?;
+        f.read_exact(&mut buf).map_err(|e| self.io_err(key, e))?;
         Ok(buf)
+    }
+
+    fn describe(&self) -> String {
+        self.root.display().to_string()
     }
 
     fn head(&self, key: &str) -> Result<Option<u64>, BackendError> {
@@ -123,7 +153,7 @@ impl Backend for LocalBackend {
         match fs::metadata(&path) {
             Ok(m) => Ok(Some(m.len())),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err(key, e)),
+            Err(e) => Err(self.io_err(key, e)),
         }
     }
 
@@ -134,7 +164,7 @@ impl Backend for LocalBackend {
             Some(i) => prefix.get(..i).unwrap_or(""),
             None => "",
         };
-        walk(&self.root, base, &mut out).map_err(|e| io_err(prefix, e))?;
+        walk(&self.root, base, &mut out).map_err(|e| self.io_err(prefix, e))?;
         out.retain(|o| o.key.starts_with(prefix) && !o.key.starts_with("tmp/"));
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
@@ -145,20 +175,20 @@ impl Backend for LocalBackend {
         match fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io_err(key, e)),
+            Err(e) => return Err(self.io_err(key, e)),
         }
         if let Some(dir) = path.parent() {
-            sync_dir(dir).map_err(|e| io_err(key, e))?;
+            sync_dir(dir).map_err(|e| self.io_err(key, e))?;
         }
         Ok(())
     }
 }
 
-fn map_missing(key: &str, e: std::io::Error) -> BackendError {
+fn map_missing(backend: &LocalBackend, key: &str, e: std::io::Error) -> BackendError {
     if e.kind() == ErrorKind::NotFound {
         BackendError::NotFound { key: key.into() }
     } else {
-        io_err(key, e)
+        backend.io_err(key, e)
     }
 }
 

@@ -2,7 +2,7 @@
 //! kind and id as associated data so no blob can stand in for another.
 
 use crate::compress::{self, Compression};
-use crate::crypto::{NONCE_LEN, SealKey};
+use crate::crypto::{NONCE_LEN, SEAL_OVERHEAD, SealKey};
 use crate::error::{CryptoError, Error};
 use crate::format::FormatError;
 use crate::id::Hash32;
@@ -80,6 +80,24 @@ pub fn blob_aad(kind: BlobKind, id: &Hash32) -> [u8; 46] {
     aad
 }
 
+/// The associated data of a framed object: [`blob_aad`] followed by `framing`, the bytes of
+/// the file that lie outside the seal (a pack's header and footer, a snapshot file's
+/// header), so that no stored byte is left unauthenticated.
+pub fn framed_aad(kind: BlobKind, id: &Hash32, framing: &[&[u8]]) -> Vec<u8> {
+    let extra: usize = framing.iter().map(|f| f.len()).sum();
+    let mut aad = Vec::with_capacity(46 + extra);
+    aad.extend_from_slice(&blob_aad(kind, id));
+    for f in framing {
+        aad.extend_from_slice(f);
+    }
+    aad
+}
+
+/// The sealed length of a plaintext stored raw (compression tag 0): plaintext + 29.
+pub const fn raw_sealed_len(plain_len: usize) -> usize {
+    plain_len + 1 + SEAL_OVERHEAD
+}
+
 fn envelope(plaintext: &[u8], level: Option<i32>) -> Vec<u8> {
     let compressed = level.and_then(|l| compress::compress(plaintext, l));
     let (tag, body) = match &compressed {
@@ -121,6 +139,20 @@ pub fn seal_blob_with_nonce(
     key.seal_with_nonce(nonce, &blob_aad(kind, id), envelope(plaintext, level))
 }
 
+/// As [`seal_blob_with_nonce`] under the associated data `aad` (see [`framed_aad`]).
+///
+/// # Errors
+/// [`CryptoError`] as ring reports.
+pub fn seal_blob_with_aad(
+    key: &SealKey,
+    nonce: [u8; NONCE_LEN],
+    aad: &[u8],
+    plaintext: &[u8],
+    level: Option<i32>,
+) -> Result<Vec<u8>, CryptoError> {
+    key.seal_with_nonce(nonce, aad, envelope(plaintext, level))
+}
+
 /// Opens a sealed blob and returns its plaintext, which must be `raw_len` bytes long.
 /// The caller re-hashes the plaintext against the id where the id is a content hash.
 ///
@@ -151,12 +183,27 @@ pub fn open_blob(key: &SealKey, kind: BlobKind, id: &Hash32, sealed: &[u8], raw_
 /// # Errors
 /// As [`open_blob`].
 pub fn open_blob_unsized(key: &SealKey, kind: BlobKind, id: &Hash32, sealed: &[u8]) -> Result<Vec<u8>, Error> {
+    open_blob_unsized_with_aad(key, kind, id, &blob_aad(kind, id), sealed)
+}
+
+/// As [`open_blob_unsized`] under the associated data `aad` (see [`framed_aad`]); `kind`
+/// and `id` name the object in errors.
+///
+/// # Errors
+/// As [`open_blob`].
+pub fn open_blob_unsized_with_aad(
+    key: &SealKey,
+    kind: BlobKind,
+    id: &Hash32,
+    aad: &[u8],
+    sealed: &[u8],
+) -> Result<Vec<u8>, Error> {
     let corrupt = |detail: String| Error::Corrupt {
         kind: kind.name(),
         id: id.to_hex(),
         detail,
     };
-    let inner = key.open(&blob_aad(kind, id), sealed, || format!("{} {}", kind.name(), id))?;
+    let inner = key.open(aad, sealed, || format!("{} {}", kind.name(), id))?;
     let (tag, body) = inner.split_first().ok_or_else(|| corrupt("empty envelope".into()))?;
     match Compression::from_u8(*tag) {
         Some(Compression::None) => Ok(body.to_vec()),

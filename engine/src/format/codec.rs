@@ -225,6 +225,20 @@ pub fn expect_header(
     object: &'static str,
     supported: u16,
 ) -> Result<u16, FormatError> {
+    expect_header_versions(r, magic, object, supported..=supported)
+}
+
+/// As [`expect_header`] for an object of which this build reads several versions.
+///
+/// # Errors
+/// [`FormatError::BadMagic`], or [`FormatError::UnsupportedVersion`] naming the newest
+/// version read.
+pub fn expect_header_versions(
+    r: &mut Reader<'_>,
+    magic: &'static [u8; 8],
+    object: &'static str,
+    supported: std::ops::RangeInclusive<u16>,
+) -> Result<u16, FormatError> {
     let found = r.take(8, "magic")?;
     if found != magic {
         return Err(FormatError::BadMagic {
@@ -232,12 +246,23 @@ pub fn expect_header(
         });
     }
     let version = r.u16("version")?;
-    if version != supported {
+    if !supported.contains(&version) {
         return Err(FormatError::UnsupportedVersion {
             object,
             version,
-            supported,
+            supported: *supported.end(),
         });
     }
     Ok(version)
+}
+
+/// Reads `n` reserved bytes, which must be zero.
+///
+/// # Errors
+/// [`FormatError::Truncated`], or [`FormatError::Invalid`] naming `field` when one is not zero.
+pub fn expect_zeros(r: &mut Reader<'_>, n: usize, field: &'static str) -> Result<(), FormatError> {
+    if r.take(n, field)?.iter().any(|&b| b != 0) {
+        return Err(FormatError::invalid(field, "reserved bytes are not zero"));
+    }
+    Ok(())
 }

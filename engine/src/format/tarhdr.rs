@@ -253,6 +253,14 @@ pub fn parse_pax(data: &[u8]) -> Result<PaxRecords, FormatError> {
     Ok(out)
 }
 
+/// The `size` a PAX extended header gives the next member (writers put it there for
+/// members of 8 GiB and more, with 0 in the ustar field), if it has a valid one.
+pub fn pax_size(data: &[u8]) -> Option<u64> {
+    let records = parse_pax(data).ok()?;
+    let (_, v) = records.iter().rev().find(|(k, _)| k.as_slice() == b"size")?;
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -179,7 +179,8 @@ impl Entry {
         String::from_utf8_lossy(&self.name).into_owned()
     }
 
-    fn encode(&self, w: &mut Writer) {
+    /// Appends the entry in the tree.md encoding (also a snapshot's root entry).
+    pub(crate) fn encode(&self, w: &mut Writer) {
         w.bytes16(&self.name);
         w.u8(self.kind as u8);
         w.u32(self.mode);
@@ -203,9 +204,15 @@ impl Entry {
         encode_content(w, &self.content);
     }
 
-    fn decode(r: &mut Reader<'_>) -> Result<Self, FormatError> {
+    /// Decodes one entry without checking its name, which is the caller's business: a tree
+    /// node's entries need a single path component, a snapshot's root entry an empty name.
+    pub(crate) fn decode_unchecked(r: &mut Reader<'_>) -> Result<Self, FormatError> {
         let name = r.bytes16("entry name")?.to_vec();
-        validate_name(&name)?;
+        Self::decode_after_name(name, r)
+    }
+
+    /// Decodes the fields after the name.
+    fn decode_after_name(name: Vec<u8>, r: &mut Reader<'_>) -> Result<Self, FormatError> {
         let mut e = Entry::new(name, EntryKind::from_u8(r.u8("entry kind")?)?);
         e.mode = r.u32("mode")?;
         e.uid = r.u32("uid")?;
@@ -228,6 +235,42 @@ impl Entry {
         }
         e.content = decode_content(r)?;
         Ok(e)
+    }
+
+    /// Checks that every field fits its encoding, so that the entry decodes as it was given
+    /// (the name is not checked; see [`validate_name`]).
+    ///
+    /// # Errors
+    /// [`FormatError::Invalid`] naming the field that is too long, too numerous or out of range.
+    pub(crate) fn check_encodable(&self) -> Result<(), FormatError> {
+        let short = usize::from(u16::MAX);
+        let fields = [&self.name, &self.user, &self.group, &self.link_target];
+        if fields.iter().any(|f| f.len() > short) {
+            return Err(FormatError::invalid(
+                "entry",
+                "a name, owner or link target over 65535 bytes",
+            ));
+        }
+        if self.xattrs.len() > short
+            || self
+                .xattrs
+                .iter()
+                .any(|(k, v)| k.len() > short || v.len() > MAX_XATTR_VALUE)
+        {
+            return Err(FormatError::invalid(
+                "xattrs",
+                "too many, a name over 65535 bytes or a value over 64 KiB",
+            ));
+        }
+        if self.mtime.nsec >= 1_000_000_000 || self.ctime.nsec >= 1_000_000_000 {
+            return Err(FormatError::invalid("entry time", "nanoseconds of 10^9 or more"));
+        }
+        if let Content::Inline(chunks) = &self.content
+            && u32::try_from(chunks.len()).is_err()
+        {
+            return Err(FormatError::invalid("content", "more than 2^32 - 1 inline chunks"));
+        }
+        Ok(())
     }
 }
 
@@ -370,7 +413,9 @@ impl TreeNode {
         let n = r.count32("entry count", 80)?;
         let mut entries = Vec::with_capacity(n);
         for _ in 0..n {
-            entries.push(Entry::decode(&mut r)?);
+            let name = r.bytes16("entry name")?.to_vec();
+            validate_name(&name)?;
+            entries.push(Entry::decode_after_name(name, &mut r)?);
         }
         r.finish()?;
         check_sorted_unique(&entries)?;

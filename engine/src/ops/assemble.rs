@@ -21,9 +21,9 @@ use crate::format::blob::BlobKind;
 use crate::format::snapshot::{Snapshot, SnapshotStats, SourceKind};
 use crate::format::tree::{Content, Entry, EntryKind, MAX_XATTR_VALUE, TreeNode};
 use crate::id::{BlobId, SnapshotId, TreeId};
-use crate::ops::ingest::unchanged;
+use crate::ops::ingest::reusable;
 use crate::ops::stream::ContentSink;
-use crate::ops::{Labels, join_rel};
+use crate::ops::{Labels, display_path, join_rel};
 use crate::repo::Repository;
 use crate::repo::writer::{BlobWriter, WriteStats};
 
@@ -61,8 +61,11 @@ pub struct AssembledTree {
     pub dirs: u64,
     /// Bytes of file content.
     pub bytes: u64,
-    /// Files whose content was taken from the parent snapshot or an earlier attempt.
+    /// Non-empty files whose content was taken from the parent snapshot or an earlier
+    /// attempt.
     pub files_reused: u64,
+    /// Empty regular files (nothing to send or reuse).
+    pub files_empty: u64,
     /// Files whose content was sent.
     pub files_sent: u64,
     /// Bytes of file content sent.
@@ -71,6 +74,8 @@ pub struct AssembledTree {
     pub skipped: Vec<(String, String)>,
     /// Paths left out beyond those.
     pub skipped_beyond: u64,
+    /// Metadata of the pushed directory itself, recorded as the snapshot's root entry.
+    pub root_entry: Option<Entry>,
 }
 
 impl AssembledTree {
@@ -96,6 +101,12 @@ impl AssembledTree {
             blobs_new: written.blobs_new,
         };
         let mut snapshot = labels.snapshot(SourceKind::Tree, *self.root.hash(), parent, source_path, stats);
+        snapshot.root_entry = self.root_entry.clone().map(|mut e| {
+            e.name = Vec::new();
+            e.kind = EntryKind::Dir;
+            e.content = Content::Tree(self.root);
+            e
+        });
         snapshot.record_skips(&self.skipped);
         snapshot.skipped += self.skipped_beyond;
         let id = repo.commit_snapshot(&snapshot)?;
@@ -107,8 +118,8 @@ impl AssembledTree {
 struct Dir {
     /// The directory holding this one and this one's slot there (`None` for the root).
     up: Option<(u64, usize)>,
-    /// Relative path, `/`-separated; empty for the root.
-    path: String,
+    /// Relative path, raw names joined by `/`; empty for the root.
+    path: Vec<u8>,
     /// Entries in name order; `None` for a file that failed.
     entries: Vec<Option<Entry>>,
     /// The last name added.
@@ -132,14 +143,21 @@ enum Previous {
 struct Wanted {
     dir: u64,
     slot: usize,
-    path: String,
+    path: Vec<u8>,
+    /// The size its entry declared: the most content it may receive.
+    declared: u64,
 }
 
 /// The file whose content is arriving.
 struct Receiving<'w> {
     index: u64,
     sink: ContentSink<'w>,
+    declared: u64,
+    received: u64,
 }
+
+/// Zero bytes handed to the chunker at once for a run of zeros.
+const ZEROS_PIECE: usize = 1 << 20;
 
 /// Assembles a tree from pushed entries and file contents; see the module documentation.
 pub struct TreeAssembler<'w> {
@@ -151,8 +169,8 @@ pub struct TreeAssembler<'w> {
     /// Wanted files not received yet, by index.
     wanted: BTreeMap<u64, Wanted>,
     receiving: Option<Receiving<'w>>,
-    resumed: HashMap<String, Entry>,
-    completed: Vec<(String, Entry)>,
+    resumed: HashMap<Vec<u8>, Entry>,
+    completed: Vec<(Vec<u8>, Entry)>,
     next_index: u64,
     root: Option<TreeId>,
     out: AssembledTree,
@@ -173,7 +191,7 @@ impl<'w> TreeAssembler<'w> {
         };
         let root = Dir {
             up: None,
-            path: String::new(),
+            path: Vec::new(),
             entries: Vec::new(),
             last_name: None,
             outstanding: 0,
@@ -200,7 +218,7 @@ impl<'w> TreeAssembler<'w> {
     /// relative path: an unchanged file at the same path takes its content, as from the
     /// parent snapshot.
     #[must_use]
-    pub fn with_resumed(mut self, files: HashMap<String, Entry>) -> Self {
+    pub fn with_resumed(mut self, files: HashMap<Vec<u8>, Entry>) -> Self {
         self.resumed = files;
         self
     }
@@ -219,21 +237,22 @@ impl<'w> TreeAssembler<'w> {
         let held = self.held;
         let dir = self.dir_mut(parent)?;
         let path = join_rel(&dir.path, &entry.name);
-        check_entry(&entry, &path)?;
+        let shown = display_path(&path);
+        check_entry(&entry, &shown)?;
         if dir.last_name.as_ref().is_some_and(|last| *last >= entry.name) {
             return Err(Error::InvalidArgument(format!(
-                "{path}: names in a directory must be added in strictly increasing byte order"
+                "{shown}: names in a directory must be added in strictly increasing byte order"
             )));
         }
         if entry.kind == EntryKind::Dir && depth >= MAX_DEPTH {
             return Err(Error::InvalidArgument(format!(
-                "{path}: directories nest deeper than {MAX_DEPTH} levels"
+                "{shown}: directories nest deeper than {MAX_DEPTH} levels"
             )));
         }
         let size = entry_bytes(&entry);
         if dir.bytes + size > MAX_DIR_BYTES || held + size > MAX_HELD_BYTES {
             return Err(Error::LimitExceeded(format!(
-                "{path}: a directory holds at most {MAX_DIR_BYTES} bytes of entries, and a push at most \
+                "{shown}: a directory holds at most {MAX_DIR_BYTES} bytes of entries, and a push at most \
                  {MAX_HELD_BYTES} bytes of entries of directories not yet complete"
             )));
         }
@@ -253,6 +272,18 @@ impl<'w> TreeAssembler<'w> {
                 Ok(Added::Other)
             }
         }
+    }
+
+    /// Records the metadata of the pushed directory itself (its name is ignored), to be
+    /// the snapshot's root entry.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when a field would not encode faithfully.
+    pub fn set_root_entry(&mut self, mut entry: Entry) -> Result<()> {
+        entry.name = b"root".to_vec();
+        check_entry(&entry, "the root")?;
+        self.out.root_entry = Some(entry);
+        Ok(())
     }
 
     /// Records a path the client could not read.
@@ -284,24 +315,58 @@ impl<'w> TreeAssembler<'w> {
                 "file {index} is not the next wanted file: {expected}"
             )));
         }
+        let declared = self.wanted.get(&index).map_or(0, |w| w.declared);
         self.receiving = Some(Receiving {
             index,
             sink: ContentSink::new(self.writer, BlobKind::Chunk),
+            declared,
+            received: 0,
         });
         Ok(())
+    }
+
+    /// The file being received, after checking that `more` bytes still fit its declared size.
+    fn receiving_room(&mut self, more: u64) -> Result<&mut Receiving<'w>> {
+        let r = self
+            .receiving
+            .as_mut()
+            .ok_or_else(|| Error::InvalidArgument("file data sent before any file was begun".into()))?;
+        if r.received.saturating_add(more) > r.declared {
+            return Err(Error::InvalidArgument(format!(
+                "file {}: more than the {} bytes its entry declared (send a file that grew only up to that size)",
+                r.index, r.declared
+            )));
+        }
+        r.received += more;
+        Ok(r)
     }
 
     /// Adds bytes to the file being received.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] when no file was begun; store errors.
+    /// [`Error::InvalidArgument`] when no file was begun or the bytes would make it longer
+    /// than its entry declared; store errors.
     pub fn file_data(&mut self, data: &[u8]) -> Result<()> {
-        let r = self
-            .receiving
-            .as_mut()
-            .ok_or_else(|| Error::InvalidArgument("file data sent before any file was begun".into()))?;
+        self.receiving_room(data.len() as u64)?.sink.push(data)?;
         self.out.bytes_received += data.len() as u64;
-        r.sink.push(data)
+        Ok(())
+    }
+
+    /// Adds `len` zero bytes to the file being received, as if they had been sent (they
+    /// become holes where they fill whole chunks).
+    ///
+    /// # Errors
+    /// As [`TreeAssembler::file_data`].
+    pub fn file_zeros(&mut self, len: u64) -> Result<()> {
+        let r = self.receiving_room(len)?;
+        let zeros = vec![0u8; ZEROS_PIECE];
+        let mut left = len;
+        while left > 0 {
+            let n = usize::try_from(left.min(ZEROS_PIECE as u64)).unwrap_or(ZEROS_PIECE);
+            r.sink.push(zeros.get(..n).unwrap_or_default())?;
+            left -= n as u64;
+        }
+        Ok(())
     }
 
     /// Ends file `index`, which must be the one being received and have received `size`
@@ -321,7 +386,7 @@ impl<'w> TreeAssembler<'w> {
         let (content, total) = receiving.sink.finish()?;
         let wanted = self.wanted.remove(&index).ok_or_else(|| lost(index))?;
         if total != size {
-            let path = wanted.path.clone();
+            let path = display_path(&wanted.path);
             self.wanted.insert(index, wanted);
             return Err(Error::InvalidArgument(format!(
                 "{path}: {size} bytes announced but {total} received"
@@ -361,7 +426,7 @@ impl<'w> TreeAssembler<'w> {
         let dir = self.dir_mut(wanted.dir)?;
         let cell = dir.entries.get_mut(wanted.slot).ok_or_else(|| lost(index))?;
         *cell = None;
-        self.out.skipped.push((wanted.path, reason));
+        self.out.skipped.push((display_path(&wanted.path), reason));
         self.file_done(wanted.dir)
     }
 
@@ -369,7 +434,7 @@ impl<'w> TreeAssembler<'w> {
     /// from the resumed set (not those taken from the parent snapshot), with their path
     /// and content, for a caller to journal. Journal them only after
     /// [`BlobWriter::flush`], so the content they name is durable.
-    pub fn completed_files(&mut self) -> Vec<(String, Entry)> {
+    pub fn completed_files(&mut self) -> Vec<(Vec<u8>, Entry)> {
         std::mem::take(&mut self.completed)
     }
 
@@ -387,7 +452,7 @@ impl<'w> TreeAssembler<'w> {
             return Err(Error::InvalidArgument(format!(
                 "{} wanted files never arrived, the first being file {index} ({})",
                 self.wanted.len(),
-                w.path
+                display_path(&w.path)
             )));
         }
         self.close_above(0)?;
@@ -459,7 +524,7 @@ impl<'w> TreeAssembler<'w> {
             let dir = self.dirs.remove(&index).ok_or_else(|| lost(index))?;
             self.held = self.held.saturating_sub(dir.bytes);
             let node = TreeNode::new(dir.entries.into_iter().flatten().collect())
-                .map_err(|e| Error::InvalidArgument(format!("{}: {e}", dir.path)))?;
+                .map_err(|e| Error::InvalidArgument(format!("{}: {e}", display_path(&dir.path))))?;
             let id = TreeId::new(self.writer.store_meta(BlobKind::Tree, &node.encode())?);
             let Some((up, slot)) = dir.up else {
                 self.root = Some(id);
@@ -491,7 +556,7 @@ impl<'w> TreeAssembler<'w> {
         &mut self,
         parent: u64,
         index: u64,
-        path: String,
+        path: Vec<u8>,
         entry: Entry,
         previous: Option<Entry>,
     ) -> Result<Added> {
@@ -529,17 +594,19 @@ impl<'w> TreeAssembler<'w> {
         &mut self,
         parent: u64,
         index: u64,
-        path: String,
+        path: Vec<u8>,
         mut entry: Entry,
         previous: Option<Entry>,
     ) -> Result<Added> {
-        let reused = match previous.filter(|p| unchanged(p, &entry)) {
+        let repo = self.writer.repo();
+        let reused = match previous.filter(|p| reusable(repo, p, &entry)) {
             Some(p) => Some(p.content),
             None => self.resumed_content(&path, &entry)?,
         };
         let dir = self.dir_mut(parent)?;
         let slot = dir.entries.len();
         if reused.is_none() && entry.size > 0 {
+            let declared = entry.size;
             dir.entries.push(Some(entry));
             dir.outstanding += 1;
             self.wanted.insert(
@@ -548,29 +615,32 @@ impl<'w> TreeAssembler<'w> {
                     dir: parent,
                     slot,
                     path,
+                    declared,
                 },
             );
             return Ok(Added::Wanted(index));
         }
+        let empty = entry.size == 0;
         entry.content = reused.unwrap_or(Content::None);
         dir.entries.push(Some(entry.clone()));
         self.out.files += 1;
-        self.out.files_reused += 1;
+        self.out.files_reused += u64::from(!empty);
+        self.out.files_empty += u64::from(empty);
         self.out.bytes += entry.size;
         Ok(Added::Reused)
     }
 
     /// The content of the resumed file at `path` when it matches `now` and the vault
     /// holds what its content names; it is then reported as completed again.
-    fn resumed_content(&mut self, path: &str, now: &Entry) -> Result<Option<Content>> {
+    fn resumed_content(&mut self, path: &[u8], now: &Entry) -> Result<Option<Content>> {
         let Some(previous) = self.resumed.remove(path) else {
             return Ok(None);
         };
-        if !unchanged(&previous, now) || !self.holds(&previous.content)? {
+        if !reusable(self.writer.repo(), &previous, now) || !self.holds(&previous.content)? {
             return Ok(None);
         }
         let content = previous.content.clone();
-        self.completed.push((path.to_string(), previous));
+        self.completed.push((path.to_vec(), previous));
         Ok(Some(content))
     }
 

@@ -208,7 +208,7 @@ fn closed_directories_wait_for_their_files_while_adds_continue() {
     send(&mut asm, 3, b"xxx");
     let done = asm.completed_files();
     assert_eq!(done.len(), 1);
-    assert_eq!(done[0].0, "a/b/x");
+    assert_eq!(done[0].0, b"a/b/x");
     assert_eq!(done[0].1.size, 3);
     assert!(asm.completed_files().is_empty(), "drained");
     assert_eq!(asm.add(0, dir("zz")).unwrap(), Added::Other); // 6
@@ -356,7 +356,7 @@ fn resumed_files_are_not_sent_again() {
     make_tree(&src);
     let items = walk(&src);
     // A first attempt receives the first wanted file, checkpoints, and breaks.
-    let journal: HashMap<String, Entry> = {
+    let journal: HashMap<Vec<u8>, Entry> = {
         let writer = BlobWriter::new(&repo).unwrap();
         let mut asm = TreeAssembler::new(&writer, None).unwrap();
         let mut wanted = Vec::new();

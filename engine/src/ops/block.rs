@@ -188,8 +188,12 @@ impl Scan<'_> {
             let mut to_read = Vec::new();
             let mut refs: Vec<Option<ChunkRef>> = Vec::with_capacity(BATCH_BLOCKS);
             for i in index..batch_end {
+                // A parent's block known damaged is read again from the source.
                 let inherited = match cursor.as_mut() {
-                    Some(c) => c.next_chunk()?.filter(|_| changed.is_some_and(|s| !s.contains(i))),
+                    Some(c) => c
+                        .next_chunk()?
+                        .filter(|_| changed.is_some_and(|s| !s.contains(i)))
+                        .filter(|r| r.id.is_hole() || repo.index().holds_good(&r.id.into()).unwrap_or(false)),
                     None => None,
                 };
                 if inherited.is_some() {

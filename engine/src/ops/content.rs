@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use crate::format::chunklist::MAX_LEVEL;
 use crate::format::tree::{ChunkRef, Content};
-use crate::id::{ChunkId, ListId};
+use crate::id::{BlobId, ChunkId, ListId};
 use crate::repo::Repository;
 
 /// Calls `visit` for every chunk of `content`, in order, loading chunk-list nodes as needed.
@@ -19,6 +19,31 @@ pub fn for_each_chunk(
         Content::None | Content::Tree(_) => Ok(()),
         Content::Inline(chunks) => chunks.iter().try_for_each(|c| visit(*c)),
         Content::List { root, height } => walk_list(repo, *root, *height, visit),
+    }
+}
+
+/// Whether every blob `content` names is in the index and not known damaged, reading the
+/// chunk-list nodes on the way (one that cannot be read makes the content not intact).
+/// Holes name nothing. This is what may be reused from a parent snapshot without reading
+/// the file again.
+pub fn content_intact(repo: &Repository, content: &Content) -> bool {
+    let index = repo.index();
+    let good = |id: BlobId| index.holds_good(&id).unwrap_or(false);
+    match content {
+        Content::None => true,
+        Content::Tree(_) => false,
+        Content::Inline(chunks) => chunks.iter().all(|c| c.id.is_hole() || good(c.id.into())),
+        Content::List { root, .. } => {
+            if !good((*root).into()) {
+                return false;
+            }
+            let mut intact = true;
+            let walked = for_each_chunk(repo, content, &mut |c| {
+                intact &= c.id.is_hole() || good(c.id.into());
+                Ok(())
+            });
+            walked.is_ok() && intact
+        }
     }
 }
 

@@ -51,8 +51,8 @@ impl ChangeKind {
 /// One changed path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Change {
-    /// Path relative to the snapshot root.
-    pub path: String,
+    /// Path relative to the snapshot root, raw name bytes joined by `/`.
+    pub path: Vec<u8>,
     /// How it changed.
     pub kind: ChangeKind,
     /// Its type (in the second snapshot, or the first when removed).
@@ -69,7 +69,7 @@ pub struct Change {
 /// Errors loading tree nodes.
 pub fn diff_trees(repo: &Repository, a: TreeId, b: TreeId) -> Result<Vec<Change>> {
     let mut out = Vec::new();
-    diff_nodes(repo, Some(a), Some(b), "", &mut out)?;
+    diff_nodes(repo, Some(a), Some(b), b"", &mut out)?;
     Ok(out)
 }
 
@@ -77,7 +77,7 @@ fn diff_nodes(
     repo: &Repository,
     a: Option<TreeId>,
     b: Option<TreeId>,
-    prefix: &str,
+    prefix: &[u8],
     out: &mut Vec<Change>,
 ) -> Result<()> {
     if a == b {
@@ -122,7 +122,7 @@ enum Step<'a> {
     Both(&'a Entry, &'a Entry),
 }
 
-fn change(path: String, kind: ChangeKind, before: Option<&Entry>, after: Option<&Entry>) -> Change {
+fn change(path: Vec<u8>, kind: ChangeKind, before: Option<&Entry>, after: Option<&Entry>) -> Change {
     let entry_kind = after.or(before).map_or(EntryKind::File, |e| e.kind);
     Change {
         path,
@@ -134,7 +134,7 @@ fn change(path: String, kind: ChangeKind, before: Option<&Entry>, after: Option<
 }
 
 /// Reports an entry present on one side only, and everything below it.
-fn one_side(repo: &Repository, e: &Entry, prefix: &str, kind: ChangeKind, out: &mut Vec<Change>) -> Result<()> {
+fn one_side(repo: &Repository, e: &Entry, prefix: &[u8], kind: ChangeKind, out: &mut Vec<Change>) -> Result<()> {
     let path = join_rel(prefix, &e.name);
     let (before, after) = if kind == ChangeKind::Added {
         (None, Some(e))
@@ -149,14 +149,14 @@ fn one_side(repo: &Repository, e: &Entry, prefix: &str, kind: ChangeKind, out: &
             } else {
                 (Some(child), None)
             };
-            out.push(change(p.to_string(), kind, before, after));
+            out.push(change(p.to_vec(), kind, before, after));
             Ok(())
         })?;
     }
     Ok(())
 }
 
-fn both_sides(repo: &Repository, x: &Entry, y: &Entry, prefix: &str, out: &mut Vec<Change>) -> Result<()> {
+fn both_sides(repo: &Repository, x: &Entry, y: &Entry, prefix: &[u8], out: &mut Vec<Change>) -> Result<()> {
     let path = join_rel(prefix, &y.name);
     if x.kind != y.kind {
         out.push(change(path.clone(), ChangeKind::TypeChanged, Some(x), Some(y)));

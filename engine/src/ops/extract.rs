@@ -42,6 +42,7 @@ struct Pending {
     pax_path: Option<Vec<u8>>,
     pax_link: Option<Vec<u8>>,
     pax_mtime: Option<i64>,
+    pax_size: Option<u64>,
 }
 
 struct Extractor<'a> {
@@ -79,7 +80,7 @@ pub fn extract_layer(repo: &Repository, id: SnapshotId, dest: &Path, apply_white
     for (path, mode, mtime) in x.dirs.iter().rev() {
         let _ = fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(*mode));
         let t = FileTime::from_unix_time(*mtime, 0);
-        let _ = filetime::set_file_times(path, t, t);
+        let _ = filetime::set_symlink_file_times(path, t, t);
     }
     Ok(x.report)
 }
@@ -90,7 +91,8 @@ impl Extractor<'_> {
             Record::Header(block) => {
                 let h = tarhdr::parse_header(&block)
                     .map_err(|e| Error::InvalidArgument(format!("stored tar header: {e}")))?;
-                if h.size == 0 && !h.kind.is_meta() {
+                let size = self.pending.pax_size.unwrap_or(h.size);
+                if size == 0 && !h.kind.is_meta() {
                     return self.member(h, None);
                 }
                 self.pending.header = Some(h);
@@ -126,6 +128,7 @@ impl Extractor<'_> {
                     match k.as_slice() {
                         b"path" => self.pending.pax_path = Some(v),
                         b"linkpath" => self.pending.pax_link = Some(v),
+                        b"size" => self.pending.pax_size = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()),
                         b"mtime" => {
                             let secs = std::str::from_utf8(&v)
                                 .ok()
@@ -220,6 +223,9 @@ impl Extractor<'_> {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         }
+        if h.kind == TarKind::HardLink {
+            return self.hard_link(h, path);
+        }
         if h.kind != TarKind::Dir {
             remove_any(path).map_err(|e| Error::io(path, e))?;
         }
@@ -245,11 +251,6 @@ impl Extractor<'_> {
                 let _ = filetime::set_symlink_file_times(path, t, t);
                 return Ok(());
             }
-            TarKind::HardLink => {
-                let target = self.checked_target(&safe_relative(&h.link)?)?;
-                fs::hard_link(&target, path).map_err(io)?;
-                return Ok(());
-            }
             TarKind::Fifo | TarKind::CharDevice | TarKind::BlockDevice => {
                 if let Err(why) = make_special(h, path, self.chown) {
                     self.report.skipped.push((path.display().to_string(), why));
@@ -267,6 +268,18 @@ impl Extractor<'_> {
         Ok(())
     }
 
+    /// A hard link to an extracted path. A link that names itself, or a path already
+    /// linked to its target (GNU tar writes such a member when a path is archived twice),
+    /// is left as it is, as GNU tar does.
+    fn hard_link(&self, h: &TarHeader, path: &Path) -> Result<()> {
+        let target = self.checked_target(&safe_relative(&h.link)?)?;
+        if same_file(&target, path) {
+            return Ok(());
+        }
+        remove_any(path).map_err(|e| Error::io(path, e))?;
+        fs::hard_link(&target, path).map_err(|e| Error::io(path, e))
+    }
+
     fn finish_metadata(&self, h: &TarHeader, path: &Path) {
         if self.chown {
             let (uid, gid) = (u32::try_from(h.uid).unwrap_or(0), u32::try_from(h.gid).unwrap_or(0));
@@ -274,7 +287,7 @@ impl Extractor<'_> {
         }
         let _ = fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(h.mode));
         let t = FileTime::from_unix_time(h.mtime, 0);
-        let _ = filetime::set_file_times(path, t, t);
+        let _ = filetime::set_symlink_file_times(path, t, t);
     }
 }
 
@@ -288,6 +301,15 @@ fn make_special(h: &TarHeader, path: &Path, root: bool) -> std::result::Result<(
     };
     let dev = makedev(u64::from(h.dev.0), u64::from(h.dev.1));
     mknod(path, kind, Mode::from_bits_truncate(h.mode & 0o777), dev).map_err(|e| e.to_string())
+}
+
+/// Whether `a` and `b` both exist and are the same file (device and inode).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::symlink_metadata(a), fs::symlink_metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
 }
 
 fn remove_any(path: &Path) -> std::io::Result<()> {

@@ -146,13 +146,10 @@ pub fn apply(path: &Path, e: &Entry, chown: bool) -> Vec<String> {
             warnings.push(format!("xattr {}: {err}", String::from_utf8_lossy(k)));
         }
     }
+    // utimensat without following links, for every kind: `filetime::set_file_times`
+    // opens the path, which blocks forever on a FIFO.
     let mtime = FileTime::from_unix_time(e.mtime.sec, e.mtime.nsec);
-    let set = if is_link {
-        filetime::set_symlink_file_times(path, mtime, mtime)
-    } else {
-        filetime::set_file_times(path, mtime, mtime)
-    };
-    if let Err(err) = set {
+    if let Err(err) = filetime::set_symlink_file_times(path, mtime, mtime) {
         warnings.push(format!("times: {err}"));
     }
     warnings

@@ -27,7 +27,9 @@ use crate::ops::stream::{StreamError, store_stream};
 
 /// Bytes read from a file per `read` call.
 pub use crate::ops::stream::READ_BUFFER;
-use crate::ops::{Labels, join_rel, worker_pool};
+use crate::ops::content::content_intact;
+use crate::ops::exclude::Excludes;
+use crate::ops::{Labels, display_path, join_rel, worker_pool};
 use crate::repo::Repository;
 use crate::repo::writer::{BlobWriter, WriteStats};
 
@@ -59,6 +61,8 @@ pub struct TreeOptions {
     pub threads: usize,
     /// Live counters.
     pub progress: Option<Arc<Progress>>,
+    /// Paths left out (not read, not recorded).
+    pub exclude: Excludes,
 }
 
 /// What a snapshot did.
@@ -82,6 +86,7 @@ pub struct SnapshotSummary {
 
 struct Shared {
     writer: BlobWriter,
+    exclude: Excludes,
     pool: rayon::ThreadPool,
     slots: (Sender<()>, Receiver<()>),
     names: NameCache,
@@ -105,13 +110,14 @@ impl Shared {
             f(&mut c);
         }
     }
-    fn skip(&self, path: &str, why: String) {
+    fn skip(&self, path: &[u8], why: String) {
         self.progress.add_error();
-        self.count(|c| c.skipped.push((path.to_string(), why)));
+        self.count(|c| c.skipped.push((display_path(path), why)));
     }
 }
 
-/// Snapshots the directory `source` and commits the snapshot object last.
+/// Snapshots the directory `source` and commits the snapshot object last. The snapshot's
+/// root is the directory's tree, and its root entry the directory's own metadata.
 ///
 /// Unreadable files and directories are skipped, listed in the summary and recorded in
 /// the snapshot, which is then marked incomplete.
@@ -120,16 +126,84 @@ impl Shared {
 /// [`Error::Io`] when `source` is not a readable directory; store errors abort the
 /// snapshot and leave no snapshot object.
 pub fn snapshot_tree(repo: &Repository, source: &Path, opts: &TreeOptions) -> Result<SnapshotSummary> {
-    let source = std::fs::canonicalize(source).map_err(|e| Error::io(source, e))?;
-    let meta = std::fs::metadata(&source).map_err(|e| Error::io(&source, e))?;
-    if !meta.is_dir() {
-        return Err(Error::InvalidArgument(format!(
-            "{} is not a directory",
-            source.display()
-        )));
+    snapshot_paths(repo, &[source.to_path_buf()], opts)
+}
+
+/// What a tree snapshot reads: one directory, or several paths under one new root.
+enum Sources {
+    /// One directory: the root is its tree.
+    Dir(PathBuf),
+    /// Several paths (directories, files, anything): the root is a directory made for the
+    /// snapshot, holding each under its own name.
+    Several(Vec<(PathBuf, Vec<u8>)>),
+}
+
+impl Sources {
+    /// Canonical paths, checked: one must be a directory; several must have distinct names.
+    fn new(paths: &[PathBuf]) -> Result<Self> {
+        let canonical = paths
+            .iter()
+            .map(|p| std::fs::canonicalize(p).map_err(|e| Error::io(p, e)))
+            .collect::<Result<Vec<_>>>()?;
+        match canonical.as_slice() {
+            [] => Err(Error::InvalidArgument("give at least one path to snapshot".into())),
+            [one] => {
+                let meta = std::fs::metadata(one).map_err(|e| Error::io(one, e))?;
+                if !meta.is_dir() {
+                    return Err(Error::InvalidArgument(format!(
+                        "{} is not a directory (give it with another path to snapshot a single file)",
+                        one.display()
+                    )));
+                }
+                Ok(Sources::Dir(one.clone()))
+            }
+            several => Self::several(several),
+        }
     }
+
+    fn several(paths: &[PathBuf]) -> Result<Self> {
+        let mut named: Vec<(PathBuf, Vec<u8>)> = Vec::with_capacity(paths.len());
+        for p in paths {
+            let name = p.file_name().map(|n| n.as_bytes().to_vec()).ok_or_else(|| {
+                Error::InvalidArgument(format!("{} has no name to store it under", p.display()))
+            })?;
+            if let Some((other, _)) = named.iter().find(|(_, n)| *n == name) {
+                return Err(Error::InvalidArgument(format!(
+                    "{} and {} would both be stored as {}: snapshot them separately",
+                    other.display(),
+                    p.display(),
+                    display_path(&name)
+                )));
+            }
+            named.push((p.clone(), name));
+        }
+        named.sort_by(|a, b| a.1.cmp(&b.1));
+        Ok(Sources::Several(named))
+    }
+
+    /// The snapshot's source path: the directory, or the paths one per line.
+    fn source_path(&self) -> String {
+        match self {
+            Sources::Dir(p) => p.to_string_lossy().into_owned(),
+            Sources::Several(v) => v
+                .iter()
+                .map(|(p, _)| p.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+}
+
+/// Snapshots several paths into one tree snapshot (see [`snapshot_tree`] for one
+/// directory). With several paths the root is a directory that holds each path under its
+/// last component (which must differ), and there is no root entry.
+///
+/// # Errors
+/// As [`snapshot_tree`]; [`Error::InvalidArgument`] for no path or clashing names.
+pub fn snapshot_paths(repo: &Repository, paths: &[PathBuf], opts: &TreeOptions) -> Result<SnapshotSummary> {
+    let sources = Sources::new(paths)?;
     let hostname = hostname();
-    let source_path = source.to_string_lossy().into_owned();
+    let source_path = sources.source_path();
     opts.labels.check()?;
     let parent = find_parent(repo, &opts.parent, &hostname, &source_path, &opts.labels.environment)?;
     let parent_root = match &parent {
@@ -140,6 +214,7 @@ pub fn snapshot_tree(repo: &Repository, source: &Path, opts: &TreeOptions) -> Re
     let threads = pool.current_num_threads();
     let shared = Arc::new(Shared {
         writer: BlobWriter::new(repo)?,
+        exclude: opts.exclude.clone(),
         pool,
         slots: bounded(threads * FILES_IN_FLIGHT_PER_THREAD),
         names: NameCache::default(),
@@ -147,10 +222,10 @@ pub fn snapshot_tree(repo: &Repository, source: &Path, opts: &TreeOptions) -> Re
         counters: Mutex::default(),
     });
     let walker_shared = shared.clone();
-    let root = std::thread::Builder::new()
+    let (root, root_entry) = std::thread::Builder::new()
         .name("amber-walker".into())
         .stack_size(WALKER_STACK)
-        .spawn(move || store_dir(&walker_shared, &source, "", parent_root.as_ref()))
+        .spawn(move || store_root(&walker_shared, &sources, parent_root.as_ref()))
         .map_err(|e| Error::Pipeline(e.to_string()))?
         .join()
         .map_err(|_| Error::Pipeline("the walker thread panicked".into()))??;
@@ -174,6 +249,7 @@ pub fn snapshot_tree(repo: &Repository, source: &Path, opts: &TreeOptions) -> Re
         source_path,
         stats,
     );
+    snapshot.root_entry = root_entry;
     snapshot.record_skips(&counters.skipped);
     let id = repo.commit_snapshot(&snapshot)?;
     Ok(SnapshotSummary {
@@ -217,6 +293,25 @@ fn find_parent(
     }
 }
 
+/// Opens a file that `lstat` called regular, without following a symlink and without
+/// blocking: if it was replaced by a FIFO or device since, that is an error, not a hang.
+///
+/// # Errors
+/// The open error, or `InvalidInput` when the path is no longer a regular file.
+pub fn open_regular(path: &Path) -> std::io::Result<File> {
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            ErrorKind::InvalidInput,
+            "it is no longer a regular file (replaced while the snapshot ran)",
+        ));
+    }
+    Ok(file)
+}
+
 /// Sorted names of a directory.
 fn read_names(path: &Path) -> std::io::Result<Vec<OsString>> {
     let mut names = std::fs::read_dir(path)?
@@ -226,8 +321,24 @@ fn read_names(path: &Path) -> std::io::Result<Vec<OsString>> {
     Ok(names)
 }
 
+/// Stores the root: the one directory (with its metadata as the root entry), or the
+/// directory made for several sources.
+fn store_root(shared: &Arc<Shared>, sources: &Sources, parent: Option<&TreeNode>) -> Result<(TreeId, Option<Entry>)> {
+    match sources {
+        Sources::Dir(dir) => {
+            let root = store_dir(shared, dir, b"", parent)?;
+            let mut entry = read_entry(shared, dir, b"", b"");
+            if let Some(e) = entry.as_mut() {
+                e.content = Content::Tree(root);
+            }
+            Ok((root, entry))
+        }
+        Sources::Several(paths) => Ok((store_entries(shared, paths.clone(), b"", parent)?, None)),
+    }
+}
+
 /// Stores one directory (recursively) and returns its tree id.
-fn store_dir(shared: &Arc<Shared>, path: &Path, rel: &str, parent: Option<&TreeNode>) -> Result<TreeId> {
+fn store_dir(shared: &Arc<Shared>, path: &Path, rel: &[u8], parent: Option<&TreeNode>) -> Result<TreeId> {
     let names = match read_names(path) {
         Ok(n) => n,
         Err(e) => {
@@ -235,13 +346,27 @@ fn store_dir(shared: &Arc<Shared>, path: &Path, rel: &str, parent: Option<&TreeN
             Vec::new()
         }
     };
+    let children = names
+        .into_iter()
+        .map(|name| (path.join(&name), name.as_bytes().to_vec()))
+        .filter(|(_, name)| !shared.exclude.excludes(&join_rel(rel, name), name))
+        .collect();
+    store_entries(shared, children, rel, parent)
+}
+
+/// Stores the entries `children` (path, name; sorted by name) as one directory node.
+fn store_entries(
+    shared: &Arc<Shared>,
+    children: Vec<(PathBuf, Vec<u8>)>,
+    rel: &[u8],
+    parent: Option<&TreeNode>,
+) -> Result<TreeId> {
     let (tx, rx) = unbounded::<(usize, std::result::Result<(Content, u64), StreamError>)>();
-    let mut entries: Vec<Option<Entry>> = Vec::with_capacity(names.len());
+    let mut entries: Vec<Option<Entry>> = Vec::with_capacity(children.len());
     let mut jobs = 0usize;
-    for name in names {
-        let child = path.join(&name);
-        let child_rel = join_rel(rel, name.as_bytes());
-        let Some(mut entry) = read_entry(shared, &child, &child_rel, name.as_bytes()) else {
+    for (child, name) in children {
+        let child_rel = join_rel(rel, &name);
+        let Some(mut entry) = read_entry(shared, &child, &child_rel, &name) else {
             continue;
         };
         let previous = parent.and_then(|p| p.get(&entry.name));
@@ -251,7 +376,7 @@ fn store_dir(shared: &Arc<Shared>, path: &Path, rel: &str, parent: Option<&TreeN
                 entry.content = Content::Tree(store_dir(shared, &child, &child_rel, sub_parent.as_ref())?);
                 shared.count(|c| c.dirs += 1);
             }
-            EntryKind::File => match previous.filter(|p| unchanged(p, &entry)) {
+            EntryKind::File => match previous.filter(|p| reusable(shared.writer.repo(), p, &entry)) {
                 Some(p) => {
                     entry.content = p.content.clone();
                     shared.progress.add_file(0);
@@ -262,7 +387,7 @@ fn store_dir(shared: &Arc<Shared>, path: &Path, rel: &str, parent: Option<&TreeN
                     });
                 }
                 None => {
-                    spawn_file_job(shared, child, entries.len(), tx.clone())?;
+                    spawn_file_job(shared, child, entry.size, entries.len(), tx.clone())?;
                     jobs += 1;
                 }
             },
@@ -275,7 +400,7 @@ fn store_dir(shared: &Arc<Shared>, path: &Path, rel: &str, parent: Option<&TreeN
     Ok(TreeId::new(shared.writer.store_meta(BlobKind::Tree, &node.encode())?))
 }
 
-fn read_entry(shared: &Shared, child: &Path, rel: &str, name: &[u8]) -> Option<Entry> {
+fn read_entry(shared: &Shared, child: &Path, rel: &[u8], name: &[u8]) -> Option<Entry> {
     let meta = match std::fs::symlink_metadata(child) {
         Ok(m) => m,
         Err(e) => {
@@ -301,6 +426,13 @@ fn load_subtree(shared: &Shared, previous: &Entry) -> Option<TreeNode> {
     }
 }
 
+/// A file's content may be taken from the parent's entry when the file is unchanged and
+/// every blob that content names is still held and not known damaged: a file whose
+/// content lost a blob is read again, so damage does not spread into new snapshots.
+pub(crate) fn reusable(repo: &Repository, previous: &Entry, now: &Entry) -> bool {
+    unchanged(previous, now) && content_intact(repo, &previous.content)
+}
+
 /// A file is unchanged when size, mtime, ctime and inode all match the parent's entry.
 pub(crate) fn unchanged(previous: &Entry, now: &Entry) -> bool {
     previous.kind == EntryKind::File
@@ -313,7 +445,7 @@ pub(crate) fn unchanged(previous: &Entry, now: &Entry) -> bool {
 
 type JobResult = (usize, std::result::Result<(Content, u64), StreamError>);
 
-fn spawn_file_job(shared: &Arc<Shared>, path: PathBuf, slot: usize, tx: Sender<JobResult>) -> Result<()> {
+fn spawn_file_job(shared: &Arc<Shared>, path: PathBuf, size: u64, slot: usize, tx: Sender<JobResult>) -> Result<()> {
     // Blocks while FILES_IN_FLIGHT jobs are running: the bound on open files and memory.
     shared
         .slots
@@ -322,7 +454,7 @@ fn spawn_file_job(shared: &Arc<Shared>, path: PathBuf, slot: usize, tx: Sender<J
         .map_err(|_| Error::Pipeline("job slots closed".into()))?;
     let job_shared = shared.clone();
     shared.pool.spawn(move || {
-        let result = ingest_file(&job_shared, &path);
+        let result = ingest_file(&job_shared, &path, size);
         let _ = job_shared.slots.1.recv();
         // Let go of the shared state before reporting, so the walker's last receive
         // means no job holds it any more.
@@ -334,7 +466,7 @@ fn spawn_file_job(shared: &Arc<Shared>, path: PathBuf, slot: usize, tx: Sender<J
 
 fn collect_file_jobs(
     shared: &Shared,
-    rel: &str,
+    rel: &[u8],
     rx: &Receiver<JobResult>,
     jobs: usize,
     entries: &mut [Option<Entry>],
@@ -364,14 +496,12 @@ fn collect_file_jobs(
     Ok(())
 }
 
-/// Reads, chunks and stores one file; returns its content and the bytes actually read.
-fn ingest_file(shared: &Shared, path: &Path) -> std::result::Result<(Content, u64), StreamError> {
-    let mut file = File::options()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(StreamError::Source)?;
-    let (content, total) = store_stream(&shared.writer, &mut file, u64::MAX, &shared.progress)?;
+/// Reads, chunks and stores one file, at most the `size` its metadata gave (a file that
+/// grows meanwhile is stored as it was then, as a push does); returns its content and the
+/// bytes actually read.
+fn ingest_file(shared: &Shared, path: &Path, size: u64) -> std::result::Result<(Content, u64), StreamError> {
+    let mut file = open_regular(path).map_err(StreamError::Source)?;
+    let (content, total) = store_stream(&shared.writer, &mut file, size, &shared.progress)?;
     shared.count(|c| c.bytes_read += total);
     shared.progress.add_file(0);
     Ok((content, total))

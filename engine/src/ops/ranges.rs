@@ -23,6 +23,19 @@ fn number(text: &str, line: usize) -> Result<u64> {
     parsed.map_err(|_| Error::InvalidArgument(format!("changed ranges, line {line}: {text:?} is not a number")))
 }
 
+/// What to tell a user whose changed-ranges file lists no range.
+pub const NOTHING_CHANGED: &str =
+    "the changed-ranges file lists no range: nothing changed since the parent, every block is taken from it";
+
+/// Reads and parses a changed-ranges file.
+///
+/// # Errors
+/// [`Error::Io`] when unreadable; as [`parse_ranges`].
+pub fn load_ranges(path: &std::path::Path) -> Result<Vec<ByteRange>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    parse_ranges(&text)
+}
+
 /// Parses a changed-ranges file.
 ///
 /// # Errors
@@ -44,9 +57,17 @@ pub fn parse_ranges(text: &str) -> Result<Vec<ByteRange>> {
                 n + 1
             )));
         };
+        let len = number(len, n + 1)?;
+        if len == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "changed ranges, line {}: a range of length 0 changes nothing; leave it out (an empty \
+                 list means nothing changed)",
+                n + 1
+            )));
+        }
         out.push(ByteRange {
             offset: number(offset, n + 1)?,
-            len: number(len, n + 1)?,
+            len,
         });
     }
     Ok(out)

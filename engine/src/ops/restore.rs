@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
+use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -37,13 +38,16 @@ pub struct RestoreOptions {
     pub threads: usize,
     /// Live counters.
     pub progress: Option<Arc<Progress>>,
+    /// Metadata of the snapshotted directory itself (the snapshot's root entry), applied
+    /// to `dest` last when everything is restored.
+    pub root_entry: Option<Entry>,
 }
 
 /// One path that failed to restore.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PathError {
-    /// Path relative to the snapshot root.
-    pub path: String,
+    /// Path relative to the snapshot root (raw name bytes joined by `/`).
+    pub path: Vec<u8>,
     /// What went wrong.
     pub message: String,
 }
@@ -80,20 +84,20 @@ impl Shared {
             f(&mut r);
         }
     }
-    fn error(&self, path: &str, message: String) {
+    fn error(&self, path: &[u8], message: String) {
         self.progress.add_error();
         self.with_report(|r| {
             r.errors.push(PathError {
-                path: path.into(),
+                path: path.to_vec(),
                 message,
             })
         });
     }
-    fn warn(&self, path: &str, warnings: Vec<String>) {
+    fn warn(&self, path: &[u8], warnings: Vec<String>) {
         if !warnings.is_empty() {
             self.with_report(|r| {
                 r.warnings.extend(warnings.into_iter().map(|message| PathError {
-                    path: path.into(),
+                    path: path.to_vec(),
                     message,
                 }));
             });
@@ -103,21 +107,36 @@ impl Shared {
 
 struct Walk {
     include: Option<GlobSet>,
+    /// Paths selected so far (an `--include` that selects nothing is an error).
+    selected: u64,
     /// (device, inode) of multiply-linked files → the path restored first.
-    links: HashMap<(u64, u64), PathBuf>,
+    links: HashMap<(u64, u64), (PathBuf, Vec<u8>)>,
+    /// Later names of those files: linked once every file's content is written, and only
+    /// when the first name's content was restored.
+    later_links: Vec<LaterLink>,
     /// Directories created, in creation order, with their entries.
     /// Every directory walked, in walking order, and whether it was selected itself
     /// (others exist only when a selected path below them was restored).
-    dirs: Vec<(PathBuf, String, Entry, bool)>,
+    dirs: Vec<(PathBuf, Vec<u8>, Entry, bool)>,
+}
+
+/// A hard link to make after the file jobs: `path` (`rel`) becomes another name of
+/// `first` (`first_rel`).
+struct LaterLink {
+    first: PathBuf,
+    first_rel: Vec<u8>,
+    path: PathBuf,
+    rel: Vec<u8>,
 }
 
 /// Restores the tree `root` into `dest` (created if missing). Failures of single paths
 /// are collected in the report and do not stop the restore.
 ///
 /// # Errors
-/// [`Error::Io`] when `dest` cannot be created; [`Error::InvalidArgument`] for a bad glob;
-/// errors reading the root tree.
+/// [`Error::Io`] when `dest` cannot be created; [`Error::InvalidArgument`] for a bad glob
+/// or an `include` list that selects nothing; errors reading the root tree.
 pub fn restore_tree(repo: &Repository, root: TreeId, dest: &Path, opts: &RestoreOptions) -> Result<RestoreReport> {
+    let dest_existed = dest.exists();
     fs::create_dir_all(dest).map_err(|e| Error::io(dest, e))?;
     let pool = worker_pool(opts.threads, "restore")?;
     let threads = pool.current_num_threads();
@@ -131,25 +150,33 @@ pub fn restore_tree(repo: &Repository, root: TreeId, dest: &Path, opts: &Restore
     });
     let mut walk = Walk {
         include: build_globs(&opts.include)?,
+        selected: 0,
         links: HashMap::new(),
+        later_links: Vec::new(),
         dirs: Vec::new(),
     };
     let node = repo.load_tree(root)?;
     let everything = walk.include.is_none();
-    restore_dir(&shared, &mut walk, node.entries(), dest, "", everything)?;
-    // Wait for every file job: each holds a slot until it is done.
-    for _ in 0..threads * FILES_IN_FLIGHT_PER_THREAD {
-        shared
-            .slots
-            .0
-            .send(())
-            .map_err(|_| Error::Pipeline("job slots closed".into()))?;
+    restore_dir(&shared, &mut walk, node.entries(), dest, b"", everything)?;
+    wait_for_jobs(&shared, threads)?;
+    if !everything && walk.selected == 0 {
+        if !dest_existed {
+            let _ = fs::remove_dir(dest);
+        }
+        return Err(Error::InvalidArgument(format!(
+            "--include {} matches no path of the snapshot: nothing was restored",
+            opts.include.join(", ")
+        )));
     }
+    make_later_links(&shared, &walk.later_links);
     for (path, rel, entry, chosen) in walk.dirs.iter().rev() {
         if *chosen || fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
             shared.with_report(|r| r.dirs += u64::from(!*chosen));
             shared.warn(rel, fsmeta::apply(path, entry, shared.chown));
         }
+    }
+    if let Some(root_entry) = opts.root_entry.as_ref().filter(|_| everything) {
+        shared.warn(b"", fsmeta::apply(dest, root_entry, shared.chown));
     }
     let report = shared
         .report
@@ -157,6 +184,40 @@ pub fn restore_tree(repo: &Repository, root: TreeId, dest: &Path, opts: &Restore
         .map(|r| r.clone())
         .map_err(|_| Error::Pipeline("report poisoned".into()))?;
     Ok(report)
+}
+
+/// Waits for every file job: each holds a slot until it is done.
+fn wait_for_jobs(shared: &Shared, threads: usize) -> Result<()> {
+    for _ in 0..threads * FILES_IN_FLIGHT_PER_THREAD {
+        shared
+            .slots
+            .0
+            .send(())
+            .map_err(|_| Error::Pipeline("job slots closed".into()))?;
+    }
+    Ok(())
+}
+
+/// Makes the later names of hard-linked files, once the first name's content is in place;
+/// a later name of a file that failed fails too (it would share the damaged content).
+fn make_later_links(shared: &Shared, links: &[LaterLink]) {
+    let failed: std::collections::HashSet<Vec<u8>> = shared
+        .report
+        .lock()
+        .map(|r| r.errors.iter().map(|e| e.path.clone()).collect())
+        .unwrap_or_default();
+    for l in links {
+        if failed.contains(&l.first_rel) {
+            let first = crate::ops::display_path(&l.first_rel);
+            shared.error(&l.rel, format!("not linked: its first name {first} could not be restored"));
+            continue;
+        }
+        let linked = clear_path(&l.path).and_then(|()| fs::hard_link(&l.first, &l.path));
+        match linked {
+            Ok(()) => shared.with_report(|r| r.others += 1),
+            Err(e) => shared.error(&l.rel, Error::io(&l.path, e).to_string()),
+        }
+    }
 }
 
 fn build_globs(patterns: &[String]) -> Result<Option<GlobSet>> {
@@ -176,13 +237,14 @@ fn restore_dir(
     walk: &mut Walk,
     entries: &[Entry],
     dir: &Path,
-    rel: &str,
+    rel: &[u8],
     selected: bool,
 ) -> Result<()> {
     for entry in entries {
         let path = dir.join(std::ffi::OsStr::from_bytes(&entry.name));
         let child_rel = join_rel(rel, &entry.name);
-        let chosen = selected || walk.include.as_ref().is_some_and(|g| g.is_match(&child_rel));
+        let chosen = selected || walk.include.as_ref().is_some_and(|g| g.is_match(Path::new(OsStr::from_bytes(&child_rel))));
+        walk.selected += u64::from(chosen);
         if entry.kind == EntryKind::Dir {
             restore_subdir(shared, walk, entry, &path, &child_rel, chosen)?;
         } else if chosen && let Err(e) = restore_leaf(shared, walk, entry, &path, &child_rel) {
@@ -197,7 +259,7 @@ fn restore_subdir(
     walk: &mut Walk,
     entry: &Entry,
     path: &Path,
-    rel: &str,
+    rel: &[u8],
     chosen: bool,
 ) -> Result<()> {
     let Content::Tree(id) = entry.content else {
@@ -219,7 +281,7 @@ fn restore_subdir(
         shared.with_report(|r| r.dirs += 1);
     }
     walk.dirs
-        .push((path.to_path_buf(), rel.to_string(), entry.clone(), chosen));
+        .push((path.to_path_buf(), rel.to_vec(), entry.clone(), chosen));
     restore_dir(shared, walk, node.entries(), path, rel, chosen)
 }
 
@@ -246,21 +308,25 @@ fn clear_path(path: &Path) -> std::io::Result<()> {
     }
 }
 
-fn restore_leaf(shared: &Arc<Shared>, walk: &mut Walk, entry: &Entry, path: &Path, rel: &str) -> Result<()> {
-    clear_path(path).map_err(|e| Error::io(path, e))?;
+fn restore_leaf(shared: &Arc<Shared>, walk: &mut Walk, entry: &Entry, path: &Path, rel: &[u8]) -> Result<()> {
     let link_key = (entry.kind == EntryKind::File && entry.nlink > 1).then_some((entry.device, entry.inode));
-    if let Some(first) = link_key.and_then(|k| walk.links.get(&k)) {
-        fs::hard_link(first, path).map_err(|e| Error::io(path, e))?;
-        shared.with_report(|r| r.others += 1);
+    if let Some((first, first_rel)) = link_key.and_then(|k| walk.links.get(&k)) {
+        walk.later_links.push(LaterLink {
+            first: first.clone(),
+            first_rel: first_rel.clone(),
+            path: path.to_path_buf(),
+            rel: rel.to_vec(),
+        });
         return Ok(());
     }
+    clear_path(path).map_err(|e| Error::io(path, e))?;
     match entry.kind {
         EntryKind::File => {
             File::create_new(path).map_err(|e| Error::io(path, e))?;
             if let Some(k) = link_key {
-                walk.links.insert(k, path.to_path_buf());
+                walk.links.insert(k, (path.to_path_buf(), rel.to_vec()));
             }
-            spawn_file_job(shared, entry.clone(), path.to_path_buf(), rel.to_string())
+            spawn_file_job(shared, entry.clone(), path.to_path_buf(), rel.to_vec())
         }
         EntryKind::Symlink => {
             std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&entry.link_target), path)
@@ -277,7 +343,7 @@ fn restore_leaf(shared: &Arc<Shared>, walk: &mut Walk, entry: &Entry, path: &Pat
     }
 }
 
-fn finish_other(shared: &Shared, entry: &Entry, path: &Path, rel: &str) {
+fn finish_other(shared: &Shared, entry: &Entry, path: &Path, rel: &[u8]) {
     shared.warn(rel, fsmeta::apply(path, entry, shared.chown));
     shared.with_report(|r| r.others += 1);
 }
@@ -297,7 +363,7 @@ pub fn make_node(entry: &Entry, path: &Path) -> std::io::Result<()> {
     mknod(path, kind, mode, entry.rdev).map_err(std::io::Error::from)
 }
 
-fn spawn_file_job(shared: &Arc<Shared>, entry: Entry, path: PathBuf, rel: String) -> Result<()> {
+fn spawn_file_job(shared: &Arc<Shared>, entry: Entry, path: PathBuf, rel: Vec<u8>) -> Result<()> {
     shared
         .slots
         .0

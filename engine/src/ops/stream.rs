@@ -69,6 +69,12 @@ impl<'w> ContentSink<'w> {
 
     fn drain(&mut self) -> Result<()> {
         while let Some(chunk) = self.chunker.next_chunk() {
+            let len = u32::try_from(chunk.len()).map_err(|_| Error::Pipeline("chunk over 4 GiB".into()))?;
+            // An all-zero content chunk is a hole: stored nowhere, restored sparse.
+            if self.kind == BlobKind::Chunk && chunk.iter().all(|&b| b == 0) {
+                self.list.push(ChunkRef { id: ChunkId::HOLE, len })?;
+                continue;
+            }
             let key = self
                 .writer
                 .repo()
@@ -76,7 +82,6 @@ impl<'w> ContentSink<'w> {
                 .ok_or_else(|| Error::Pipeline("not content".into()))?;
             let id = key.hash(&chunk);
             self.writer.store(self.kind, BlobId::new(id), &chunk)?;
-            let len = u32::try_from(chunk.len()).map_err(|_| Error::Pipeline("chunk over 4 GiB".into()))?;
             self.list.push(ChunkRef {
                 id: ChunkId::new(id),
                 len,

@@ -219,6 +219,8 @@ fn ingest_stream(
     layout.push(&layout::layout_start())?;
     let mut offset = 0u64;
     let mut members = 0u64;
+    // A PAX `size` overrides the next member's header field (members of 8 GiB and more).
+    let mut pax_size: Option<u64> = None;
     loop {
         let mut block = Box::new([0u8; BLOCK]);
         let got = read_full(src, &mut block[..])?;
@@ -233,7 +235,10 @@ fn ingest_stream(
             layout.push(&layout::encode(&tail))?;
             break;
         }
-        let header = tarhdr::parse_header(&block).map_err(|e| bad_tar(offset, e))?;
+        let mut header = tarhdr::parse_header(&block).map_err(|e| bad_tar(offset, e))?;
+        if !header.kind.is_meta() {
+            header.size = pax_size.take().unwrap_or(header.size);
+        }
         offset += BLOCK as u64;
         layout.push(&layout::encode(&Record::Header(block)))?;
         let data = if header.kind.is_meta() {
@@ -247,6 +252,9 @@ fn ingest_stream(
             }
             if let Some(g) = guard.as_mut() {
                 g.note_meta(header.kind, &buf).map_err(|e| bad_tar(offset, e))?;
+            }
+            if header.kind == TarKind::PaxLocal {
+                pax_size = tarhdr::pax_size(&buf).or(pax_size);
             }
             Record::Raw(buf)
         } else {

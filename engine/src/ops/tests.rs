@@ -177,13 +177,13 @@ fn tree_round_trip_dedup_and_diff() {
         TreeId::new(third.snapshot.root),
     )
     .unwrap();
-    let got: Vec<(String, ChangeKind)> = changes.iter().map(|c| (c.path.clone(), c.kind)).collect();
+    let got: Vec<(&[u8], ChangeKind)> = changes.iter().map(|c| (c.path.as_slice(), c.kind)).collect();
     assert_eq!(
         got,
         vec![
-            ("a/b/c/deep.txt".to_string(), ChangeKind::Modified),
-            ("empty".to_string(), ChangeKind::Removed),
-            ("new.txt".to_string(), ChangeKind::Added),
+            (&b"a/b/c/deep.txt"[..], ChangeKind::Modified),
+            (&b"empty"[..], ChangeKind::Removed),
+            (&b"new.txt"[..], ChangeKind::Added),
         ]
     );
 }

@@ -147,6 +147,12 @@ impl<'w> VolumeBuilder<'w> {
             .advance(index, len)?
             .ok_or_else(|| Error::Pipeline("the parent's cursor vanished".into()))?
             .id;
+        if !id.is_hole() && !self.writer.repo().index().holds_good(&BlobId::from(id))? {
+            return Err(Error::InvalidArgument(format!(
+                "block {index} of the parent volume is damaged or missing in the vault, so it cannot be \
+                 inherited: push this volume without changed ranges, which sends such blocks whole"
+            )));
+        }
         self.counts.inherited += 1;
         self.push(index, id, len)
     }

@@ -2,9 +2,15 @@
 //! (what a pushing client can compute) to chunk ids. It can always be rebuilt from the
 //! store (losing the wire digests only costs re-sending); it never holds plaintext.
 
+mod damage;
+
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use rocksdb::{ColumnFamilyDescriptor, DB, Options, WriteBatch};
+
+use damage::DamageLog;
 
 use crate::error::{Error, Result};
 use crate::format::blob::BlobKind;
@@ -64,40 +70,145 @@ impl BlobLocation {
     }
 }
 
-/// The RocksDB index of one vault.
+/// How a process uses the index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexMode {
+    /// Open it for writing; fails with [`Error::IndexBusy`] while another process has it.
+    Write,
+    /// Open it for writing when it is free and the disk has room, otherwise read-only:
+    /// what this process learns (new packs, damage) is then kept in memory only.
+    Read,
+}
+
+/// Free bytes the index's file system must have before RocksDB is opened for writing:
+/// Debian's RocksDB aborts the process (an assertion) when opening on a full disk.
+pub const MIN_FREE_FOR_WRITING: u64 = 16 << 20;
+
+/// What a read-only index learned since it was opened.
+#[derive(Debug, Default)]
+struct Overlay {
+    /// The on-disk index turned out stale: ignore it.
+    ignore_db: bool,
+    blobs: HashMap<BlobId, BlobLocation>,
+    packs: HashSet<PackId>,
+    segments: HashSet<SegmentId>,
+    wire: HashMap<Hash32, ChunkId>,
+    layers: HashMap<String, SnapshotId>,
+}
+
+/// The RocksDB index of one vault, opened for writing or read-only (see [`IndexMode`]).
 pub struct Index {
     db: DB,
     path: PathBuf,
+    /// `Some` when read-only.
+    overlay: Option<Mutex<Overlay>>,
+    damage: DamageLog,
 }
 
 impl std::fmt::Debug for Index {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Index({})", self.path.display())
+        let mode = if self.overlay.is_some() { "read-only" } else { "writable" };
+        write!(f, "Index({}, {mode})", self.path.display())
     }
 }
 
 impl Index {
-    /// Opens (creating if needed) the index at `path`.
+    /// Opens (creating if needed) the index at `path` for writing.
     ///
     /// # Errors
-    /// [`Error::Index`], for example when another process holds it open.
+    /// [`Error::IndexBusy`] when another process holds it; [`Error::Io`] naming ENOSPC
+    /// when its file system is (nearly) full; [`Error::Index`].
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, IndexMode::Write)
+    }
+
+    /// Opens the index at `path` as `mode` says.
+    ///
+    /// # Errors
+    /// As [`Index::open`] for [`IndexMode::Write`]; for [`IndexMode::Read`] only when
+    /// not even a read-only open works.
+    pub fn open_with(path: &Path, mode: IndexMode) -> Result<Self> {
+        let damage = DamageLog::open(&path.with_file_name(DAMAGE_LOG));
+        let room = free_bytes(path).is_none_or(|free| free >= MIN_FREE_FOR_WRITING);
+        match (mode, room) {
+            (IndexMode::Write, false) => return Err(disk_full(path)),
+            (IndexMode::Read, false) => return Self::open_read_only(path, damage),
+            _ => {}
+        }
+        match Self::open_writable(path) {
+            Ok(db) => Ok(Index {
+                db,
+                path: path.to_path_buf(),
+                overlay: None,
+                damage,
+            }),
+            Err(Error::IndexBusy(_)) if mode == IndexMode::Read => Self::open_read_only(path, damage),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn options() -> Options {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        let cfs = ALL_CFS.map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
-        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| index_err(path, &e))?;
-        Ok(Index {
-            db,
-            path: path.to_path_buf(),
+        opts.set_keep_log_file_num(2);
+        opts
+    }
+
+    fn descriptors() -> [ColumnFamilyDescriptor; 5] {
+        ALL_CFS.map(|n| ColumnFamilyDescriptor::new(n, Options::default()))
+    }
+
+    fn open_writable(path: &Path) -> Result<DB> {
+        DB::open_cf_descriptors(&Self::options(), path, Self::descriptors()).map_err(|e| {
+            let message = e.to_string();
+            if message.contains("lock") {
+                Error::IndexBusy(path.to_path_buf())
+            } else {
+                index_err(path, &e)
+            }
         })
     }
 
-    /// Deletes the index at `path` (it is a cache).
+    /// Read-only: no lock, no write to the index's files. The files are all opened at
+    /// once, so a writer compacting them meanwhile cannot pull them away.
+    fn open_read_only(path: &Path, damage: DamageLog) -> Result<Self> {
+        let mut opts = Self::options();
+        opts.set_max_open_files(-1);
+        let mut last = None;
+        for _ in 0..READ_ONLY_ATTEMPTS {
+            match DB::open_cf_descriptors_read_only(&opts, path, Self::descriptors(), false) {
+                Ok(db) => {
+                    return Ok(Index {
+                        db,
+                        path: path.to_path_buf(),
+                        overlay: Some(Mutex::default()),
+                        damage,
+                    });
+                }
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let message = last.map_or_else(String::new, |e| e.to_string());
+        Err(Error::Index {
+            path: path.to_path_buf(),
+            message: format!("cannot open it even read-only: {message}"),
+        })
+    }
+
+    /// True when this process opened the index read-only (another process writes to it,
+    /// or its disk is full).
+    pub fn is_read_only(&self) -> bool {
+        self.overlay.is_some()
+    }
+
+    /// Deletes the index at `path` (it is a cache), with its damage log.
     ///
     /// # Errors
     /// [`Error::Io`].
     pub fn destroy(path: &Path) -> Result<()> {
+        let _ = std::fs::remove_file(path.with_file_name(DAMAGE_LOG));
         match std::fs::remove_dir_all(path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -116,16 +227,33 @@ impl Index {
         })
     }
 
+    /// Runs `f` on the overlay of a read-only index; `None` for a writable one.
+    fn with_overlay<T>(&self, f: impl FnOnce(&mut Overlay) -> T) -> Result<Option<T>> {
+        let Some(overlay) = &self.overlay else { return Ok(None) };
+        let mut o = overlay.lock().map_err(|_| Error::Pipeline("index overlay poisoned".into()))?;
+        Ok(Some(f(&mut o)))
+    }
+
+    /// The value under `key` in column family `cf`, after the overlay has had its say:
+    /// `Ok(None)` from `overlaid` means "not in the overlay, ask RocksDB" unless the
+    /// on-disk index is to be ignored.
+    fn get_raw(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if self.with_overlay(|o| o.ignore_db)? == Some(true) {
+            return Ok(None);
+        }
+        let v = self.db.get_pinned_cf(self.cf(cf)?, key).map_err(|e| self.err(&e))?;
+        Ok(v.map(|b| b.to_vec()))
+    }
+
     /// Where a blob is, if indexed.
     ///
     /// # Errors
     /// [`Error::Index`].
     pub fn lookup(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
-        let v = self
-            .db
-            .get_pinned_cf(self.cf(CF_BLOBS)?, id.as_bytes())
-            .map_err(|e| self.err(&e))?;
-        match v {
+        if let Some(Some(loc)) = self.with_overlay(|o| o.blobs.get(id).copied())? {
+            return Ok(Some(loc));
+        }
+        match self.get_raw(CF_BLOBS, id.as_bytes())? {
             None => Ok(None),
             Some(bytes) => BlobLocation::decode(&bytes).map(Some).ok_or_else(|| Error::Index {
                 path: self.path.clone(),
@@ -139,18 +267,34 @@ impl Index {
     /// # Errors
     /// [`Error::Index`].
     pub fn contains(&self, id: &BlobId) -> Result<bool> {
-        Ok(self
-            .db
-            .get_pinned_cf(self.cf(CF_BLOBS)?, id.as_bytes())
-            .map_err(|e| self.err(&e))?
-            .is_some())
+        Ok(self.lookup(id)?.is_some())
     }
 
-    /// Records every blob of a pack, atomically with the pack itself.
+    /// True when the blob is indexed and not known to be damaged: what deduplication
+    /// and the reuse of a parent's content may rely on.
+    ///
+    /// # Errors
+    /// [`Error::Index`].
+    pub fn holds_good(&self, id: &BlobId) -> Result<bool> {
+        Ok(self.contains(id)? && self.damage.get(id).is_none())
+    }
+
+    /// Records every blob of a pack, atomically with the pack itself. Blobs marked
+    /// damaged are marked healed: the pack holds a good copy.
     ///
     /// # Errors
     /// [`Error::Index`].
     pub fn add_pack(&self, pack: &PackRecord) -> Result<()> {
+        self.damage.heal(pack.entries.iter().map(|e| e.id));
+        let added = self.with_overlay(|o| {
+            for e in &pack.entries {
+                o.blobs.insert(e.id, location(pack.id, pack.kind, e));
+            }
+            o.packs.insert(pack.id);
+        })?;
+        if added.is_some() {
+            return Ok(());
+        }
         let mut batch = WriteBatch::default();
         let blobs = self.cf(CF_BLOBS)?;
         for e in &pack.entries {
@@ -168,11 +312,10 @@ impl Index {
     /// # Errors
     /// [`Error::Index`].
     pub fn has_pack(&self, id: &PackId) -> Result<bool> {
-        Ok(self
-            .db
-            .get_pinned_cf(self.cf(CF_PACKS)?, id.as_bytes())
-            .map_err(|e| self.err(&e))?
-            .is_some())
+        if self.with_overlay(|o| o.packs.contains(id))? == Some(true) {
+            return Ok(true);
+        }
+        Ok(self.get_raw(CF_PACKS, id.as_bytes())?.is_some())
     }
 
     /// Every indexed pack id.
@@ -180,7 +323,12 @@ impl Index {
     /// # Errors
     /// [`Error::Index`].
     pub fn packs(&self) -> Result<Vec<PackId>> {
-        let mut out = Vec::new();
+        let (mut out, ignore_db) = self
+            .with_overlay(|o| (o.packs.iter().copied().collect::<Vec<_>>(), o.ignore_db))?
+            .unwrap_or_default();
+        if ignore_db {
+            return Ok(out);
+        }
         for item in self.db.iterator_cf(self.cf(CF_PACKS)?, rocksdb::IteratorMode::Start) {
             let (k, _) = item.map_err(|e| self.err(&e))?;
             if let Ok(h) = Hash32::from_slice(&k) {
@@ -195,6 +343,9 @@ impl Index {
     /// # Errors
     /// [`Error::Index`].
     pub fn add_segment(&self, id: &SegmentId) -> Result<()> {
+        if self.with_overlay(|o| o.segments.insert(*id))?.is_some() {
+            return Ok(());
+        }
         self.db
             .put_cf(self.cf(CF_SEGMENTS)?, id.as_bytes(), [])
             .map_err(|e| self.err(&e))
@@ -205,11 +356,10 @@ impl Index {
     /// # Errors
     /// [`Error::Index`].
     pub fn has_segment(&self, id: &SegmentId) -> Result<bool> {
-        Ok(self
-            .db
-            .get_pinned_cf(self.cf(CF_SEGMENTS)?, id.as_bytes())
-            .map_err(|e| self.err(&e))?
-            .is_some())
+        if self.with_overlay(|o| o.segments.contains(id))? == Some(true) {
+            return Ok(true);
+        }
+        Ok(self.get_raw(CF_SEGMENTS, id.as_bytes())?.is_some())
     }
 
     /// Records that the chunk `id` has the wire digest `digest`. Compute the digest from
@@ -219,24 +369,29 @@ impl Index {
     /// # Errors
     /// [`Error::Index`].
     pub fn put_wire_digest(&self, digest: &Hash32, id: ChunkId) -> Result<()> {
+        if self.with_overlay(|o| o.wire.insert(*digest, id))?.is_some() {
+            return Ok(());
+        }
         self.db
             .put_cf(self.cf(CF_WIRE)?, digest.as_bytes(), id.as_bytes())
             .map_err(|e| self.err(&e))
     }
 
-    /// The chunk with this wire digest, when it is recorded and the chunk is indexed.
+    /// The chunk with this wire digest, when it is recorded and the chunk is indexed and
+    /// not known damaged.
     ///
     /// # Errors
     /// [`Error::Index`].
     pub fn wire_digest(&self, digest: &Hash32) -> Result<Option<ChunkId>> {
-        let v = self
-            .db
-            .get_pinned_cf(self.cf(CF_WIRE)?, digest.as_bytes())
-            .map_err(|e| self.err(&e))?;
-        let Some(id) = v.and_then(|b| Hash32::from_slice(&b).ok()).map(ChunkId::new) else {
-            return Ok(None);
+        let id = match self.with_overlay(|o| o.wire.get(digest).copied())? {
+            Some(Some(id)) => Some(id),
+            _ => self
+                .get_raw(CF_WIRE, digest.as_bytes())?
+                .and_then(|b| Hash32::from_slice(&b).ok())
+                .map(ChunkId::new),
         };
-        Ok(self.contains(&BlobId::from(id))?.then_some(id))
+        let Some(id) = id else { return Ok(None) };
+        Ok(self.holds_good(&BlobId::from(id))?.then_some(id))
     }
 
     /// Records that a layer snapshot `id` was pushed as a stream with `digest`
@@ -246,6 +401,9 @@ impl Index {
     /// # Errors
     /// [`Error::Index`].
     pub fn put_layer_digest(&self, digest: &str, id: SnapshotId) -> Result<()> {
+        if self.with_overlay(|o| o.layers.insert(digest.to_string(), id))?.is_some() {
+            return Ok(());
+        }
         self.db
             .put_cf(self.cf(CF_LAYERS)?, digest.as_bytes(), id.as_bytes())
             .map_err(|e| self.err(&e))
@@ -257,18 +415,45 @@ impl Index {
     /// # Errors
     /// [`Error::Index`].
     pub fn layer_digest(&self, digest: &str) -> Result<Option<SnapshotId>> {
-        let v = self
-            .db
-            .get_pinned_cf(self.cf(CF_LAYERS)?, digest.as_bytes())
-            .map_err(|e| self.err(&e))?;
+        if let Some(Some(id)) = self.with_overlay(|o| o.layers.get(digest).copied())? {
+            return Ok(Some(id));
+        }
+        let v = self.get_raw(CF_LAYERS, digest.as_bytes())?;
         Ok(v.and_then(|b| Hash32::from_slice(&b).ok()).map(SnapshotId::new))
     }
 
-    /// Removes every entry (the cache is about to be rebuilt).
+    /// Records that blob `id` was found damaged or missing (`reason` says how), so that
+    /// deduplication no longer offers it and content naming it is not inherited. Kept
+    /// even by a read-only index (in the damage log beside it).
+    pub fn mark_damaged(&self, id: BlobId, reason: &str) {
+        self.damage.mark(id, reason);
+    }
+
+    /// Why blob `id` is known damaged, if it is.
+    pub fn damaged(&self, id: &BlobId) -> Option<String> {
+        self.damage.get(id)
+    }
+
+    /// Number of blobs known damaged.
+    pub fn damaged_count(&self) -> usize {
+        self.damage.len()
+    }
+
+    /// Removes every entry (the cache is about to be rebuilt). Damage marks stay: a
+    /// rebuild that reads only pack directories cannot tell a damaged blob from a good one.
     ///
     /// # Errors
     /// [`Error::Index`].
     pub fn clear(&self) -> Result<()> {
+        let cleared = self.with_overlay(|o| {
+            *o = Overlay {
+                ignore_db: true,
+                ..Overlay::default()
+            };
+        })?;
+        if cleared.is_some() {
+            return Ok(());
+        }
         for name in ALL_CFS {
             let cf = self.cf(name)?;
             let mut batch = WriteBatch::default();
@@ -283,7 +468,9 @@ impl Index {
 
     /// Number of indexed blobs (an estimate from RocksDB).
     pub fn approximate_blobs(&self) -> u64 {
-        self.cf(CF_BLOBS)
+        let overlay = self.with_overlay(|o| o.blobs.len() as u64).ok().flatten().unwrap_or(0);
+        let db = self
+            .cf(CF_BLOBS)
             .ok()
             .and_then(|cf| {
                 self.db
@@ -291,8 +478,36 @@ impl Index {
                     .ok()
                     .flatten()
             })
-            .unwrap_or(0)
+            .unwrap_or(0);
+        overlay + db
     }
+}
+
+/// Attempts at a read-only open (a writer's compaction may race the first).
+const READ_ONLY_ATTEMPTS: usize = 5;
+
+/// The damage log's file name, beside the index directory.
+const DAMAGE_LOG: &str = "damaged.log";
+
+/// Free bytes on the file system holding `path` (or its nearest existing parent).
+fn free_bytes(path: &Path) -> Option<u64> {
+    let existing = path.ancestors().find(|p| p.exists())?;
+    let st = nix::sys::statvfs::statvfs(existing).ok()?;
+    Some(u64::from(st.blocks_available()).saturating_mul(st.fragment_size()))
+}
+
+fn disk_full(path: &Path) -> Error {
+    let free = free_bytes(path).unwrap_or(0);
+    Error::io(
+        path,
+        std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            format!(
+                "ENOSPC: only {free} bytes free on the file system of the index cache (writing needs at least \
+                 {MIN_FREE_FOR_WRITING}); free space and run the command again: nothing was changed"
+            ),
+        ),
+    )
 }
 
 fn location(pack: PackId, pack_kind: PackKind, e: &PackEntry) -> BlobLocation {
@@ -307,12 +522,8 @@ fn location(pack: PackId, pack_kind: PackKind, e: &PackEntry) -> BlobLocation {
 }
 
 fn index_err(path: &Path, e: &rocksdb::Error) -> Error {
-    let mut message = e.to_string();
-    if message.contains("lock") {
-        message.push_str(" (is another amber process using this repository?)");
-    }
     Error::Index {
         path: path.to_path_buf(),
-        message,
+        message: e.to_string(),
     }
 }

@@ -117,7 +117,8 @@ pub fn read_segment(repo: &Repository, id: SegmentId) -> Result<Vec<PackRecord>>
     segment::decode(&plain).map_err(|e| corrupt(e.to_string()))
 }
 
-/// Reads a pack's footer and directory with two ranged reads.
+/// Reads a pack's footer, header and directory with three ranged reads, and checks them
+/// with [`pack::open_pack_directory`] (the header's kind must be `kind`).
 ///
 /// # Errors
 /// Store and corruption errors naming the pack.
@@ -128,20 +129,21 @@ pub fn read_pack_record(repo: &Repository, id: PackId, kind: PackKind, size: u64
         detail,
     };
     let key = pack_key(kind, &id);
-    let min = (pack::HEADER_LEN + pack::FOOTER_LEN) as u64;
-    if size < min {
+    let (header_len, footer_len) = (pack::HEADER_LEN as u64, pack::FOOTER_LEN as u64);
+    if size < header_len + footer_len {
         return Err(corrupt(format!("only {size} bytes")));
     }
-    let footer = repo
-        .backend()
-        .get_range(&key, size - pack::FOOTER_LEN as u64, pack::FOOTER_LEN as u64)?;
-    let dir_len = u64::from(pack::decode_footer(&footer).map_err(|e| corrupt(e.to_string()))?);
-    let dir_at = (size - pack::FOOTER_LEN as u64)
+    let footer_at = size - footer_len;
+    let footer = repo.backend().get_range(&key, footer_at, footer_len)?;
+    let dir_len = u64::from(pack::decode_footer(&footer).map_err(|e| corrupt(format!("footer: {e}")))?);
+    let dir_at = footer_at
         .checked_sub(dir_len)
-        .filter(|&d| d >= pack::HEADER_LEN as u64)
+        .filter(|&d| d >= header_len)
         .ok_or_else(|| corrupt("directory length out of range".into()))?;
+    let header = repo.backend().get_range(&key, 0, header_len)?;
     let sealed = repo.backend().get_range(&key, dir_at, dir_len)?;
-    let entries = pack::open_directory(&repo.keys().seal_key, id, &sealed, dir_at)?;
+    let seal_key = &repo.keys().seal_key;
+    let entries = pack::open_pack_directory(seal_key, id, kind, &header, &footer, &sealed, dir_at)?;
     Ok(PackRecord {
         id,
         kind,

@@ -43,6 +43,9 @@ struct Counters {
     bytes_new: AtomicU64,
 }
 
+/// The packer's first error as text (the error itself is returned by `finish`).
+type Failure = Arc<Mutex<Option<String>>>;
+
 /// Ids claimed by this writer and not yet indexed, with their kind and plaintext length.
 type Pending = Arc<Mutex<HashMap<BlobId, (BlobKind, u32)>>>;
 
@@ -61,6 +64,8 @@ pub struct BlobWriter {
     repo: Repository,
     tx: Option<Sender<ToPacker>>,
     abandon: Arc<AtomicBool>,
+    /// What stopped the packer, for the callers whose send then fails.
+    failure: Failure,
     packer: Option<JoinHandle<Result<Vec<PackRecord>>>>,
     pending: Pending,
     counters: Counters,
@@ -81,6 +86,8 @@ impl BlobWriter {
         let packer_abandon = abandon.clone();
         let packs = Arc::new(AtomicU64::new(0));
         let packer_packs = packs.clone();
+        let failure: Failure = Arc::default();
+        let packer_failure = failure.clone();
         let packer = std::thread::Builder::new()
             .name("amber-packer".into())
             .spawn(move || {
@@ -89,13 +96,18 @@ impl BlobWriter {
                     pending: &packer_pending,
                     packs: &packer_packs,
                 };
-                run_packer(&shared, &rx, &packer_abandon)
+                let result = run_packer(&shared, &rx, &packer_abandon);
+                if let (Err(e), Ok(mut slot)) = (&result, packer_failure.lock()) {
+                    slot.get_or_insert_with(|| e.to_string());
+                }
+                result
             })
             .map_err(|e| Error::Pipeline(format!("cannot start the packer: {e}")))?;
         Ok(BlobWriter {
             repo: repo.clone(),
             tx: Some(tx),
             abandon,
+            failure,
             packer: Some(packer),
             pending,
             counters: Counters::default(),
@@ -114,7 +126,8 @@ impl BlobWriter {
             .pending
             .lock()
             .map_err(|_| Error::Pipeline("pending set poisoned".into()))?;
-        if pending.contains_key(&id) || self.repo.index().contains(&id)? {
+        // A blob known damaged is stored again: the new pack's copy then replaces it.
+        if pending.contains_key(&id) || self.repo.index().holds_good(&id)? {
             return Ok(false);
         }
         pending.insert(id, (kind, raw_len));
@@ -136,12 +149,11 @@ impl BlobWriter {
         if let Some((k, len)) = claimed {
             return Ok((k == kind).then_some(len));
         }
-        Ok(self
-            .repo
-            .index()
-            .lookup(id)?
-            .filter(|loc| loc.kind == kind)
-            .map(|loc| loc.raw_len))
+        let index = self.repo.index();
+        if index.damaged(id).is_some() {
+            return Ok(None);
+        }
+        Ok(index.lookup(id)?.filter(|loc| loc.kind == kind).map(|loc| loc.raw_len))
     }
 
     /// Stores a blob unless the vault already holds it; returns whether it was new.
@@ -173,8 +185,21 @@ impl BlobWriter {
             raw_len,
             sealed,
         }))
-        .map_err(|_| Error::Pipeline("the packer stopped; see the error that follows".into()))?;
+        .map_err(|_| self.stopped())?;
         Ok(true)
+    }
+
+    /// The error for a caller whose blob the packer can no longer take: the packer's own
+    /// error, which stopped it (for example a full disk, naming the path).
+    fn stopped(&self) -> Error {
+        // The packer records its error before it drops the queue; wait for that.
+        if let Some(h) = &self.packer {
+            while !h.is_finished() {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        let why = self.failure.lock().ok().and_then(|f| f.clone());
+        Error::Poisoned(why.unwrap_or_else(|| "the packer stopped".into()))
     }
 
     /// Stores a metadata node under its keyed hash and returns that hash.
@@ -210,7 +235,7 @@ impl BlobWriter {
     /// The packer's error (for example a full disk); the writer is poisoned after it and
     /// every later store, flush or finish fails.
     pub fn flush(&self) -> Result<()> {
-        let stopped = || Error::Pipeline("the packer stopped; `finish` reports why".into());
+        let stopped = || self.stopped();
         let tx = self
             .tx
             .as_ref()

@@ -69,6 +69,7 @@ fn engine_snapshot(i: &pb::SnapshotInfo) -> Result<(SnapshotId, Snapshot)> {
         },
         skipped: i.skipped,
         skipped_paths: Vec::new(),
+        root_entry: None,
     };
     Ok((id, snap))
 }
@@ -77,14 +78,15 @@ fn engine_snapshot(i: &pb::SnapshotInfo) -> Result<(SnapshotId, Snapshot)> {
 ///
 /// # Errors
 /// Connection and server errors.
-pub fn ls(g: &Global, snapshot: &str, path: Option<&str>) -> Result<ExitCode> {
+pub fn ls(g: &Global, snapshot: &str, path: Option<&[u8]>) -> Result<ExitCode> {
     let items = block_on(async {
         let remote = Remote::connect(g).await?;
         let req = pb::ListEntriesRequest {
             vault: remote.vault.clone(),
             snapshot: snapshot.to_string(),
-            path: path.unwrap_or_default().to_string(),
+            path: path.unwrap_or_default().to_vec(),
             recursive: true,
+            environment: g.env.clone().unwrap_or_default(),
         };
         let mut stream = remote
             .catalog()
@@ -95,7 +97,7 @@ pub fn ls(g: &Global, snapshot: &str, path: Option<&str>) -> Result<ExitCode> {
         let mut items = Vec::new();
         while let Some(batch) = stream.message().await.map_err(|s| failed("listing failed", &s))? {
             for e in batch.entries {
-                let name = e.path.rsplit('/').next().unwrap_or_default().as_bytes().to_vec();
+                let name = e.path.rsplit(|&b| b == b'/').next().unwrap_or_default().to_vec();
                 let entry = convert::entry(name, e.meta.as_ref()).map_err(|s| failed("bad entry", &s))?;
                 items.push((e.path, entry));
             }
@@ -117,6 +119,7 @@ pub fn diff(g: &Global, a: &str, b: &str) -> Result<ExitCode> {
             let req = pb::GetSnapshotRequest {
                 vault: remote.vault.clone(),
                 snapshot: name.to_string(),
+                environment: g.env.clone().unwrap_or_default(),
             };
             async move {
                 let info = remote
@@ -131,8 +134,9 @@ pub fn diff(g: &Global, a: &str, b: &str) -> Result<ExitCode> {
         let (ida, idb) = (resolve(a).await?, resolve(b).await?);
         let req = pb::DiffRequest {
             vault: remote.vault.clone(),
-            from: ida.to_hex(),
-            to: idb.to_hex(),
+            from_snapshot: ida.to_hex(),
+            to_snapshot: idb.to_hex(),
+            environment: String::new(),
         };
         let mut stream = remote
             .catalog()
@@ -278,6 +282,7 @@ pub fn share(g: &Global, snapshot: &str, to: &str) -> Result<ExitCode> {
             snapshot: snapshot.to_string(),
             target_vault: to.to_string(),
             target_token: target_token.trim().to_string(),
+            environment: g.env.clone().unwrap_or_default(),
         };
         let r = remote
             .admin()

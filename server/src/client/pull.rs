@@ -68,7 +68,7 @@ pub fn run(g: &Global, args: &PullArgs) -> Result<ExitCode> {
     block_on(async {
         let remote = Remote::connect(g).await?;
         let started = Instant::now();
-        let (start, items) = read_plan(&remote, args.snapshot).await?;
+        let (start, items) = read_plan(&remote, args.snapshot, g.env.as_deref()).await?;
         let info = start.snapshot.unwrap_or_default();
         let key: [u8; 32] = start
             .verify_key
@@ -119,11 +119,12 @@ pub fn run(g: &Global, args: &PullArgs) -> Result<ExitCode> {
     })
 }
 
-async fn read_plan(remote: &Remote, snapshot: &str) -> Result<(pb::PlanStart, Vec<Item0>)> {
+async fn read_plan(remote: &Remote, snapshot: &str, env: Option<&str>) -> Result<(pb::PlanStart, Vec<Item0>)> {
     let req = pb::ReadPlanRequest {
         vault: remote.vault.clone(),
         snapshot: snapshot.to_string(),
-        path: String::new(),
+        path: Vec::new(),
+        environment: env.unwrap_or_default().to_string(),
     };
     let mut stream = remote
         .restore()

@@ -41,6 +41,7 @@ pub fn run(g: &Global, snapshot: &str, out: &Path) -> Result<ExitCode> {
             vault: remote.vault.clone(),
             snapshot: snapshot.to_string(),
             offset,
+            environment: g.env.clone().unwrap_or_default(),
         };
         let mut stream = remote
             .restore()

@@ -43,8 +43,8 @@ pub fn run(g: &Global, args: &PushArgs) -> Result<ExitCode> {
             super::push_tar::push(&remote, args, env, layer).await?
         } else if let Some(image) = &args.snap.block {
             super::push_volume::push(&remote, args, env, image).await?
-        } else if let Some(dir) = &args.snap.path {
-            super::push_tree::push(&remote, args, env, dir).await?
+        } else if !args.snap.paths.is_empty() {
+            super::push_tree::push(&remote, args, env, &args.snap.paths).await?
         } else {
             bail!("give a directory, --tar FILE or --block FILE");
         };

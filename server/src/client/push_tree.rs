@@ -2,15 +2,15 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use amber_engine::format::tree::EntryKind;
+use amber_engine::ops::exclude::Excludes;
 use amber_engine::ops::fsmeta::{NameCache, entry_from};
+use amber_engine::ops::{display_path, join_rel};
 use amber_proto::v1 as pb;
 use amber_proto::v1::push_request::Frame;
 use amber_proto::v1::push_response::Frame as Answer;
@@ -26,20 +26,22 @@ const BATCH: usize = 1024;
 /// Metadata bytes per batch, well under the 4 MiB message cap.
 const BATCH_BYTES: usize = 2 * 1024 * 1024;
 
-/// Pushes the tree at `dir`.
+/// Pushes the tree at `paths`: one directory (whose own metadata becomes the snapshot's
+/// root entry), or several paths under a root made for the snapshot, each under its own
+/// name, exactly as `amber snapshot` stores them.
 ///
 /// # Errors
 /// An unreadable root, or the server's refusal.
-pub async fn push(remote: &Remote, args: &PushArgs, env: Option<&str>, dir: &Path) -> Result<Outcome> {
+pub async fn push(remote: &Remote, args: &PushArgs, env: Option<&str>, paths: &[PathBuf]) -> Result<Outcome> {
     let started = Instant::now();
-    let root = std::fs::canonicalize(dir).with_context(|| format!("cannot open {}", dir.display()))?;
-    if !root.is_dir() {
-        bail!("{} is not a directory", root.display());
-    }
-    let source = pb::push_header::Source::Tree(pb::TreeHeader {});
-    let h = header(remote, args, env, root.to_string_lossy().into_owned(), source);
+    let roots = Roots::new(paths)?;
+    let exclude = Excludes::load(&args.snap.exclude, &args.snap.exclude_file)?;
+    let source = pb::push_header::Source::Tree(pb::TreeHeader {
+        root: roots.root_meta()?,
+    });
+    let h = header(remote, args, env, roots.source_path(), source);
     let (mut stream, _) = PushStream::open(remote, h).await?;
-    let mut walker = Walker::new(&root)?;
+    let mut walker = Walker::new(&roots, exclude)?;
     let mut bytes_read = 0u64;
     let mut skipped_total = 0u64;
     loop {
@@ -52,11 +54,11 @@ pub async fn push(remote: &Remote, args: &PushArgs, env: Option<&str>, dir: &Pat
             _ => bail!("the server answered a batch out of protocol"),
         };
         for index in wanted {
-            let path = batch
+            let (path, size) = batch
                 .files
                 .get(&index)
                 .context("the server asked for a file not in the batch")?;
-            bytes_read += send_file(&mut stream, index, path).await?;
+            bytes_read += send_file(&mut stream, index, path, *size).await?;
         }
         if last {
             break;
@@ -76,28 +78,42 @@ pub async fn push(remote: &Remote, args: &PushArgs, env: Option<&str>, dir: &Pat
     })
 }
 
-/// Sends one file's content; a file that cannot be read is reported, not fatal.
-async fn send_file(stream: &mut PushStream, entry: u64, path: &Path) -> Result<u64> {
-    let opened = File::options().read(true).custom_flags(libc::O_NOFOLLOW).open(path);
+/// Sends one file's content, at most the `size` its entry declared (a file that grew is
+/// sent as it was listed, as `amber snapshot` stores it); runs of zeros go as FileZeros,
+/// so holes do not cross the wire. A file that cannot be read is reported, not fatal.
+async fn send_file(stream: &mut PushStream, entry: u64, path: &Path, size: u64) -> Result<u64> {
+    let opened = amber_engine::ops::ingest::open_regular(path);
     let mut file = match opened {
         Ok(f) => f,
         Err(e) => return end_with_error(stream, entry, 0, &e).await.map(|()| 0),
     };
     let mut offset = 0u64;
+    let mut zeros = 0u64;
     let mut buf = vec![0u8; FRAME];
-    loop {
-        let n = match file.read(&mut buf) {
+    while offset + zeros < size {
+        let want = usize::try_from((size - offset - zeros).min(FRAME as u64)).unwrap_or(FRAME);
+        let n = match file.read(buf.get_mut(..want).unwrap_or_default()) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => return end_with_error(stream, entry, offset, &e).await.map(|()| offset),
         };
-        let data = buf.get(..n).unwrap_or_default().to_vec();
+        let data = buf.get(..n).unwrap_or_default();
+        if data.iter().all(|&b| b == 0) {
+            zeros += n as u64;
+            continue;
+        }
+        offset = send_zeros(stream, entry, offset, std::mem::take(&mut zeros)).await?;
         stream
-            .send(Frame::FileData(pb::FileData { entry, offset, data }))
+            .send(Frame::FileData(pb::FileData {
+                entry,
+                offset,
+                data: data.to_vec(),
+            }))
             .await?;
         offset += n as u64;
     }
+    offset = send_zeros(stream, entry, offset, zeros).await?;
     let end = pb::FileEnd {
         entry,
         size: offset,
@@ -105,6 +121,20 @@ async fn send_file(stream: &mut PushStream, entry: u64, path: &Path) -> Result<u
     };
     stream.send(Frame::FileEnd(end)).await?;
     Ok(offset)
+}
+
+/// Sends a run of `len` zero bytes at `offset` (nothing when 0); returns the new offset.
+async fn send_zeros(stream: &mut PushStream, entry: u64, offset: u64, len: u64) -> Result<u64> {
+    if len > 0 {
+        stream
+            .send(Frame::FileZeros(pb::FileZeros {
+                entry,
+                offset,
+                length: len,
+            }))
+            .await?;
+    }
+    Ok(offset + len)
 }
 
 async fn end_with_error(stream: &mut PushStream, entry: u64, size: u64, e: &std::io::Error) -> Result<()> {
@@ -116,39 +146,104 @@ async fn end_with_error(stream: &mut PushStream, entry: u64, size: u64, e: &std:
     stream.send(Frame::FileEnd(end)).await
 }
 
-/// One batch and where its regular files are.
+/// One batch, and where its regular files are with their declared sizes.
 struct Batch {
     msg: pb::TreeEntries,
-    files: HashMap<u64, PathBuf>,
+    files: HashMap<u64, (PathBuf, u64)>,
 }
 
-/// A directory being listed.
+/// What a tree push reads: one directory, or several paths under a root made for it (as
+/// `amber snapshot` does with several paths).
+enum Roots {
+    Dir(PathBuf),
+    Several(Vec<(PathBuf, OsString)>),
+}
+
+impl Roots {
+    fn new(paths: &[PathBuf]) -> Result<Self> {
+        let canonical = paths
+            .iter()
+            .map(|p| std::fs::canonicalize(p).with_context(|| format!("cannot open {}", p.display())))
+            .collect::<Result<Vec<_>>>()?;
+        if let [one] = canonical.as_slice() {
+            if !one.is_dir() {
+                bail!(
+                    "{} is not a directory (give it with another path to push a single file)",
+                    one.display()
+                );
+            }
+            return Ok(Roots::Dir(one.clone()));
+        }
+        let mut named: Vec<(PathBuf, OsString)> = Vec::new();
+        for p in canonical {
+            let name = p.file_name().map(OsString::from).with_context(|| format!("{} has no name", p.display()))?;
+            if named.iter().any(|(_, n)| *n == name) {
+                bail!("two paths would both be stored as {name:?}: push them separately");
+            }
+            named.push((p, name));
+        }
+        named.sort_by(|a, b| a.1.as_bytes().cmp(b.1.as_bytes()));
+        Ok(Roots::Several(named))
+    }
+
+    /// The root directory's own metadata (none for a root made for several paths).
+    fn root_meta(&self) -> Result<Option<pb::EntryMeta>> {
+        let Roots::Dir(dir) = self else { return Ok(None) };
+        let meta = std::fs::symlink_metadata(dir).with_context(|| format!("cannot stat {}", dir.display()))?;
+        let entry = entry_from(b"", dir, &meta, &NameCache::default())
+            .with_context(|| format!("cannot read the metadata of {}", dir.display()))?;
+        Ok(Some(convert::meta(&entry)))
+    }
+
+    /// The snapshot's source path: the directory, or the paths one per line.
+    fn source_path(&self) -> String {
+        match self {
+            Roots::Dir(d) => d.to_string_lossy().into_owned(),
+            Roots::Several(v) => v
+                .iter()
+                .map(|(p, _)| p.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+}
+
+/// A directory being listed: its children as (path, name).
 struct Dir {
     index: u64,
-    path: PathBuf,
-    rel: String,
-    names: std::vec::IntoIter<OsString>,
+    rel: Vec<u8>,
+    children: std::vec::IntoIter<(PathBuf, OsString)>,
 }
 
 /// Walks the tree depth-first in the order the server expects: a directory before its
-/// contents, names in byte order.
+/// contents, names in byte order, excluded paths left out.
 struct Walker {
     stack: Vec<Dir>,
     names: NameCache,
+    exclude: Excludes,
+    /// The root's entries are the paths given (several paths pushed).
+    several: bool,
     next_index: u64,
 }
 
 impl Walker {
-    fn new(root: &Path) -> Result<Self> {
-        let names = sorted_names(root).with_context(|| format!("cannot list {}", root.display()))?;
+    fn new(roots: &Roots, exclude: Excludes) -> Result<Self> {
+        let children = match roots {
+            Roots::Dir(root) => {
+                let names = sorted_names(root).with_context(|| format!("cannot list {}", root.display()))?;
+                names.into_iter().map(|n| (root.join(&n), n)).collect()
+            }
+            Roots::Several(paths) => paths.clone(),
+        };
         Ok(Walker {
             stack: vec![Dir {
                 index: 0,
-                path: root.to_path_buf(),
-                rel: String::new(),
-                names: names.into_iter(),
+                rel: Vec::new(),
+                children: children.into_iter(),
             }],
             names: NameCache::default(),
+            exclude,
+            several: matches!(roots, Roots::Several(_)),
             next_index: 0,
         })
     }
@@ -173,19 +268,21 @@ impl Walker {
     fn next(&mut self, batch: &mut Batch) -> Option<pb::TreeEntry> {
         loop {
             let top = self.stack.last_mut()?;
-            let Some(name) = top.names.next() else {
+            let Some((path, name)) = top.children.next() else {
                 self.stack.pop();
                 continue;
             };
-            let (parent, path) = (top.index, top.path.join(&name));
-            let rel = if top.rel.is_empty() {
-                name.to_string_lossy().into_owned()
-            } else {
-                format!("{}/{}", top.rel, name.to_string_lossy())
-            };
+            let parent = top.index;
+            let rel = join_rel(&top.rel, name.as_bytes());
+            // Paths given on the command line are never excluded, what they hold may be
+            // (as `amber snapshot` does).
+            let given = parent == 0 && self.several;
+            if !given && self.exclude.excludes(&rel, name.as_bytes()) {
+                continue;
+            }
             let skip = |batch: &mut Batch, reason: String| {
                 batch.msg.skipped.push(pb::SkippedPath {
-                    path: rel.clone(),
+                    path: display_path(&rel),
                     reason,
                 });
             };
@@ -208,18 +305,18 @@ impl Walker {
             let index = self.next_index;
             match entry.kind {
                 EntryKind::File => {
-                    batch.files.insert(index, path.clone());
+                    batch.files.insert(index, (path.clone(), entry.size));
                 }
                 EntryKind::Dir => {
                     let names = sorted_names(&path).unwrap_or_else(|e| {
                         skip(batch, format!("cannot list directory: {e}"));
                         Vec::new()
                     });
+                    let children = names.into_iter().map(|n| (path.join(&n), n)).collect::<Vec<_>>();
                     self.stack.push(Dir {
                         index,
-                        path,
                         rel,
-                        names: names.into_iter(),
+                        children: children.into_iter(),
                     });
                 }
                 _ => {}

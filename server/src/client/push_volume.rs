@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use amber_engine::ops::fsmeta::{NameCache, entry_from};
-use amber_engine::ops::ranges::{ByteRange, block_pieces, parse_ranges};
+use amber_engine::ops::ranges::{ByteRange, NOTHING_CHANGED, block_pieces, load_ranges};
 use amber_proto::v1 as pb;
 use amber_proto::v1::push_request::Frame;
 use amber_proto::v1::push_response::Frame as Answer;
@@ -56,11 +56,12 @@ pub async fn push(remote: &Remote, args: &PushArgs, env: Option<&str>, path: &Pa
     let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let size = file.seek(SeekFrom::End(0))?;
     let ranges = match &args.snap.changed_ranges {
-        Some(f) => Some(parse_ranges(
-            &std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?,
-        )?),
+        Some(f) => Some(load_ranges(f)?),
         None => None,
     };
+    if ranges.as_ref().is_some_and(Vec::is_empty) {
+        eprintln!("amber: {NOTHING_CHANGED}");
+    }
     let meta = std::fs::metadata(path)?;
     let entry = entry_from(b"volume", path, &meta, &NameCache::default())?;
     let source = pb::push_header::Source::Volume(pb::VolumeHeader {

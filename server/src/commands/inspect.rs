@@ -8,11 +8,12 @@ use amber_engine::id::{SnapshotId, TreeId};
 use amber_engine::ops::diff::{Change, diff_trees};
 use amber_engine::ops::walk::{find_dir, walk};
 use anyhow::{Result, bail};
-use serde_json::{Value, json};
+use amber_engine::ops::{display_path, trim_slashes};
+use serde_json::{Map, Value, json};
 
 use crate::cli::Global;
 use crate::context;
-use crate::output::{bytes, emit};
+use crate::output::{bytes, emit, put_path};
 
 fn time_text(ns: i64) -> String {
     let secs = ns.div_euclid(1_000_000_000);
@@ -117,9 +118,10 @@ fn tree_root(id: &SnapshotId, s: &Snapshot) -> Result<TreeId> {
     Ok(TreeId::new(s.root))
 }
 
-fn entry_json(path: &str, e: &Entry) -> Value {
-    json!({
-        "path": path,
+fn entry_json(path: &[u8], e: &Entry) -> Value {
+    let mut obj = Map::new();
+    put_path(&mut obj, "path", path);
+    let rest = json!({
         "type": e.kind.letter().to_string(),
         "mode": format!("{:o}", e.mode),
         "uid": e.uid,
@@ -127,25 +129,31 @@ fn entry_json(path: &str, e: &Entry) -> Value {
         "size": e.size,
         "mtime": e.mtime.sec,
         "mtime_nsec": e.mtime.nsec,
-        "link_target": (!e.link_target.is_empty()).then(|| String::from_utf8_lossy(&e.link_target).into_owned()),
-    })
+    });
+    if let Value::Object(fields) = rest {
+        obj.extend(fields);
+    }
+    if !e.link_target.is_empty() {
+        put_path(&mut obj, "link_target", &e.link_target);
+    }
+    Value::Object(obj)
 }
 
-pub fn ls(g: &Global, name: &str, subpath: Option<&str>) -> Result<ExitCode> {
+pub fn ls(g: &Global, name: &str, subpath: Option<&[u8]>) -> Result<ExitCode> {
     let repo = context::open(g)?;
     let (id, snap) = repo.resolve_snapshot(name, g.env.as_deref())?;
-    let sub = subpath.unwrap_or("").trim_matches('/');
+    let sub = trim_slashes(subpath.unwrap_or_default());
     let dir = find_dir(&repo, tree_root(&id, &snap)?, sub)?;
     let mut items = Vec::new();
     walk(&repo, dir, sub, &mut |path, e| {
-        items.push((path.to_string(), e.clone()));
+        items.push((path.to_vec(), e.clone()));
         Ok(())
     })?;
     print_entries(g, &items)
 }
 
 /// Prints entries as `ls -l`-like lines or JSON.
-pub fn print_entries(g: &Global, items: &[(String, Entry)]) -> Result<ExitCode> {
+pub fn print_entries(g: &Global, items: &[(Vec<u8>, Entry)]) -> Result<ExitCode> {
     let value = json!(items.iter().map(|(p, e)| entry_json(p, e)).collect::<Vec<_>>());
     emit(g.json, &value, || {
         items
@@ -157,7 +165,7 @@ pub fn print_entries(g: &Global, items: &[(String, Entry)]) -> Result<ExitCode> 
                     e.mode,
                     e.size,
                     time_text(e.mtime.sec * 1_000_000_000),
-                    p
+                    display_path(p)
                 )
             })
             .collect::<Vec<_>>()
@@ -174,6 +182,16 @@ pub fn diff(g: &Global, a: &str, b: &str) -> Result<ExitCode> {
     print_diff(g, &ida, &idb, &changes)
 }
 
+fn change_json(c: &Change) -> Value {
+    let mut obj = Map::new();
+    put_path(&mut obj, "path", &c.path);
+    obj.insert("change".into(), json!(c.kind.name()));
+    obj.insert("type".into(), json!(c.entry_kind.letter().to_string()));
+    obj.insert("size_before".into(), json!(c.size_before));
+    obj.insert("size_after".into(), json!(c.size_after));
+    Value::Object(obj)
+}
+
 /// Prints changes as restic-style lines or JSON.
 pub fn print_diff(g: &Global, ida: &SnapshotId, idb: &SnapshotId, changes: &[Change]) -> Result<ExitCode> {
     let count = |k| changes.iter().filter(|c| c.kind == k).count();
@@ -181,10 +199,7 @@ pub fn print_diff(g: &Global, ida: &SnapshotId, idb: &SnapshotId, changes: &[Cha
     let value = json!({
         "from": ida.to_hex(),
         "to": idb.to_hex(),
-        "changes": changes.iter().map(|c| json!({
-            "path": c.path, "change": c.kind.name(), "type": c.entry_kind.letter().to_string(),
-            "size_before": c.size_before, "size_after": c.size_after,
-        })).collect::<Vec<_>>(),
+        "changes": changes.iter().map(change_json).collect::<Vec<_>>(),
         "added": count(K::Added),
         "removed": count(K::Removed),
         "modified": count(K::Modified),
@@ -194,7 +209,7 @@ pub fn print_diff(g: &Global, ida: &SnapshotId, idb: &SnapshotId, changes: &[Cha
     emit(g.json, &value, || {
         let mut lines: Vec<String> = changes
             .iter()
-            .map(|c| format!("{}    /{}", c.kind.letter(), c.path))
+            .map(|c| format!("{}    /{}", c.kind.letter(), display_path(&c.path)))
             .collect();
         lines.push(format!(
             "{} added, {} removed, {} modified, {} metadata only, {} type changed",

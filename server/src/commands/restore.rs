@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use amber_engine::format::snapshot::SourceKind;
 use amber_engine::id::SnapshotId;
 use amber_engine::id::TreeId;
+use amber_engine::ops::display_path;
 use amber_engine::ops::block::{BlockRestoreOptions, restore_block};
 use amber_engine::ops::extract::extract_layer;
 use amber_engine::ops::restore::{RestoreOptions, restore_tree};
@@ -17,7 +18,7 @@ use serde_json::json;
 use crate::cli::Global;
 use crate::commands::EXIT_INCOMPLETE;
 use crate::context;
-use crate::output::{ProgressDisplay, bytes, emit};
+use crate::output::{ProgressDisplay, bytes, emit, put_path};
 
 pub fn run(g: &Global, name: &str, dest: &Path, include: Vec<String>, whiteouts: bool) -> Result<ExitCode> {
     let repo = context::open(g)?;
@@ -32,19 +33,25 @@ pub fn run(g: &Global, name: &str, dest: &Path, include: Vec<String>, whiteouts:
         include,
         threads: g.threads,
         progress: Some(display.counters()),
+        root_entry: None,
     };
     let result = restore_tree(&repo, TreeId::new(snap.root), dest, &opts);
     display.finish();
     let r = result?;
     for e in &r.errors {
-        eprintln!("error: {}: {}", e.path, e.message);
+        eprintln!("error: {}: {}", display_path(&e.path), e.message);
     }
     for w in &r.warnings {
-        eprintln!("warning: {}: {}", w.path, w.message);
+        eprintln!("warning: {}: {}", display_path(&w.path), w.message);
     }
     let list = |v: &[amber_engine::ops::restore::PathError]| {
         v.iter()
-            .map(|e| json!({ "path": e.path, "error": e.message }))
+            .map(|e| {
+                let mut obj = serde_json::Map::new();
+                put_path(&mut obj, "path", &e.path);
+                obj.insert("error".into(), json!(e.message));
+                serde_json::Value::Object(obj)
+            })
             .collect::<Vec<_>>()
     };
     let value = json!({

@@ -4,8 +4,9 @@ use std::process::ExitCode;
 
 use amber_engine::ops::Labels;
 use amber_engine::ops::block::{BlockOptions, snapshot_block};
-use amber_engine::ops::ingest::{ParentChoice, TreeOptions, snapshot_tree};
-use amber_engine::ops::ranges::parse_ranges;
+use amber_engine::ops::exclude::Excludes;
+use amber_engine::ops::ingest::{ParentChoice, TreeOptions, snapshot_paths};
+use amber_engine::ops::ranges::{NOTHING_CHANGED, load_ranges};
 use amber_engine::ops::tar::{TarOptions, snapshot_tar};
 use amber_engine::repo::Repository;
 use anyhow::{Context, Result, bail};
@@ -35,9 +36,9 @@ pub fn run(g: &Global, args: &SnapshotArgs) -> Result<ExitCode> {
     if let Some(layer) = &args.tar {
         return tar(g, &repo, layer, args);
     }
-    let Some(path) = &args.path else {
-        bail!("give a directory, or --block FILE")
-    };
+    if args.paths.is_empty() {
+        bail!("give a directory, --tar FILE or --block FILE")
+    }
     let parent = match (&args.parent, args.force) {
         (_, true) => ParentChoice::None,
         (Some(name), _) => ParentChoice::Given(repo.resolve_snapshot(name, g.env.as_deref())?.0),
@@ -49,9 +50,10 @@ pub fn run(g: &Global, args: &SnapshotArgs) -> Result<ExitCode> {
         parent,
         threads: g.threads,
         progress: Some(display.counters()),
+        exclude: excludes(args)?,
     };
     let started = std::time::Instant::now();
-    let result = snapshot_tree(&repo, path, &opts);
+    let result = snapshot_paths(&repo, &args.paths, &opts);
     display.finish();
     let s = result?;
     for (path, why) in &s.skipped {
@@ -98,18 +100,28 @@ pub fn run(g: &Global, args: &SnapshotArgs) -> Result<ExitCode> {
     })
 }
 
+/// The exclusion patterns of `--exclude` and `--exclude-file`.
+pub fn excludes(args: &SnapshotArgs) -> Result<Excludes> {
+    let mut patterns = args.exclude.clone();
+    for f in &args.exclude_file {
+        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read exclude file {}", f.display()))?;
+        patterns.extend(Excludes::parse_file(&text));
+    }
+    Ok(Excludes::new(&patterns)?)
+}
+
 fn block(g: &Global, repo: &Repository, image: &std::path::Path, args: &SnapshotArgs) -> Result<ExitCode> {
     let parent = match &args.parent {
         Some(name) => Some(repo.resolve_snapshot(name, g.env.as_deref())?.0),
         None => None,
     };
     let changed_ranges = match &args.changed_ranges {
-        Some(f) => {
-            let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
-            Some(parse_ranges(&text)?)
-        }
+        Some(f) => Some(load_ranges(f)?),
         None => None,
     };
+    if changed_ranges.as_ref().is_some_and(Vec::is_empty) {
+        eprintln!("amber: {NOTHING_CHANGED}");
+    }
     let display = ProgressDisplay::start("snapshot");
     let opts = BlockOptions {
         labels: labels(g, args),

@@ -137,8 +137,8 @@ impl Admin for AdminService {
         };
         let source = caller.vault.clone();
         let into = target_vault.clone();
-        let name = r.snapshot.clone();
-        let result = blocking(move || share_snapshot(&source, &into, &name)).await;
+        let (name, env) = (r.snapshot.clone(), r.environment.clone());
+        let result = blocking(move || share_snapshot(&source, &into, &name, &env)).await;
         let target = match &result {
             Ok(done) => format!("{target} -> snapshot {}", done.snapshot_id),
             Err(_) => target,

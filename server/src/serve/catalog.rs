@@ -7,6 +7,7 @@ use amber_engine::format::snapshot::Snapshot;
 use amber_engine::id::{SnapshotId, TreeId};
 use amber_engine::ops::diff::{ChangeKind, diff_trees};
 use amber_engine::ops::walk::{find_dir, walk};
+use amber_engine::ops::{display_path, join_rel, trim_slashes};
 use amber_engine::repo::Repository;
 use amber_proto::v1 as pb;
 use amber_proto::v1::catalog_server::Catalog;
@@ -121,9 +122,13 @@ impl Catalog for CatalogService {
             Access::Read,
             &req.get_ref().vault,
         )?;
-        let name = req.into_inner().snapshot;
+        let pb::GetSnapshotRequest {
+            snapshot: name,
+            environment: env,
+            ..
+        } = req.into_inner();
         self.unary(caller, format!("snapshot {name}"), move |repo| {
-            let (id, snap) = resolve(repo, &name)?;
+            let (id, snap) = resolve(repo, &name, &env)?;
             Ok(convert::snapshot_info(id, &snap))
         })
         .await
@@ -141,7 +146,7 @@ impl Catalog for CatalogService {
         )?;
         let r = req.into_inner();
         let repo = caller.vault.repo.clone();
-        let target = format!("ls {} {}", r.snapshot, r.path);
+        let target = format!("ls {} {}", r.snapshot, display_path(&r.path));
         Ok(Response::new(stream(&self.state, caller, target, move |out| {
             list_entries(&repo, &r, out)
         })))
@@ -153,7 +158,7 @@ impl Catalog for CatalogService {
             .authorize(&req, "/amber.v1.Catalog/Diff", Access::Read, &req.get_ref().vault)?;
         let r = req.into_inner();
         let repo = caller.vault.repo.clone();
-        let target = format!("diff {} {}", r.from, r.to);
+        let target = format!("diff {} {}", r.from_snapshot, r.to_snapshot);
         Ok(Response::new(stream(&self.state, caller, target, move |out| {
             diff(&repo, &r, out)
         })))
@@ -188,9 +193,9 @@ fn list_entries(
     r: &pb::ListEntriesRequest,
     out: &Out<pb::ListEntriesResponse>,
 ) -> Result<(), Status> {
-    let (_, snap) = resolve(repo, &r.snapshot)?;
+    let (_, snap) = resolve(repo, &r.snapshot, &r.environment)?;
     let dir = find_dir(repo, TreeId::new(snap.root), &r.path).map_err(|e| from_engine(&e))?;
-    let prefix = r.path.trim_matches('/');
+    let prefix = trim_slashes(&r.path);
     let mut batch = Vec::new();
     let send = |batch: &mut Vec<pb::ListedEntry>| {
         let entries = std::mem::take(batch);
@@ -203,7 +208,7 @@ fn list_entries(
     if r.recursive {
         walk(repo, dir, prefix, &mut |path, e| {
             batch.push(pb::ListedEntry {
-                path: path.to_string(),
+                path: path.to_vec(),
                 meta: Some(convert::meta(e)),
             });
             if batch.len() >= BATCH { send(&mut batch) } else { Ok(()) }
@@ -212,14 +217,8 @@ fn list_entries(
     } else {
         let node = repo.load_tree(dir).map_err(|e| from_engine(&e))?;
         for e in node.entries() {
-            let name = e.name_lossy();
-            let path = if prefix.is_empty() {
-                name
-            } else {
-                format!("{prefix}/{name}")
-            };
             batch.push(pb::ListedEntry {
-                path,
+                path: join_rel(prefix, &e.name),
                 meta: Some(convert::meta(e)),
             });
             if batch.len() >= BATCH {
@@ -231,8 +230,8 @@ fn list_entries(
 }
 
 fn diff(repo: &Repository, r: &pb::DiffRequest, out: &Out<pb::DiffResponse>) -> Result<(), Status> {
-    let (_, a) = resolve(repo, &r.from)?;
-    let (_, b) = resolve(repo, &r.to)?;
+    let (_, a) = resolve(repo, &r.from_snapshot, &r.environment)?;
+    let (_, b) = resolve(repo, &r.to_snapshot, &r.environment)?;
     let changes = diff_trees(repo, TreeId::new(a.root), TreeId::new(b.root)).map_err(|e| from_engine(&e))?;
     for batch in changes.chunks(BATCH) {
         let changes = batch

@@ -68,8 +68,12 @@ pub struct TlsFiles {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// Ingest streams open at once; further pushes get RESOURCE_EXHAUSTED.
+    /// Ingest streams open at once; further pushes wait in a queue.
     pub max_streams: usize,
+    /// Pushes that may wait for a stream at once; beyond, RESOURCE_EXHAUSTED.
+    pub max_queued_pushes: usize,
+    /// Seconds a push may wait in the queue before it gets RESOURCE_EXHAUSTED.
+    pub queue_timeout_seconds: u64,
     /// Seconds a SIGTERM waits for running streams before the server stops.
     pub drain_seconds: u64,
     /// Seconds a stream may stay silent before it is closed.
@@ -84,6 +88,8 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_streams: 32,
+            max_queued_pushes: 1024,
+            queue_timeout_seconds: 600,
             drain_seconds: 30,
             idle_timeout_seconds: 300,
             max_message_bytes: 4 << 20,
@@ -237,6 +243,8 @@ impl Limits {
     pub fn validate(&self) -> Result<()> {
         let counts = [
             ("max_streams", self.max_streams as u64),
+            ("max_queued_pushes", self.max_queued_pushes as u64),
+            ("queue_timeout_seconds", self.queue_timeout_seconds),
             ("drain_seconds", self.drain_seconds),
             ("idle_timeout_seconds", self.idle_timeout_seconds),
             ("max_message_bytes", self.max_message_bytes as u64),

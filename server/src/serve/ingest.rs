@@ -11,10 +11,11 @@ mod tree;
 mod volume;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use amber_proto::v1::{PushRequest, PushResponse, ingest_server::Ingest};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -37,6 +38,53 @@ impl IngestService {
     }
 }
 
+/// Counts a push waiting in the queue while it lives.
+struct Queued<'a>(&'a AtomicUsize);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl IngestService {
+    /// A stream permit: at once when one is free, else after waiting in a bounded queue
+    /// (at most `max_queued_pushes` waiting, each at most `queue_timeout_seconds`).
+    async fn wait_for_stream(&self) -> Result<OwnedSemaphorePermit, Status> {
+        let streams = self.state.streams.clone();
+        if let Ok(permit) = streams.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        let limits = &self.state.limits;
+        let waiting = self.state.queued.fetch_add(1, Ordering::SeqCst);
+        let _queued = Queued(&self.state.queued);
+        if waiting >= limits.max_queued_pushes {
+            return Err(Status::resource_exhausted(format!(
+                "{} pushes are running and {waiting} waiting, the most this server queues; retry later",
+                limits.max_streams
+            )));
+        }
+        let wait = Duration::from_secs(limits.queue_timeout_seconds);
+        let permit = match tokio::time::timeout(wait, streams.acquire_owned()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(Status::unavailable("the server is shutting down; retry later")),
+            Err(_) => {
+                return Err(Status::resource_exhausted(format!(
+                    "waited {} s for one of the {} push streams; retry later",
+                    wait.as_secs(),
+                    limits.max_streams
+                )));
+            }
+        };
+        if self.state.is_draining() {
+            return Err(Status::unavailable(
+                "the server is shutting down; retry later with the same resume key",
+            ));
+        }
+        Ok(permit)
+    }
+}
+
 #[tonic::async_trait]
 impl Ingest for IngestService {
     type PushStream = ReceiverStream<Result<PushResponse, Status>>;
@@ -48,10 +96,12 @@ impl Ingest for IngestService {
             ));
         }
         let caller = self.state.authorize(&req, PUSH, Access::Write, "")?;
-        let Ok(permit) = self.state.streams.clone().try_acquire_owned() else {
-            let status = Status::resource_exhausted("too many pushes at once; retry later");
-            caller.finish(&self.state, "", &status);
-            return Err(status);
+        let permit = match self.wait_for_stream().await {
+            Ok(p) => p,
+            Err(status) => {
+                caller.finish(&self.state, "", &status);
+                return Err(status);
+            }
         };
         let (in_tx, in_rx) = mpsc::channel(QUEUE_FRAMES);
         let (out_tx, out_rx) = mpsc::channel(QUEUE_FRAMES);

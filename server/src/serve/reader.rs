@@ -15,9 +15,6 @@ use crate::serve::status::from_engine;
 /// Messages queued ahead of a slow reader.
 pub const QUEUE_MESSAGES: usize = 8;
 
-/// Shortest snapshot id prefix accepted.
-const MIN_PREFIX: usize = 8;
-
 /// The sending side of a streamed answer, usable from a blocking thread.
 pub struct Out<T> {
     tx: mpsc::Sender<Result<T, Status>>,
@@ -53,17 +50,14 @@ pub fn stream<T: Send + 'static>(
     ReceiverStream::new(rx)
 }
 
-/// Finds a snapshot by full id, unique prefix of at least 8 characters, or `latest`.
+/// Finds a snapshot by full id, unique prefix or `latest`, within `environment` when it
+/// is not empty: the same rule as the command line's (`Repository::resolve_snapshot`).
 ///
 /// # Errors
-/// INVALID_ARGUMENT for a short prefix; NOT_FOUND; INVALID_ARGUMENT when ambiguous.
-pub fn resolve(repo: &Repository, name: &str) -> Result<(SnapshotId, Snapshot), Status> {
-    if name != "latest" && name.len() < MIN_PREFIX {
-        return Err(Status::invalid_argument(format!(
-            "snapshot {name:?}: give at least {MIN_PREFIX} hex characters of its id"
-        )));
-    }
-    repo.resolve_snapshot(name, None).map_err(|e| from_engine(&e))
+/// NOT_FOUND; INVALID_ARGUMENT when ambiguous.
+pub fn resolve(repo: &Repository, name: &str, environment: &str) -> Result<(SnapshotId, Snapshot), Status> {
+    let env = (!environment.is_empty()).then_some(environment);
+    repo.resolve_snapshot(name, env).map_err(|e| from_engine(&e))
 }
 
 /// Runs blocking work off the executor, mapping a panic-free join failure to INTERNAL.

@@ -4,10 +4,11 @@ use std::io::Write;
 use std::sync::Arc;
 
 use amber_engine::format::snapshot::SourceKind;
-use amber_engine::format::tree::{Content, Entry};
+use amber_engine::format::tree::{Content, Entry, EntryKind};
 use amber_engine::id::{ChunkId, TreeId};
 use amber_engine::ops::content::for_each_chunk;
 use amber_engine::ops::tar::{recorded_diff_id, restore_tar};
+use amber_engine::ops::display_path;
 use amber_engine::ops::walk::{find_dir, walk};
 use amber_engine::repo::Repository;
 use amber_proto::v1 as pb;
@@ -54,7 +55,7 @@ impl Restore for RestoreService {
             .authorize(&req, "/amber.v1.Restore/ReadPlan", Access::Read, &req.get_ref().vault)?;
         let r = req.into_inner();
         let repo = caller.vault.repo.clone();
-        let target = format!("plan {} {}", r.snapshot, r.path);
+        let target = format!("plan {} {}", r.snapshot, display_path(&r.path));
         Ok(Response::new(stream(&self.state, caller, target, move |out| {
             plan(&repo, &r, out)
         })))
@@ -93,7 +94,7 @@ fn gone() -> Status {
 }
 
 fn plan(repo: &Repository, r: &pb::ReadPlanRequest, out: &Out<pb::PlanMessage>) -> Result<(), Status> {
-    let (id, snap) = resolve(repo, &r.snapshot)?;
+    let (id, snap) = resolve(repo, &r.snapshot, &r.environment)?;
     if snap.source == SourceKind::TarLayer {
         return Err(Status::failed_precondition(format!(
             "snapshot {id} is a tar layer: read it with ReadTar"
@@ -112,16 +113,29 @@ fn plan(repo: &Repository, r: &pb::ReadPlanRequest, out: &Out<pb::PlanMessage>) 
     }))?;
     let root = find_dir(repo, TreeId::new(snap.root), &r.path).map_err(|e| from_engine(&e))?;
     let mut entries = 0u64;
-    let mut visit = |path: &str, e: &Entry| -> amber_engine::error::Result<()> {
+    let mut first_names = std::collections::HashSet::new();
+    if let Some(root_entry) = snap.root_entry.as_ref().filter(|_| r.path.is_empty()) {
+        entries += 1;
+        send(Item::Entry(pb::PlanEntry {
+            path: Vec::new(),
+            meta: Some(convert::meta(root_entry)),
+        }))?;
+    }
+    let mut visit = |path: &[u8], e: &Entry| -> amber_engine::error::Result<()> {
         entries += 1;
         let msg = Item::Entry(pb::PlanEntry {
-            path: path.as_bytes().to_vec(),
+            path: path.to_vec(),
             meta: Some(convert::meta(e)),
         });
         send(msg).map_err(|_| amber_engine::error::Error::Pipeline("client gone".into()))?;
+        // Later names of a hard-linked file carry no chunks: the client links them.
+        let linked = e.kind == EntryKind::File && e.nlink > 1 && !first_names.insert((e.device, e.inode));
+        if linked {
+            return Ok(());
+        }
         send_file_chunks(repo, &e.content, &send)
     };
-    walk(repo, root, "", &mut visit).map_err(|e| from_engine(&e))?;
+    walk(repo, root, b"", &mut visit).map_err(|e| from_engine(&e))?;
     send(Item::End(pb::PlanEnd { entries }))
 }
 
@@ -174,6 +188,10 @@ fn chunk_ids(raw: &[Vec<u8>]) -> Result<Vec<ChunkId>, Status> {
 
 fn send_chunks(repo: &Repository, ids: &[ChunkId], out: &Out<pb::ChunkPiece>) -> Result<(), Status> {
     for (index, id) in ids.iter().enumerate() {
+        // An id the vault never held is the request's fault, not lost data.
+        if !repo.index().contains(&(*id).into()).map_err(|e| from_engine(&e))? {
+            return Err(Status::not_found(format!("chunk {id} is not in this vault")));
+        }
         let data = repo.read_chunk(*id).map_err(|e| from_engine(&e))?;
         let index = u32::try_from(index).unwrap_or(u32::MAX);
         let mut pieces = data.chunks(PIECE).peekable();
@@ -205,7 +223,7 @@ fn send_chunks(repo: &Repository, ids: &[ChunkId], out: &Out<pb::ChunkPiece>) ->
 }
 
 fn send_tar(repo: &Repository, r: &pb::ReadTarRequest, out: &Out<pb::TarPiece>) -> Result<(), Status> {
-    let (id, snap) = resolve(repo, &r.snapshot)?;
+    let (id, snap) = resolve(repo, &r.snapshot, &r.environment)?;
     if snap.source != SourceKind::TarLayer {
         return Err(Status::failed_precondition(format!("snapshot {id} is not a tar layer")));
     }

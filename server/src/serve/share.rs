@@ -7,7 +7,7 @@ use amber_engine::error::{Error, Result as EngineResult};
 use amber_engine::format::snapshot::{Snapshot, SourceKind};
 use amber_engine::format::tree::{Content, Entry, EntryKind};
 use amber_engine::id::{SnapshotId, TreeId};
-use amber_engine::ops::Labels;
+use amber_engine::ops::{Labels, display_path};
 use amber_engine::ops::assemble::{Added, TreeAssembler};
 use amber_engine::ops::content::for_each_chunk;
 use amber_engine::ops::tar::{TarOptions, restore_tar, snapshot_tar};
@@ -25,12 +25,17 @@ use crate::serve::vaults::Vault;
 /// Metadata key recording where a shared snapshot came from (`<vault>:<snapshot id>`).
 pub const SHARED_FROM_KEY: &str = "amber.shared_from";
 
-/// Copies snapshot `name` of `from` into `to`.
+/// Copies snapshot `name` (resolved within `environment` when not empty) of `from` into `to`.
 ///
 /// # Errors
 /// NOT_FOUND for an unknown snapshot; engine errors.
-pub fn share_snapshot(from: &Vault, to: &Vault, name: &str) -> Result<pb::ShareSnapshotResponse, Status> {
-    let (id, snap) = resolve(&from.repo, name)?;
+pub fn share_snapshot(
+    from: &Vault,
+    to: &Vault,
+    name: &str,
+    environment: &str,
+) -> Result<pb::ShareSnapshotResponse, Status> {
+    let (id, snap) = resolve(&from.repo, name, environment)?;
     let mut labels = labels_of(&snap);
     labels
         .metadata
@@ -58,18 +63,18 @@ fn labels_of(s: &Snapshot) -> Labels {
 fn copy_tree(src: &Repository, dst: &Repository, snap: &Snapshot, labels: &Labels) -> EngineResult<(SnapshotId, u64)> {
     let writer = BlobWriter::new(dst)?;
     let mut asm = TreeAssembler::new(&writer, None)?;
-    let mut dirs: HashMap<String, u64> = HashMap::new();
+    let mut dirs: HashMap<Vec<u8>, u64> = HashMap::new();
     let mut next = 0u64;
-    walk(src, TreeId::new(snap.root), "", &mut |path, e| {
+    walk(src, TreeId::new(snap.root), b"", &mut |path, e| {
         next += 1;
-        let parent = match path.rsplit_once('/') {
-            Some((dir, _)) => *dirs
-                .get(dir)
-                .ok_or_else(|| Error::Pipeline(format!("no directory for {path}")))?,
+        let parent = match path.iter().rposition(|&b| b == b'/') {
+            Some(slash) => *dirs
+                .get(path.get(..slash).unwrap_or_default())
+                .ok_or_else(|| Error::Pipeline(format!("no directory for {}", display_path(path))))?,
             None => 0,
         };
         if e.kind == EntryKind::Dir {
-            dirs.insert(path.to_string(), next);
+            dirs.insert(path.to_vec(), next);
         }
         let mut bare = e.clone();
         bare.content = Content::None;

@@ -50,6 +50,8 @@ pub struct State {
     pub draining: AtomicBool,
     /// One permit per ingest stream.
     pub streams: Arc<Semaphore>,
+    /// Pushes waiting for a permit.
+    pub queued: std::sync::atomic::AtomicUsize,
 }
 
 /// An authorized call.

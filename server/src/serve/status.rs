@@ -14,7 +14,12 @@ pub fn from_engine(e: &Error) -> Status {
         Error::Crypto(_) | Error::Corrupt { .. } => Code::DataLoss,
         _ => Code::Internal,
     };
-    Status::new(code, e.to_string())
+    // The code already says "invalid argument" or "resource exhausted": do not repeat it.
+    let message = match e {
+        Error::InvalidArgument(m) | Error::LimitExceeded(m) => m.clone(),
+        other => other.to_string(),
+    };
+    Status::new(code, message)
 }
 
 /// The lower-case name of a status code, for metrics and the audit log.

@@ -88,7 +88,7 @@ fn header(source: Source) -> pb::PushHeader {
 }
 
 fn tree_header() -> pb::PushHeader {
-    header(Source::Tree(pb::TreeHeader {}))
+    header(Source::Tree(pb::TreeHeader::default()))
 }
 
 fn tar_header() -> pb::PushHeader {

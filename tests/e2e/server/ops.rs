@@ -72,6 +72,36 @@ fn health_and_reflection_answer_without_a_token() {
         ] {
             assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
         }
+        // v1alpha too (Python's grpcio-reflection and older grpcurl speak only that).
+        use tonic_reflection::pb::v1alpha as alpha;
+        let mut old = alpha::server_reflection_client::ServerReflectionClient::new(
+            tonic::transport::Endpoint::from_shared(server.url.clone())
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
+        );
+        let req = alpha::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(alpha::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            )),
+        };
+        let first = old
+            .server_reflection_info(tokio_stream::iter(vec![req]))
+            .await
+            .expect("v1alpha reflection is served")
+            .into_inner()
+            .message()
+            .await
+            .unwrap()
+            .unwrap();
+        let Some(alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+            first.message_response
+        else {
+            panic!("no v1alpha service list: {first:?}");
+        };
+        assert!(list.service.iter().any(|s| s.name == "amber.v1.Ingest"), "{list:?}");
         // The Amber services themselves still need a token.
         let mut catalog = pb::catalog_client::CatalogClient::connect(server.url.clone())
             .await

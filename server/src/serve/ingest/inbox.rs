@@ -40,7 +40,7 @@ impl Inbox {
     ///
     /// # Errors
     /// The transport's status, CANCELLED at the end of the stream, INVALID_ARGUMENT for an
-    /// empty message, RESOURCE_EXHAUSTED for a data frame over the cap.
+    /// empty message or an empty data frame, RESOURCE_EXHAUSTED for a data frame over the cap.
     pub fn next(&mut self) -> Result<Frame, Status> {
         let msg = match self.rx.blocking_recv() {
             Some(msg) => msg?,
@@ -59,9 +59,14 @@ impl Inbox {
             Frame::BlockData(d) => d.data.len(),
             _ => return Ok(frame),
         };
-        if payload == 0 || payload > self.max_frame {
+        if payload == 0 {
+            return Err(Status::invalid_argument(
+                "an empty data frame: frames carry at least 1 byte (end a file with FileEnd)",
+            ));
+        }
+        if payload > self.max_frame {
             return Err(Status::resource_exhausted(format!(
-                "a data frame of {payload} bytes: frames carry 1 to {} bytes",
+                "a data frame of {payload} bytes: frames carry at most {} bytes",
                 self.max_frame
             )));
         }

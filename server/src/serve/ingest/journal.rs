@@ -20,10 +20,37 @@ pub struct Journal {
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Line {
-    /// Path relative to the pushed root.
-    path: String,
+    /// Path relative to the pushed root, when it is UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    /// Hex of the path's bytes, when it is not UTF-8 (instead of `path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path_hex: Option<String>,
     /// Hex of a one-entry tree node holding the file's entry and content.
     node: String,
+}
+
+impl Line {
+    fn new(path: &[u8], entry: &Entry) -> Result<Self> {
+        let node = TreeNode::new(vec![entry.clone()]).context("journal entry")?;
+        let (path, path_hex) = match std::str::from_utf8(path) {
+            Ok(text) => (Some(text.to_string()), None),
+            Err(_) => (None, Some(hex::encode(path))),
+        };
+        Ok(Line {
+            path,
+            path_hex,
+            node: hex::encode(node.encode()),
+        })
+    }
+
+    fn path_bytes(&self) -> Option<Vec<u8>> {
+        match (&self.path_hex, &self.path) {
+            (Some(h), _) => hex::decode(h).ok(),
+            (None, Some(p)) => Some(p.clone().into_bytes()),
+            (None, None) => None,
+        }
+    }
 }
 
 impl Journal {
@@ -35,7 +62,7 @@ impl Journal {
     }
 
     /// The files recorded so far, by path. Unreadable lines are ignored (it is a cache).
-    pub fn load(&self) -> HashMap<String, Entry> {
+    pub fn load(&self) -> HashMap<Vec<u8>, Entry> {
         let Some(path) = &self.path else {
             return HashMap::new();
         };
@@ -53,19 +80,14 @@ impl Journal {
     ///
     /// # Errors
     /// I/O errors writing the journal.
-    pub fn append(&self, files: &[(String, Entry)]) -> Result<()> {
+    pub fn append(&self, files: &[(Vec<u8>, Entry)]) -> Result<()> {
         let Some(path) = &self.path else { return Ok(()) };
         if files.is_empty() {
             return Ok(());
         }
         let mut text = String::new();
         for (p, e) in files {
-            let node = TreeNode::new(vec![e.clone()]).context("journal entry")?;
-            let line = Line {
-                path: p.clone(),
-                node: hex::encode(node.encode()),
-            };
-            text.push_str(&serde_json::to_string(&line)?);
+            text.push_str(&serde_json::to_string(&Line::new(p, e)?)?);
             text.push('\n');
         }
         if let Some(dir) = path.parent() {
@@ -101,11 +123,12 @@ pub fn resume_base(vault: &Vault, token_id: &str, resume_key: &[u8], source_path
 }
 
 /// One journal line as a path and its entry; `None` for a line that does not parse.
-pub fn decode(line: &str) -> Option<(String, Entry)> {
+pub fn decode(line: &str) -> Option<(Vec<u8>, Entry)> {
     let line: Line = serde_json::from_str(line).ok()?;
+    let path = line.path_bytes()?;
     let node = TreeNode::decode(&hex::decode(line.node).ok()?).ok()?;
     let entry = node.into_entries().into_iter().next()?;
-    Some((line.path, entry))
+    Some((path, entry))
 }
 
 #[cfg(test)]
@@ -136,7 +159,7 @@ mod tests {
         e
     }
 
-    fn lines() -> Vec<(String, Entry)> {
+    fn lines() -> Vec<(Vec<u8>, Entry)> {
         let inline = Content::Inline(vec![ChunkRef {
             id: ChunkId::new(Hash32::from_bytes([7; 32])),
             len: 11,
@@ -146,20 +169,16 @@ mod tests {
             height: 1,
         };
         vec![
-            ("notebooks/a.ipynb".into(), file("a.ipynb", inline, 11)),
-            ("data/big.parquet".into(), file("big.parquet", list, 5_000_000)),
+            (b"notebooks/a.ipynb".to_vec(), file("a.ipynb", inline.clone(), 11)),
+            (b"data/big.parquet".to_vec(), file("big.parquet", list, 5_000_000)),
+            (b"caf\xe9/x".to_vec(), file("x", inline, 11)),
         ]
     }
 
-    fn encode(files: &[(String, Entry)]) -> String {
+    fn encode(files: &[(Vec<u8>, Entry)]) -> String {
         let mut text = String::new();
         for (p, e) in files {
-            let node = TreeNode::new(vec![e.clone()]).unwrap();
-            let line = Line {
-                path: p.clone(),
-                node: hex::encode(node.encode()),
-            };
-            text.push_str(&serde_json::to_string(&line).unwrap());
+            text.push_str(&serde_json::to_string(&Line::new(p, e).unwrap()).unwrap());
             text.push('\n');
         }
         text
@@ -175,7 +194,7 @@ mod tests {
         }
         let stored = std::fs::read_to_string(VECTOR).unwrap();
         assert_eq!(stored, text, "the vector differs from what the code writes");
-        let decoded: Vec<(String, Entry)> = stored.lines().filter_map(decode).collect();
+        let decoded: Vec<(Vec<u8>, Entry)> = stored.lines().filter_map(decode).collect();
         assert_eq!(decoded, expected);
     }
 
@@ -189,8 +208,9 @@ mod tests {
         j.append(&lines()).unwrap();
         j.append(&lines()[..1]).unwrap();
         let loaded = j.load();
-        assert_eq!(loaded.len(), 2);
-        assert_eq!(loaded.get("data/big.parquet"), Some(&lines()[1].1));
+        assert_eq!(loaded.len(), 3);
+        assert_eq!(loaded.get(&b"data/big.parquet"[..]), Some(&lines()[1].1));
+        assert_eq!(loaded.get(&b"caf\xe9/x"[..]), Some(&lines()[2].1));
         j.remove();
         assert!(j.load().is_empty());
         let none = Journal { path: None };

@@ -12,8 +12,9 @@ use crate::serve::status::from_engine;
 /// `fits` adds a kind-specific condition (a volume's size).
 ///
 /// # Errors
-/// FAILED_PRECONDITION for a given parent that is missing, malformed or of another kind
-/// (one message for all three, so nothing is learnt about other snapshots).
+/// INVALID_ARGUMENT for a given parent that is not a full id; FAILED_PRECONDITION for one
+/// that is missing or of another kind (one message for both, so nothing is learnt about
+/// other snapshots).
 pub fn choose(
     push: &Push,
     kind: SourceKind,
@@ -31,7 +32,12 @@ pub fn choose(
                     kind.name()
                 ))
             };
-            let id = SnapshotId::from_hex(&h.parent_id).map_err(|_| refused())?;
+            let id = SnapshotId::from_hex(&h.parent_id).map_err(|_| {
+                Status::invalid_argument(format!(
+                    "parent {:?}: give the parent's full id (64 hex characters), not a prefix or a name",
+                    h.parent_id
+                ))
+            })?;
             let snap = repo.load_snapshot(id).map_err(|_| refused())?;
             if snap.source != kind || !fits(&snap) {
                 return Err(refused());

@@ -108,6 +108,7 @@ pub fn run(push: &Push, header: &pb::TarHeader, inbox: &mut Inbox, outbox: &Outb
         bytes_received: reader.offset - resume_offset,
         reused: 0,
         sent: 1,
+        empty_files: 0,
     })
 }
 

@@ -40,9 +40,15 @@ pub fn run(push: &Push, inbox: &mut Inbox, outbox: &Outbox) -> Result<pb::Commit
     let resumed = journal.load();
     let resumed_files = resumed.len() as u64;
     let writer = BlobWriter::new(repo).map_err(|e| from_engine(&e))?;
-    let asm = TreeAssembler::new(&writer, parent_root)
+    let mut asm = TreeAssembler::new(&writer, parent_root)
         .map_err(|e| from_engine(&e))?
         .with_resumed(resumed);
+    if let Some(pb::push_header::Source::Tree(t)) = &h.source
+        && let Some(meta) = &t.root
+    {
+        let entry = convert::entry(Vec::new(), Some(meta))?;
+        asm.set_root_entry(entry).map_err(|e| from_engine(&e))?;
+    }
     outbox.send(Answer::Accepted(pb::Accepted {
         request_id: push.caller.request_id.clone(),
         parent_id: parent.as_ref().map(|(id, _)| id.to_hex()).unwrap_or_default(),
@@ -80,6 +86,7 @@ pub fn run(push: &Push, inbox: &mut Inbox, outbox: &Outbox) -> Result<pb::Commit
         bytes_received: received,
         reused: tree.files_reused,
         sent: tree.files_sent,
+        empty_files: tree.files_empty,
     })
 }
 
@@ -145,24 +152,37 @@ impl Receiver<'_, '_> {
         loop {
             match self.inbox.next()? {
                 Frame::FileData(d) if d.entry == index => {
-                    if d.offset != offset {
-                        return Err(invalid(format!(
-                            "entry {index}: a frame at offset {} where {offset} was expected",
-                            d.offset
-                        )));
-                    }
-                    if !begun {
-                        self.asm.begin_file(index).map_err(|e| from_engine(&e))?;
-                        begun = true;
-                    }
+                    self.piece(index, &mut begun, offset, d.offset)?;
                     self.asm.file_data(&d.data).map_err(|e| from_engine(&e))?;
                     offset += d.data.len() as u64;
                     self.since_checkpoint += d.data.len() as u64;
+                }
+                Frame::FileZeros(z) if z.entry == index => {
+                    if z.length == 0 {
+                        return Err(invalid(format!("entry {index}: a run of 0 zero bytes")));
+                    }
+                    self.piece(index, &mut begun, offset, z.offset)?;
+                    self.asm.file_zeros(z.length).map_err(|e| from_engine(&e))?;
+                    offset += z.length;
                 }
                 Frame::FileEnd(end) if end.entry == index => return self.end(index, begun, offset, end),
                 _ => return Err(out_of_turn(format!("the content of entry {index} was expected"))),
             }
         }
+    }
+
+    /// Checks a piece's offset and begins the file at its first piece.
+    fn piece(&mut self, index: u64, begun: &mut bool, offset: u64, at: u64) -> Result<(), Status> {
+        if at != offset {
+            return Err(invalid(format!(
+                "entry {index}: a frame at offset {at} where {offset} was expected"
+            )));
+        }
+        if !*begun {
+            self.asm.begin_file(index).map_err(|e| from_engine(&e))?;
+            *begun = true;
+        }
+        Ok(())
     }
 
     fn end(&mut self, index: u64, begun: bool, offset: u64, end: pb::FileEnd) -> Result<(), Status> {

@@ -81,8 +81,10 @@ pub fn run(push: &Push, v: &pb::VolumeHeader, inbox: &mut Inbox, outbox: &Outbox
         already_stored: false,
         stats: convert::snapshot_info(built.id, &built.snapshot).stats,
         bytes_received: inbox.received,
-        reused: c.inherited + c.known + c.holes,
+        // Every block not sent was reused: inherited, named by digest, or a hole.
+        reused: c.blocks.saturating_sub(sent),
         sent,
+        empty_files: 0,
     })
 }
 
@@ -106,6 +108,9 @@ fn by_ranges(b: &mut VolumeBuilder, size: u64, block: u64, inbox: &mut Inbox, ou
             return Err(Status::resource_exhausted(
                 "too many ranges: merge them or push with digests",
             ));
+        }
+        if r.ranges.iter().any(|x| x.length == 0) {
+            return Err(invalid("a changed range of length 0: every range holds at least 1 byte"));
         }
         ranges.extend(r.ranges.iter().map(|x| ByteRange {
             offset: x.offset,
@@ -245,11 +250,12 @@ fn need(index: &Index, digest: &[u8]) -> Result<Need, Status> {
     })
 }
 
-/// Sorted block indices as runs.
+/// Sorted block indices (repeats allowed: one per changed piece) as sorted, disjoint runs.
 fn runs_of(blocks: impl Iterator<Item = u64>) -> Vec<pb::BlockRun> {
     let mut runs: Vec<pb::BlockRun> = Vec::new();
     for i in blocks {
         match runs.last_mut() {
+            Some(r) if i < r.first + r.count => {}
             Some(r) if r.first + r.count == i => r.count += 1,
             _ => runs.push(pb::BlockRun { first: i, count: 1 }),
         }
@@ -273,4 +279,18 @@ fn send_runs(outbox: &Outbox, runs: &[pb::BlockRun]) -> Result<(), Status> {
         }))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wanted_runs_are_sorted_and_disjoint_with_several_pieces_per_block() {
+        let runs: Vec<(u64, u64)> = runs_of([0, 0, 1, 7, 7, 8].into_iter())
+            .iter()
+            .map(|r| (r.first, r.count))
+            .collect();
+        assert_eq!(runs, vec![(0, 2), (7, 2)]);
+    }
 }

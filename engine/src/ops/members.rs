@@ -1,0 +1,195 @@
+//! The members of a stored layer, read from its layout without writing anything: what
+//! `tar -t` shows, as tree entries (for `ls` of a layer snapshot, locally and through the
+//! catalog). PAX `path`, `linkpath`, `mtime` and `size` records and GNU long names apply
+//! to the next member exactly as they do when the layer is extracted.
+
+use crate::error::{Error, Result};
+use crate::format::layout::Record;
+use crate::format::tarhdr::{self, TarHeader, TarKind};
+use crate::format::tree::{Content, Entry, EntryKind, Timestamp};
+use crate::id::SnapshotId;
+use crate::ops::tar::{for_each_record, layer_layout};
+use crate::repo::Repository;
+
+/// Metadata records waiting for the member they describe.
+#[derive(Default)]
+struct Pending {
+    header: Option<TarHeader>,
+    long_name: Option<Vec<u8>>,
+    long_link: Option<Vec<u8>>,
+    pax_path: Option<Vec<u8>>,
+    pax_link: Option<Vec<u8>>,
+    pax_mtime: Option<i64>,
+    pax_size: Option<u64>,
+}
+
+/// Turns layout records into members.
+struct Lister<'a> {
+    pending: Pending,
+    visit: &'a mut dyn FnMut(&[u8], &Entry) -> Result<()>,
+}
+
+/// Visits every member of layer snapshot `id` in stream order, with its path (raw bytes,
+/// `./` components and leading or trailing `/` dropped; `..` is kept as it is) and an
+/// entry: its name, kind, mode, owner ids, size, mtime (seconds, as extraction sets it),
+/// link target, device number and content. A hard-link member is a regular file of size 0
+/// whose `link_target` names the member it links to. The archive's own `./` entry and
+/// members of other types (kept verbatim, never extracted) are not visited.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when `id` is not a layer snapshot or a stored header does
+/// not parse; store and corruption errors; what `visit` returns.
+pub fn for_each_member(
+    repo: &Repository,
+    id: SnapshotId,
+    visit: &mut dyn FnMut(&[u8], &Entry) -> Result<()>,
+) -> Result<()> {
+    let snap = repo.load_snapshot(id)?;
+    let layout = layer_layout(repo, id, &snap)?;
+    let mut lister = Lister {
+        pending: Pending::default(),
+        visit,
+    };
+    for_each_record(repo, &layout, &mut |rec| lister.record(rec))
+}
+
+/// Every member of layer snapshot `id`, as [`for_each_member`] visits them.
+///
+/// # Errors
+/// As [`for_each_member`].
+pub fn layer_members(repo: &Repository, id: SnapshotId) -> Result<Vec<(Vec<u8>, Entry)>> {
+    let mut out = Vec::new();
+    for_each_member(repo, id, &mut |path, e| {
+        out.push((path.to_vec(), e.clone()));
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+impl Lister<'_> {
+    fn record(&mut self, rec: Record) -> Result<()> {
+        match rec {
+            Record::Header(block) => {
+                let h = tarhdr::parse_header(&block)
+                    .map_err(|e| Error::InvalidArgument(format!("stored tar header: {e}")))?;
+                let size = self.pending.pax_size.unwrap_or(h.size);
+                if size == 0 && !h.kind.is_meta() {
+                    return self.member(h, Content::None);
+                }
+                self.pending.header = Some(h);
+                Ok(())
+            }
+            Record::Raw(data) => self.meta_data(&data),
+            Record::Member { content, .. } => match self.pending.header.take() {
+                Some(h) => self.member(h, content),
+                None => Ok(()),
+            },
+            Record::Zeros(_) | Record::Tail { .. } | Record::End => Ok(()),
+        }
+    }
+
+    /// Data of a PAX or GNU record: remembered for the next member.
+    fn meta_data(&mut self, data: &[u8]) -> Result<()> {
+        let Some(h) = self.pending.header.take() else {
+            return Ok(()); // non-zero padding
+        };
+        let text = data
+            .get(..data.iter().position(|&b| b == 0).unwrap_or(data.len()))
+            .unwrap_or_default();
+        match h.kind {
+            TarKind::GnuLongName => self.pending.long_name = Some(text.to_vec()),
+            TarKind::GnuLongLink => self.pending.long_link = Some(text.to_vec()),
+            TarKind::PaxLocal => self.pax(data)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn pax(&mut self, data: &[u8]) -> Result<()> {
+        let records = tarhdr::parse_pax(data).map_err(|e| Error::InvalidArgument(format!("PAX header: {e}")))?;
+        for (k, v) in records {
+            let number = || std::str::from_utf8(&v).ok().map(str::to_string);
+            match k.as_slice() {
+                b"path" => self.pending.pax_path = Some(v),
+                b"linkpath" => self.pending.pax_link = Some(v),
+                b"size" => self.pending.pax_size = number().and_then(|s| s.parse().ok()),
+                b"mtime" => self.pending.pax_mtime = number().and_then(|s| s.split('.').next()?.parse().ok()),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn member(&mut self, mut h: TarHeader, content: Content) -> Result<()> {
+        let p = std::mem::take(&mut self.pending);
+        if let Some(name) = p.pax_path.or(p.long_name) {
+            h.name = name;
+        }
+        if let Some(link) = p.pax_link.or(p.long_link) {
+            h.link = link;
+        }
+        if let Some(m) = p.pax_mtime {
+            h.mtime = m;
+        }
+        let path = member_path(&h.name);
+        let Some(entry) = member_entry(&h, &path, p.pax_size, content) else {
+            return Ok(());
+        };
+        (self.visit)(&path, &entry)
+    }
+}
+
+/// A member's path: its components without empty ones and `.`.
+fn member_path(name: &[u8]) -> Vec<u8> {
+    let parts: Vec<&[u8]> = name.split(|&b| b == b'/').filter(|p| !p.is_empty() && *p != b".").collect();
+    parts.join(&b'/')
+}
+
+/// The entry describing a member; `None` for the archive root and unextractable types.
+fn member_entry(h: &TarHeader, path: &[u8], pax_size: Option<u64>, content: Content) -> Option<Entry> {
+    let kind = match h.kind {
+        TarKind::File | TarKind::HardLink => EntryKind::File,
+        TarKind::Dir => EntryKind::Dir,
+        TarKind::Symlink => EntryKind::Symlink,
+        TarKind::Fifo => EntryKind::Fifo,
+        TarKind::CharDevice => EntryKind::CharDevice,
+        TarKind::BlockDevice => EntryKind::BlockDevice,
+        _ => return None,
+    };
+    if path.is_empty() {
+        return None;
+    }
+    let name = path.rsplit(|&b| b == b'/').next().unwrap_or_default().to_vec();
+    let mut e = Entry::new(name, kind);
+    e.mode = h.mode & 0o7777;
+    e.uid = u32::try_from(h.uid).unwrap_or(u32::MAX);
+    e.gid = u32::try_from(h.gid).unwrap_or(u32::MAX);
+    e.mtime = Timestamp { sec: h.mtime, nsec: 0 };
+    match h.kind {
+        TarKind::File => {
+            e.size = pax_size.unwrap_or(h.size);
+            e.content = content;
+        }
+        TarKind::HardLink => e.link_target = member_path(&h.link),
+        TarKind::Symlink => e.link_target.clone_from(&h.link),
+        TarKind::CharDevice | TarKind::BlockDevice => {
+            e.rdev = nix::sys::stat::makedev(u64::from(h.dev.0), u64::from(h.dev.1));
+        }
+        _ => {}
+    }
+    Some(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_paths_are_normalised() {
+        assert_eq!(member_path(b"./a/b/"), b"a/b".to_vec());
+        assert_eq!(member_path(b"./"), Vec::<u8>::new());
+        assert_eq!(member_path(b"/etc//passwd"), b"etc/passwd".to_vec());
+        assert_eq!(member_path(b"../x"), b"../x".to_vec());
+        assert_eq!(member_path(b"d\xffe/f"), b"d\xffe/f".to_vec());
+    }
+}
