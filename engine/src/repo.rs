@@ -20,7 +20,7 @@ use crate::format::snapshot::{self, Snapshot};
 use crate::format::tree::TreeNode;
 use crate::hash::IdKey;
 use crate::id::{BlobId, ChunkId, Hash32, KeySlotId, ListId, SnapshotId, TreeId, VaultId};
-use index::Index;
+use index::{Index, IndexMode};
 use keys::KeySlotInfo;
 use layout::{CONFIG_KEY, SNAPSHOTS_PREFIX, id_of_key, snapshot_key};
 
@@ -87,7 +87,7 @@ impl Repository {
     /// [`Error::AlreadyExists`] when the store has a config; store, crypto and index errors.
     pub fn init(backend: DynBackend, cache_dir: &Path, passphrase: &[u8], opts: &InitOptions) -> Result<Self> {
         if backend.head(CONFIG_KEY)?.is_some() {
-            return Err(Error::AlreadyExists(format!("{backend:?}")));
+            return Err(Error::AlreadyExists(backend.describe()));
         }
         let vault_id = VaultId::new(Hash32::from_bytes(random_array()?));
         if !opts.block_size.is_power_of_two() || !(4096..=16 << 20).contains(&opts.block_size) {
@@ -115,20 +115,32 @@ impl Repository {
         // The config goes last: a store without it is not a repository yet.
         if backend.put(CONFIG_KEY, &config.encode(&keys.config_mac), PutMode::CreateOnly)? == PutOutcome::AlreadyExisted
         {
-            return Err(Error::AlreadyExists(format!("{backend:?}")));
+            return Err(Error::AlreadyExists(backend.describe()));
         }
         Self::open(backend, cache_dir, passphrase)
     }
 
-    /// Opens a vault with a passphrase and brings the index up to date with the store.
+    /// Opens a vault with a passphrase for writing and brings the index up to date with
+    /// the store; fails at once when another process holds the index.
     ///
     /// # Errors
-    /// [`Error::NoRepository`], wrong passphrase, corruption, index errors.
+    /// [`Error::NoRepository`], wrong passphrase, corruption, [`Error::IndexBusy`], index
+    /// errors.
     pub fn open(backend: DynBackend, cache_dir: &Path, passphrase: &[u8]) -> Result<Self> {
+        Self::open_with(backend, cache_dir, passphrase, &OpenOptions::default())
+    }
+
+    /// Opens a vault as `opts` says: for writing (waiting for another process's index
+    /// lock when asked), or for reading, which also works while another process writes
+    /// and on a full disk.
+    ///
+    /// # Errors
+    /// As [`Repository::open`].
+    pub fn open_with(backend: DynBackend, cache_dir: &Path, passphrase: &[u8], opts: &OpenOptions<'_>) -> Result<Self> {
         let raw = match backend.get(CONFIG_KEY) {
             Ok(raw) => raw,
             Err(crate::backend::BackendError::NotFound { .. }) => {
-                return Err(Error::NoRepository(format!("{backend:?}")));
+                return Err(Error::NoRepository(backend.describe()));
             }
             Err(e) => return Err(e.into()),
         };
@@ -139,8 +151,10 @@ impl Repository {
             return Err(corrupt_config("its MAC does not match: it was changed".into()));
         }
         let index_dir = cache_dir.join(config.vault_id.to_hex()).join("index");
-        std::fs::create_dir_all(&index_dir).map_err(|e| Error::io(&index_dir, e))?;
-        let index = Index::open(&index_dir)?;
+        if std::fs::create_dir_all(&index_dir).is_err() && opts.mode == IndexMode::Write {
+            std::fs::create_dir_all(&index_dir).map_err(|e| Error::io(&index_dir, e))?;
+        }
+        let index = open_index(&index_dir, opts)?;
         let gear = Arc::new(GearTable::keyed(&keys.chunker_key));
         let repo = Repository {
             inner: Arc::new(Inner {
@@ -205,7 +219,19 @@ impl Repository {
     ///
     /// # Errors
     /// [`Error::MissingBlob`], [`Error::Corrupt`] or authentication errors naming the blob and pack.
+    /// A blob found damaged or missing is recorded as such in the index (see
+    /// [`Index::mark_damaged`]), so no new snapshot reuses it.
     pub fn read_blob(&self, id: BlobId, kind: BlobKind) -> Result<Vec<u8>> {
+        let result = self.read_blob_unmarked(id, kind);
+        if let Err(e) = &result
+            && is_damage(e)
+        {
+            self.index().mark_damaged(id, &e.to_string());
+        }
+        result
+    }
+
+    fn read_blob_unmarked(&self, id: BlobId, kind: BlobKind) -> Result<Vec<u8>> {
         let loc = self
             .index()
             .lookup(&id)?
@@ -291,19 +317,35 @@ impl Repository {
         Snapshot::decode(&body).map_err(|e| corrupt(e.to_string()))
     }
 
-    /// Every snapshot, oldest first.
+    /// Every snapshot that opens, oldest first; damaged ones are left out (see
+    /// [`Repository::snapshot_list`] to learn which).
     ///
     /// # Errors
-    /// Store errors, or the first snapshot that fails to open.
+    /// Store errors listing them.
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
-        let mut out = Vec::new();
+        Ok(self.snapshot_list()?.snapshots)
+    }
+
+    /// Every snapshot, oldest first, and those that fail to open with why: one damaged
+    /// snapshot object never hides the others.
+    ///
+    /// # Errors
+    /// Store errors listing them.
+    pub fn snapshot_list(&self) -> Result<SnapshotList> {
+        let mut list = SnapshotList::default();
         for obj in self.backend().list(SNAPSHOTS_PREFIX)? {
             let Some(h) = id_of_key(&obj.key) else { continue };
             let id = SnapshotId::new(h);
-            out.push((id, self.load_snapshot(id)?));
+            match self.load_snapshot(id) {
+                Ok(s) => list.snapshots.push((id, s)),
+                Err(e @ (Error::Corrupt { .. } | Error::Crypto(_) | Error::Format(_))) => {
+                    list.damaged.push((id, e.to_string()));
+                }
+                Err(e) => return Err(e),
+            }
         }
-        out.sort_by_key(|(id, s)| (s.time_ns, *id));
-        Ok(out)
+        list.snapshots.sort_by_key(|(id, s)| (s.time_ns, *id));
+        Ok(list)
     }
 
     /// Resolves a full id, a unique hex prefix, or `latest` (optionally within one environment).
@@ -311,8 +353,18 @@ impl Repository {
     /// # Errors
     /// [`Error::NoSuchSnapshot`] or [`Error::AmbiguousSnapshot`].
     pub fn resolve_snapshot(&self, name: &str, env: Option<&str>) -> Result<(SnapshotId, Snapshot)> {
-        let all = self.snapshots()?;
         let in_env = |s: &Snapshot| env.is_none_or(|e| s.environment == e);
+        // A full id is read directly: other snapshots (damaged ones too) are not opened.
+        if let Ok(id) = SnapshotId::from_hex(&name.to_ascii_lowercase()) {
+            return match self.load_snapshot(id) {
+                Ok(s) if in_env(&s) => Ok((id, s)),
+                Ok(_) | Err(Error::Backend(crate::backend::BackendError::NotFound { .. })) => {
+                    Err(Error::NoSuchSnapshot(name.into()))
+                }
+                Err(e) => Err(e),
+            };
+        }
+        let all = self.snapshots()?;
         if name == "latest" {
             return all
                 .into_iter()
@@ -388,6 +440,74 @@ impl Repository {
         self.backend().delete(&layout::keyslot_key(&slot))?;
         Ok(slot)
     }
+}
+
+/// How to open a vault ([`Repository::open_with`]).
+#[derive(Clone, Copy, Default)]
+pub struct OpenOptions<'a> {
+    /// Writing (the default) or reading.
+    pub mode: IndexMode,
+    /// For writing: wait while another process holds the index, calling this once with a
+    /// message for the user; `None` fails at once with [`Error::IndexBusy`].
+    pub on_wait: Option<&'a (dyn Fn(&str) + Sync)>,
+}
+
+impl std::fmt::Debug for OpenOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenOptions")
+            .field("mode", &self.mode)
+            .field("waits", &self.on_wait.is_some())
+            .finish()
+    }
+}
+
+/// The snapshots of a vault ([`Repository::snapshot_list`]).
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotList {
+    /// Those that open, oldest first.
+    pub snapshots: Vec<(SnapshotId, Snapshot)>,
+    /// Those that do not, with why.
+    pub damaged: Vec<(SnapshotId, String)>,
+}
+
+/// How often a writer waiting for the index tries again.
+const INDEX_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+
+fn open_index(dir: &Path, opts: &OpenOptions<'_>) -> Result<Index> {
+    let mut told = false;
+    loop {
+        match Index::open_with(dir, opts.mode) {
+            Err(Error::IndexBusy(path)) => {
+                let Some(tell) = opts.on_wait else {
+                    return Err(Error::IndexBusy(path));
+                };
+                if !told {
+                    tell(&format!(
+                        "waiting for another amber process (a snapshot, or `amber serve`) to finish writing to the \
+                         index at {}",
+                        path.display()
+                    ));
+                    told = true;
+                }
+                std::thread::sleep(INDEX_RETRY);
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether a read error means the blob is damaged or missing (and not, say, a network
+/// hiccup): its pack is gone or short, it failed to authenticate or decode, or the index
+/// does not know it.
+fn is_damage(e: &Error) -> bool {
+    use crate::backend::BackendError;
+    matches!(
+        e,
+        Error::Corrupt { .. }
+            | Error::Crypto(_)
+            | Error::MissingBlob(_)
+            | Error::Backend(BackendError::NotFound { .. } | BackendError::OutOfRange { .. })
+    )
 }
 
 fn corrupt_config(detail: String) -> Error {

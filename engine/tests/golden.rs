@@ -1317,9 +1317,12 @@ fn ranges_file() {
                 \n\
                 \t8   4  \n\
                 3145728 1048577\n\
-                0X7FF000, 0x1000\n\
-                8388608 0\n";
+                0X7FF000, 0x1000\n";
     let ranges = parse_ranges(text).unwrap();
+    // A zero-length range changes nothing: refused, naming its line.
+    let err = parse_ranges("0 10\n8388608 0\n").unwrap_err().to_string();
+    assert!(err.contains("line 2") && err.contains("length 0"), "{err}");
+    assert_eq!(parse_ranges("# nothing changed\n").unwrap(), []);
     let r = |offset, len| ByteRange { offset, len };
     assert_eq!(
         ranges,
@@ -1329,7 +1332,6 @@ fn ranges_file() {
             r(8, 4),
             r(3 << 20, (1 << 20) + 1),
             r(0x7f_f000, 0x1000),
-            r(8 << 20, 0),
         ]
     );
 

@@ -71,9 +71,10 @@ impl BlobLocation {
 }
 
 /// How a process uses the index.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum IndexMode {
     /// Open it for writing; fails with [`Error::IndexBusy`] while another process has it.
+    #[default]
     Write,
     /// Open it for writing when it is free and the disk has room, otherwise read-only:
     /// what this process learns (new packs, damage) is then kept in memory only.
@@ -98,16 +99,21 @@ struct Overlay {
 
 /// The RocksDB index of one vault, opened for writing or read-only (see [`IndexMode`]).
 pub struct Index {
-    db: DB,
+    /// `None` for an index held in memory only (not even a read-only open worked).
+    db: Option<DB>,
     path: PathBuf,
-    /// `Some` when read-only.
+    /// `Some` when read-only (or in memory).
     overlay: Option<Mutex<Overlay>>,
     damage: DamageLog,
 }
 
 impl std::fmt::Debug for Index {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mode = if self.overlay.is_some() { "read-only" } else { "writable" };
+        let mode = if self.overlay.is_some() {
+            "read-only"
+        } else {
+            "writable"
+        };
         write!(f, "Index({}, {mode})", self.path.display())
     }
 }
@@ -137,7 +143,7 @@ impl Index {
         }
         match Self::open_writable(path) {
             Ok(db) => Ok(Index {
-                db,
+                db: Some(db),
                 path: path.to_path_buf(),
                 overlay: None,
                 damage,
@@ -180,7 +186,7 @@ impl Index {
             match DB::open_cf_descriptors_read_only(&opts, path, Self::descriptors(), false) {
                 Ok(db) => {
                     return Ok(Index {
-                        db,
+                        db: Some(db),
                         path: path.to_path_buf(),
                         overlay: Some(Mutex::default()),
                         damage,
@@ -190,10 +196,24 @@ impl Index {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        let message = last.map_or_else(String::new, |e| e.to_string());
-        Err(Error::Index {
+        // Not even read-only (no index yet, and no room to make one): a reader can still
+        // work from the store alone, with an index in memory.
+        let _ = last;
+        Ok(Index {
+            db: None,
             path: path.to_path_buf(),
-            message: format!("cannot open it even read-only: {message}"),
+            overlay: Some(Mutex::new(Overlay {
+                ignore_db: true,
+                ..Overlay::default()
+            })),
+            damage,
+        })
+    }
+
+    fn db(&self) -> Result<&DB> {
+        self.db.as_ref().ok_or_else(|| Error::Index {
+            path: self.path.clone(),
+            message: "the index is held in memory only".into(),
         })
     }
 
@@ -221,7 +241,7 @@ impl Index {
     }
 
     fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily> {
-        self.db.cf_handle(name).ok_or_else(|| Error::Index {
+        self.db()?.cf_handle(name).ok_or_else(|| Error::Index {
             path: self.path.clone(),
             message: format!("column family {name} missing"),
         })
@@ -230,7 +250,9 @@ impl Index {
     /// Runs `f` on the overlay of a read-only index; `None` for a writable one.
     fn with_overlay<T>(&self, f: impl FnOnce(&mut Overlay) -> T) -> Result<Option<T>> {
         let Some(overlay) = &self.overlay else { return Ok(None) };
-        let mut o = overlay.lock().map_err(|_| Error::Pipeline("index overlay poisoned".into()))?;
+        let mut o = overlay
+            .lock()
+            .map_err(|_| Error::Pipeline("index overlay poisoned".into()))?;
         Ok(Some(f(&mut o)))
     }
 
@@ -241,7 +263,7 @@ impl Index {
         if self.with_overlay(|o| o.ignore_db)? == Some(true) {
             return Ok(None);
         }
-        let v = self.db.get_pinned_cf(self.cf(cf)?, key).map_err(|e| self.err(&e))?;
+        let v = self.db()?.get_pinned_cf(self.cf(cf)?, key).map_err(|e| self.err(&e))?;
         Ok(v.map(|b| b.to_vec()))
     }
 
@@ -304,7 +326,7 @@ impl Index {
         meta.u8(pack.kind as u8);
         meta.u64(pack.len);
         batch.put_cf(self.cf(CF_PACKS)?, pack.id.as_bytes(), meta.into_bytes());
-        self.db.write(batch).map_err(|e| self.err(&e))
+        self.db()?.write(batch).map_err(|e| self.err(&e))
     }
 
     /// True when the pack is indexed.
@@ -329,7 +351,7 @@ impl Index {
         if ignore_db {
             return Ok(out);
         }
-        for item in self.db.iterator_cf(self.cf(CF_PACKS)?, rocksdb::IteratorMode::Start) {
+        for item in self.db()?.iterator_cf(self.cf(CF_PACKS)?, rocksdb::IteratorMode::Start) {
             let (k, _) = item.map_err(|e| self.err(&e))?;
             if let Ok(h) = Hash32::from_slice(&k) {
                 out.push(PackId::new(h));
@@ -346,7 +368,7 @@ impl Index {
         if self.with_overlay(|o| o.segments.insert(*id))?.is_some() {
             return Ok(());
         }
-        self.db
+        self.db()?
             .put_cf(self.cf(CF_SEGMENTS)?, id.as_bytes(), [])
             .map_err(|e| self.err(&e))
     }
@@ -372,7 +394,7 @@ impl Index {
         if self.with_overlay(|o| o.wire.insert(*digest, id))?.is_some() {
             return Ok(());
         }
-        self.db
+        self.db()?
             .put_cf(self.cf(CF_WIRE)?, digest.as_bytes(), id.as_bytes())
             .map_err(|e| self.err(&e))
     }
@@ -401,10 +423,13 @@ impl Index {
     /// # Errors
     /// [`Error::Index`].
     pub fn put_layer_digest(&self, digest: &str, id: SnapshotId) -> Result<()> {
-        if self.with_overlay(|o| o.layers.insert(digest.to_string(), id))?.is_some() {
+        if self
+            .with_overlay(|o| o.layers.insert(digest.to_string(), id))?
+            .is_some()
+        {
             return Ok(());
         }
-        self.db
+        self.db()?
             .put_cf(self.cf(CF_LAYERS)?, digest.as_bytes(), id.as_bytes())
             .map_err(|e| self.err(&e))
     }
@@ -457,11 +482,11 @@ impl Index {
         for name in ALL_CFS {
             let cf = self.cf(name)?;
             let mut batch = WriteBatch::default();
-            for item in self.db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
+            for item in self.db()?.iterator_cf(cf, rocksdb::IteratorMode::Start) {
                 let (k, _) = item.map_err(|e| self.err(&e))?;
                 batch.delete_cf(cf, k);
             }
-            self.db.write(batch).map_err(|e| self.err(&e))?;
+            self.db()?.write(batch).map_err(|e| self.err(&e))?;
         }
         Ok(())
     }
@@ -474,6 +499,7 @@ impl Index {
             .ok()
             .and_then(|cf| {
                 self.db
+                    .as_ref()?
                     .property_int_value_cf(cf, "rocksdb.estimate-num-keys")
                     .ok()
                     .flatten()
@@ -493,7 +519,7 @@ const DAMAGE_LOG: &str = "damaged.log";
 fn free_bytes(path: &Path) -> Option<u64> {
     let existing = path.ancestors().find(|p| p.exists())?;
     let st = nix::sys::statvfs::statvfs(existing).ok()?;
-    Some(u64::from(st.blocks_available()).saturating_mul(st.fragment_size()))
+    Some(st.blocks_available().saturating_mul(st.fragment_size()))
 }
 
 fn disk_full(path: &Path) -> Error {
@@ -525,5 +551,71 @@ fn index_err(path: &Path, e: &rocksdb::Error) -> Error {
     Error::Index {
         path: path.to_path_buf(),
         message: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::blob::BlobKind;
+    use crate::format::pack::{PackEntry, PackKind};
+
+    fn record(pack: u8, blob: u8) -> PackRecord {
+        PackRecord {
+            id: PackId::new(Hash32::from_bytes([pack; 32])),
+            kind: PackKind::Data,
+            len: 100,
+            entries: vec![PackEntry {
+                id: BlobId::new(Hash32::from_bytes([blob; 32])),
+                kind: BlobKind::Chunk,
+                offset: 16,
+                sealed_len: 40,
+                raw_len: 11,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_reader_opens_read_only_while_a_writer_holds_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index");
+        let writer = Index::open(&path).unwrap();
+        writer.add_pack(&record(1, 1)).unwrap();
+        assert!(matches!(Index::open(&path), Err(Error::IndexBusy(_))));
+        let reader = Index::open_with(&path, IndexMode::Read).unwrap();
+        assert!(reader.is_read_only());
+        assert!(reader.contains(&BlobId::new(Hash32::from_bytes([1; 32]))).unwrap());
+        // What the reader learns stays in memory; the writer's index is untouched.
+        reader.add_pack(&record(2, 2)).unwrap();
+        assert!(reader.has_pack(&PackId::new(Hash32::from_bytes([2; 32]))).unwrap());
+        assert!(!writer.has_pack(&PackId::new(Hash32::from_bytes([2; 32]))).unwrap());
+        reader.clear().unwrap();
+        assert!(reader.packs().unwrap().is_empty(), "a cleared read-only index ignores the disk");
+    }
+
+    #[test]
+    fn damage_marks_stop_deduplication_until_a_good_copy_is_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("index")).unwrap();
+        let blob = BlobId::new(Hash32::from_bytes([3; 32]));
+        index.add_pack(&record(1, 3)).unwrap();
+        assert!(index.holds_good(&blob).unwrap());
+        index.mark_damaged(blob, "authentication failed");
+        assert!(!index.holds_good(&blob).unwrap());
+        assert_eq!(index.damaged_count(), 1);
+        drop(index);
+        let reopened = Index::open(&dir.path().join("index")).unwrap();
+        assert!(!reopened.holds_good(&blob).unwrap(), "the mark survives reopening");
+        reopened.add_pack(&record(2, 3)).unwrap();
+        assert!(reopened.holds_good(&blob).unwrap(), "a new copy heals it");
+    }
+
+    #[test]
+    fn a_reader_without_any_index_works_from_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing").join("index");
+        let reader = Index::open_with(&path, IndexMode::Read).unwrap();
+        reader.add_pack(&record(1, 1)).unwrap();
+        assert!(reader.contains(&BlobId::new(Hash32::from_bytes([1; 32]))).unwrap());
     }
 }

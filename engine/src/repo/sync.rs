@@ -12,7 +12,7 @@ use crate::repo::Repository;
 use crate::repo::layout::{INDEX_PREFIX, id_of_key, pack_key, segment_key};
 
 /// What a sync or rebuild did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SyncReport {
     /// Packs in the store.
     pub packs: u64,
@@ -22,6 +22,10 @@ pub struct SyncReport {
     pub packs_from_segments: u64,
     /// Blobs added to the index.
     pub blobs: u64,
+    /// Packs and segments that could not be read (damaged, truncated, vanished), with why:
+    /// left out, so the rest of the vault keeps working; their blobs are not offered for
+    /// deduplication, and content naming them is read again by the next snapshot.
+    pub unreadable: Vec<(String, String)>,
 }
 
 /// Every pack in the store with its kind and size.
@@ -61,14 +65,32 @@ pub fn sync_index(repo: &Repository) -> Result<SyncReport> {
 
 fn read_unknown_packs(repo: &Repository, packs: Vec<(PackId, PackKind, u64)>, report: &mut SyncReport) -> Result<()> {
     for (id, kind, size) in packs {
-        if !repo.index().has_pack(&id)? {
-            let record = read_pack_record(repo, id, kind, size)?;
-            report.blobs += record.entries.len() as u64;
-            report.packs_read += 1;
-            repo.index().add_pack(&record)?;
+        if repo.index().has_pack(&id)? {
+            continue;
+        }
+        match read_pack_record(repo, id, kind, size) {
+            Ok(record) => {
+                report.blobs += record.entries.len() as u64;
+                report.packs_read += 1;
+                repo.index().add_pack(&record)?;
+            }
+            Err(e) if is_unreadable(&e) => report.unreadable.push((pack_key(kind, &id), e.to_string())),
+            Err(e) => return Err(e),
         }
     }
     Ok(())
+}
+
+/// A stored object that cannot be read for what it holds (not the store failing).
+fn is_unreadable(e: &Error) -> bool {
+    use crate::backend::BackendError;
+    matches!(
+        e,
+        Error::Corrupt { .. }
+            | Error::Crypto(_)
+            | Error::Format(_)
+            | Error::Backend(BackendError::NotFound { .. } | BackendError::OutOfRange { .. })
+    )
 }
 
 fn load_segments(repo: &Repository, in_store: &HashSet<PackId>, report: &mut SyncReport) -> Result<()> {
@@ -79,7 +101,16 @@ fn load_segments(repo: &Repository, in_store: &HashSet<PackId>, report: &mut Syn
         if index.has_segment(&seg_id)? {
             continue;
         }
-        for record in read_segment(repo, seg_id)? {
+        let records = match read_segment(repo, seg_id) {
+            Ok(r) => r,
+            // Its packs are indexed from their own directories instead.
+            Err(e) if is_unreadable(&e) => {
+                report.unreadable.push((segment_key(&seg_id), e.to_string()));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        for record in records {
             // A segment may name a pack that compaction has since removed.
             if in_store.contains(&record.id) && !index.has_pack(&record.id)? {
                 report.blobs += record.entries.len() as u64;

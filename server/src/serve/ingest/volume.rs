@@ -110,7 +110,9 @@ fn by_ranges(b: &mut VolumeBuilder, size: u64, block: u64, inbox: &mut Inbox, ou
             ));
         }
         if r.ranges.iter().any(|x| x.length == 0) {
-            return Err(invalid("a changed range of length 0: every range holds at least 1 byte"));
+            return Err(invalid(
+                "a changed range of length 0: every range holds at least 1 byte",
+            ));
         }
         ranges.extend(r.ranges.iter().map(|x| ByteRange {
             offset: x.offset,
