@@ -92,6 +92,23 @@ pub enum Command {
         #[arg(long)]
         apply_whiteouts: bool,
     },
+    /// Find files by name or path in snapshots (every snapshot, those of --env, or the
+    /// ones given with --snapshot).
+    Find {
+        /// Glob: without `/` it matches a name at any depth (`*.ipynb`), with `/` a path
+        /// from the snapshot's root (`data/**/*.csv`); `*` does not cross `/`, `**` does.
+        pattern: String,
+        /// Search only this snapshot: id, unique prefix, or `latest` (repeatable).
+        #[arg(long = "snapshot", value_name = "SNAPSHOT")]
+        snapshots: Vec<String>,
+    },
+    /// Write one file of a snapshot to stdout, every chunk verified.
+    Dump {
+        /// Snapshot id, unique prefix, or `latest`.
+        snapshot: String,
+        /// Path of the file inside the snapshot.
+        path: std::ffi::OsString,
+    },
     /// Show what changed between two snapshots.
     Diff {
         /// First snapshot.

@@ -107,9 +107,25 @@ fn tls(ca: Option<&Path>) -> Result<ClientTlsConfig> {
     Ok(cfg)
 }
 
+/// A server's error status, with what the client was doing.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {message} ({code:?})")]
+pub struct RemoteError {
+    /// What the client was doing.
+    pub what: String,
+    /// The status code (the `kind` of a JSON error document).
+    pub code: tonic::Code,
+    /// The server's message.
+    pub message: String,
+}
+
 /// A server's error status as a CLI error naming the code.
 pub fn failed(what: &str, s: &Status) -> anyhow::Error {
-    anyhow!("{what}: {} ({:?})", s.message(), s.code())
+    anyhow::Error::new(RemoteError {
+        what: what.to_string(),
+        code: s.code(),
+        message: s.message().to_string(),
+    })
 }
 
 /// Runs a client command on a fresh runtime.

@@ -1,9 +1,11 @@
 //! One module per group of commands.
 
 mod admin;
+mod dump;
+mod find;
 pub mod inspect;
-mod restore;
-mod snapshot;
+pub mod restore;
+pub mod snapshot;
 mod tokens;
 
 use std::process::ExitCode;
@@ -34,13 +36,18 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             seed,
             tar,
             apply_whiteouts,
-        } => match (dest, block, tar) {
-            (_, Some(out), _) => restore::block(g, &snapshot, &out, seed),
-            (_, _, Some(out)) => restore::tar(g, &snapshot, &out),
-            (Some(dest), None, None) => restore::run(g, &snapshot, &dest, include, apply_whiteouts),
-            (None, None, None) => anyhow::bail!("give a target directory, --block OUT or --tar OUT"),
-        },
+        } => {
+            include_needs_dest(&include, block.is_none() && tar.is_none())?;
+            match (dest, block, tar) {
+                (_, Some(out), _) => restore::block(g, &snapshot, &out, seed),
+                (_, _, Some(out)) => restore::tar(g, &snapshot, &out),
+                (Some(dest), None, None) => restore::run(g, &snapshot, &dest, include, apply_whiteouts),
+                (None, None, None) => anyhow::bail!("give a target directory, --block OUT or --tar OUT"),
+            }
+        }
         Command::Diff { a, b } => inspect::diff(g, &a, &b),
+        Command::Find { pattern, snapshots } => find::local(g, &pattern, &snapshots),
+        Command::Dump { snapshot, path } => dump::local(g, &snapshot, path.as_encoded_bytes()),
         Command::Index(cmd) => admin::index(g, &cmd),
         Command::Key(cmd) => admin::key(g, cmd),
         Command::Serve { listen, config } => {
@@ -68,6 +75,8 @@ fn remote(cli: Cli) -> Result<ExitCode> {
         Command::Diff { a, b } => client::catalog::diff(g, &a, &b),
         Command::Token(cmd) => client::catalog::token(g, &cmd),
         Command::Share { snapshot, to } => client::catalog::share(g, &snapshot, &to),
+        Command::Find { pattern, snapshots } => find::remote(g, &pattern, &snapshots),
+        Command::Dump { snapshot, path } => dump::remote(g, &snapshot, path.as_encoded_bytes()),
         Command::Restore {
             snapshot,
             dest,
@@ -77,8 +86,9 @@ fn remote(cli: Cli) -> Result<ExitCode> {
             include,
             apply_whiteouts,
         } => {
-            if !include.is_empty() || apply_whiteouts {
-                client::local_only("--include / --apply-whiteouts")?;
+            include_needs_dest(&include, block.is_none() && tar.is_none())?;
+            if apply_whiteouts {
+                client::local_only("--apply-whiteouts (extracting a layer)")?;
             }
             match tar {
                 Some(out) => client::pull_tar::run(g, &snapshot, &out),
@@ -89,6 +99,7 @@ fn remote(cli: Cli) -> Result<ExitCode> {
                         dest: dest.as_deref(),
                         block: block.as_deref(),
                         seed: seed.as_deref(),
+                        include: &include,
                     },
                 ),
             }
@@ -98,4 +109,14 @@ fn remote(cli: Cli) -> Result<ExitCode> {
             anyhow::bail!("this command works on a local repository only; drop --server / AMBER_SERVER")
         }
     }
+}
+
+/// Refuses `--include` with `--tar` or `--block`, in both modes.
+fn include_needs_dest(include: &[String], into_directory: bool) -> Result<()> {
+    if !include.is_empty() && !into_directory {
+        anyhow::bail!(
+            "--include selects paths of a tree restored into a directory; it does not apply to --tar or --block"
+        );
+    }
+    Ok(())
 }

@@ -1,5 +1,7 @@
 //! Opening the repository from the global options.
 
+use std::fs::File;
+use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -10,17 +12,78 @@ use anyhow::{Context, Result, bail};
 
 use crate::cli::{Global, KdfArgs};
 
-/// Reads a passphrase from a file (first line) or an environment variable.
-pub fn passphrase(file: Option<&Path>, var: &str) -> Result<Vec<u8>> {
+/// How to ask for a passphrase on the terminal when none is configured.
+#[derive(Clone, Copy, Debug)]
+pub enum Ask {
+    /// One prompt.
+    Once(&'static str),
+    /// A prompt and a confirmation that must match (a new passphrase).
+    Twice(&'static str),
+}
+
+/// Reads a passphrase from a file (first line) or an environment variable; when neither
+/// is set and stdin is a terminal, asks on `/dev/tty` without echo.
+///
+/// # Errors
+/// An unreadable file; no passphrase and no terminal; an empty or unconfirmed answer.
+pub fn passphrase(file: Option<&Path>, var: &str, ask: Ask) -> Result<Vec<u8>> {
     if let Some(path) = file {
         let text = std::fs::read(path).with_context(|| format!("cannot read password file {}", path.display()))?;
         let line = text.split(|&b| b == b'\n').next().unwrap_or_default();
         return Ok(line.strip_suffix(b"\r").unwrap_or(line).to_vec());
     }
-    match std::env::var_os(var) {
-        Some(v) => Ok(v.into_encoded_bytes()),
-        None => bail!("no passphrase: set {var} or pass a password file"),
+    if let Some(v) = std::env::var_os(var) {
+        return Ok(v.into_encoded_bytes());
     }
+    let Some(tty) = terminal() else {
+        bail!("no passphrase: set {var} or pass a password file");
+    };
+    let (prompt, confirm) = match ask {
+        Ask::Once(p) => (p, false),
+        Ask::Twice(p) => (p, true),
+    };
+    let pass = read_hidden(&tty, prompt)?;
+    if pass.is_empty() {
+        bail!("empty passphrase: nothing was changed");
+    }
+    if confirm && read_hidden(&tty, "enter the passphrase again: ")? != pass {
+        bail!("the passphrases do not match: nothing was changed");
+    }
+    Ok(pass)
+}
+
+/// The controlling terminal, when stdin is one.
+fn terminal() -> Option<File> {
+    if !std::io::stdin().is_terminal() {
+        return None;
+    }
+    File::options().read(true).write(true).open("/dev/tty").ok()
+}
+
+/// Prints `prompt` on the terminal and reads one line with echo turned off.
+fn read_hidden(tty: &File, prompt: &str) -> Result<Vec<u8>> {
+    use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+    let mut out = tty;
+    write!(out, "{prompt}").context("cannot write to the terminal")?;
+    out.flush().context("cannot write to the terminal")?;
+    let saved = tcgetattr(tty).context("cannot read the terminal's settings")?;
+    let mut quiet = saved.clone();
+    quiet.local_flags.remove(LocalFlags::ECHO);
+    quiet.local_flags.insert(LocalFlags::ECHONL);
+    // TCSADRAIN, not TCSAFLUSH: what was typed ahead is kept.
+    tcsetattr(tty, SetArg::TCSADRAIN, &quiet).context("cannot turn off echo")?;
+    let mut line = Vec::new();
+    let read = BufReader::new(tty).read_until(b'\n', &mut line);
+    let restored = tcsetattr(tty, SetArg::TCSADRAIN, &saved);
+    read.context("cannot read the passphrase from the terminal")?;
+    restored.context("cannot restore the terminal's settings")?;
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    }
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    Ok(line)
 }
 
 /// The cache directory for a repository.
@@ -41,7 +104,11 @@ pub fn open(global: &Global) -> Result<Repository> {
             global.repo.display()
         );
     }
-    let pass = passphrase(global.password_file.as_deref(), "AMBER_PASSWORD")?;
+    let pass = passphrase(
+        global.password_file.as_deref(),
+        "AMBER_PASSWORD",
+        Ask::Once("enter the repository's passphrase: "),
+    )?;
     Ok(Repository::open(backend(global), &cache_dir(global), &pass)?)
 }
 

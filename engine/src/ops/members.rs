@@ -66,6 +66,40 @@ pub fn layer_members(repo: &Repository, id: SnapshotId) -> Result<Vec<(Vec<u8>, 
     Ok(out)
 }
 
+/// Visits the members below `dir` (raw bytes, `/`-separated; empty for the whole layer):
+/// every member strictly below it, or with `recursive` false only its direct children,
+/// in stream order.
+///
+/// # Errors
+/// [`Error::NoSuchPath`] when `dir` is not empty and no member is `dir` or below it; as
+/// [`for_each_member`].
+pub fn for_each_member_below(
+    repo: &Repository,
+    id: SnapshotId,
+    dir: &[u8],
+    recursive: bool,
+    visit: &mut dyn FnMut(&[u8], &Entry) -> Result<()>,
+) -> Result<()> {
+    let dir = member_path(dir);
+    let mut found = dir.is_empty();
+    for_each_member(repo, id, &mut |path, e| {
+        let rest = if dir.is_empty() {
+            Some(path)
+        } else {
+            path.strip_prefix(dir.as_slice()).and_then(|r| r.strip_prefix(b"/"))
+        };
+        found |= rest.is_some() || path == dir.as_slice();
+        match rest {
+            Some(rest) if recursive || !rest.contains(&b'/') => visit(path, e),
+            _ => Ok(()),
+        }
+    })?;
+    if !found {
+        return Err(Error::NoSuchPath(crate::ops::display_path(&dir)));
+    }
+    Ok(())
+}
+
 impl Lister<'_> {
     fn record(&mut self, rec: Record) -> Result<()> {
         match rec {
@@ -141,7 +175,10 @@ impl Lister<'_> {
 
 /// A member's path: its components without empty ones and `.`.
 fn member_path(name: &[u8]) -> Vec<u8> {
-    let parts: Vec<&[u8]> = name.split(|&b| b == b'/').filter(|p| !p.is_empty() && *p != b".").collect();
+    let parts: Vec<&[u8]> = name
+        .split(|&b| b == b'/')
+        .filter(|p| !p.is_empty() && *p != b".")
+        .collect();
     parts.join(&b'/')
 }
 

@@ -3,6 +3,7 @@
 //! an interrupted restore resumes where it stopped.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, FileTypeExt};
@@ -12,16 +13,21 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use amber_engine::format::tree::{Entry, EntryKind};
+use amber_engine::ops::display_path;
 use amber_engine::ops::fsmeta;
+use amber_engine::ops::restore::PathError;
 use amber_proto::v1 as pb;
 use amber_proto::v1::plan_message::Item;
 use anyhow::{Context, Result, bail};
-use serde_json::json;
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
 use crate::cli::Global;
 use crate::client::{Remote, block_on, failed};
-use crate::output::{bytes, emit};
+use crate::commands::inspect::extend;
+use crate::commands::restore::{path_errors, restore_head};
+use crate::output::{bytes, emit, failure};
 use amber_server::serve::convert;
 
 /// Chunks per ReadChunks call.
@@ -41,36 +47,58 @@ pub struct PullArgs<'a> {
     pub block: Option<&'a Path>,
     /// Older image to take matching blocks from.
     pub seed: Option<&'a Path>,
+    /// Only paths matching these globs, as `amber restore --include` locally (trees).
+    pub include: &'a [String],
 }
 
-/// One file of the plan.
+/// One entry of the plan.
 struct Item0 {
+    /// Where it goes (relative to DEST, then joined with it).
     path: PathBuf,
+    /// Its path in the snapshot (raw bytes), for messages and the document.
+    rel: Vec<u8>,
     entry: Entry,
     chunks: Vec<(pb::ChunkRef, u64)>,
+    /// Selected by `--include` (or everything); other directories are only ancestors.
+    chosen: bool,
+}
+
+/// A plan read from the server.
+struct Plan {
+    start: pb::PlanStart,
+    /// The snapshot's root directory itself, applied to DEST last.
+    root: Option<Entry>,
+    items: Vec<Item0>,
 }
 
 /// Counters for the summary.
 #[derive(Default)]
 struct Tally {
     files: u64,
+    dirs: u64,
+    others: u64,
+    bytes: u64,
+    blocks: u64,
+    holes: u64,
     bytes_fetched: u64,
     chunks_fetched: u64,
     chunks_kept: u64,
     chunks_seeded: u64,
+    warnings: Vec<PathError>,
 }
 
 /// Runs a tree or volume restore from the server.
 ///
 /// # Errors
-/// Connection, server, verification and I/O errors.
+/// Connection, server, verification and I/O errors; an `--include` that selects nothing.
 pub fn run(g: &Global, args: &PullArgs) -> Result<ExitCode> {
     block_on(async {
         let remote = Remote::connect(g).await?;
         let started = Instant::now();
-        let (start, items) = read_plan(&remote, args.snapshot, g.env.as_deref()).await?;
-        let info = start.snapshot.unwrap_or_default();
-        let key: [u8; 32] = start
+        let plan = read_plan(&remote, args.snapshot, g.env.as_deref()).await?;
+        let info = plan.start.snapshot.clone().unwrap_or_default();
+        let key: [u8; 32] = plan
+            .start
             .verify_key
             .as_slice()
             .try_into()
@@ -81,45 +109,141 @@ pub fn run(g: &Global, args: &PullArgs) -> Result<ExitCode> {
             remote: remote.clone(),
             key,
         };
-        let target = match (volume, args.dest, args.block) {
+        let (kind, target) = match (volume, args.dest, args.block) {
             (true, _, Some(out)) => {
-                restore_volume(&fetcher, items, out, args.seed, &mut tally).await?;
-                out.to_path_buf()
+                if !args.include.is_empty() {
+                    bail!(
+                        "--include applies to tree snapshots; snapshot {} is a block volume",
+                        info.id
+                    );
+                }
+                restore_volume(&fetcher, plan.items, out, args.seed, &mut tally).await?;
+                ("block", out)
             }
             (true, _, None) => bail!("snapshot {} is a block volume: restore it with --block OUT", info.id),
             (false, Some(dest), _) => {
-                restore_tree(&fetcher, items, dest, &mut tally).await?;
-                dest.to_path_buf()
+                let everything = args.include.is_empty();
+                let items = select(plan.items, args.include)?;
+                let root = plan.root.filter(|_| everything);
+                restore_tree(&fetcher, items, root, dest, &mut tally).await?;
+                ("tree", dest)
             }
             (false, None, _) => bail!("snapshot {} is a tree: give a target directory", info.id),
         };
-        let secs = started.elapsed().as_secs_f64();
-        let value = json!({
-            "snapshot": info.id,
-            "target": target,
-            "files": tally.files,
-            "bytes_fetched": tally.bytes_fetched,
-            "chunks_fetched": tally.chunks_fetched,
-            "chunks_kept": tally.chunks_kept,
-            "chunks_seeded": tally.chunks_seeded,
-            "duration_s": secs,
-        });
-        emit(g.json, &value, || {
-            format!(
-                "restored {} into {}: {} fetched ({} chunks), {} chunks already in place, {} from the seed, {secs:.1} s",
-                info.id,
-                target.display(),
-                bytes(tally.bytes_fetched),
-                tally.chunks_fetched,
-                tally.chunks_kept,
-                tally.chunks_seeded
-            )
-        });
+        report(g, &info.id, kind, target, &tally, started);
         Ok(ExitCode::SUCCESS)
     })
 }
 
-async fn read_plan(remote: &Remote, snapshot: &str, env: Option<&str>) -> Result<(pb::PlanStart, Vec<Item0>)> {
+/// Prints the "restore" (tree) or "restore-block" document of `docs/json.md`.
+fn report(g: &Global, id: &str, kind: &str, target: &Path, t: &Tally, started: Instant) {
+    let secs = started.elapsed().as_secs_f64();
+    for w in &t.warnings {
+        eprintln!("warning: {}: {}", display_path(&w.path), w.message);
+    }
+    let mut obj = restore_head(id, kind, target);
+    let counts = if kind == "block" {
+        json!({
+            "size": t.bytes,
+            "blocks": t.blocks,
+            "holes": t.holes,
+            "from_repo": t.chunks_fetched,
+            "from_seed": t.chunks_seeded,
+        })
+    } else {
+        json!({
+            "files": t.files,
+            "dirs": t.dirs,
+            "others": t.others,
+            "bytes": t.bytes,
+            "errors": [],
+            "warnings": path_errors(&t.warnings),
+        })
+    };
+    extend(&mut obj, counts);
+    let wire = json!({
+        "bytes_fetched": t.bytes_fetched,
+        "chunks_fetched": t.chunks_fetched,
+        "chunks_kept": t.chunks_kept,
+        "duration_seconds": secs,
+    });
+    extend(&mut obj, wire);
+    emit(g.json, &Value::Object(obj), || {
+        format!(
+            "restored {id} into {}: {} fetched ({} chunks), {} chunks already in place, {} from the seed, {secs:.1} s",
+            target.display(),
+            bytes(t.bytes_fetched),
+            t.chunks_fetched,
+            t.chunks_kept,
+            t.chunks_seeded
+        )
+    });
+}
+
+/// The globs of `--include`, built exactly as the engine builds them: each matched against
+/// a path relative to the snapshot root (a leading `/` dropped).
+fn include_globs(patterns: &[String]) -> Result<GlobSet> {
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        let p = p.trim_start_matches('/');
+        let glob = Glob::new(p).map_err(|e| failure("invalid_argument", format!("bad --include {p:?}: {e}")))?;
+        b.add(glob);
+    }
+    b.build().map_err(|e| failure("invalid_argument", e.to_string()))
+}
+
+/// Whether `rel` or one of its ancestor directories matches.
+fn selected(globs: &GlobSet, rel: &[u8]) -> bool {
+    let matches = |p: &[u8]| globs.is_match(Path::new(OsStr::from_bytes(p)));
+    let ancestors = rel
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'/')
+        .filter_map(|(i, _)| rel.get(..i));
+    ancestors.chain(std::iter::once(rel)).any(matches)
+}
+
+/// Marks the entries `--include` selects, as the engine does: a path matching a glob, and
+/// everything below a matching directory. A selected later name of a hard-linked file
+/// whose first name is not selected gets the first name's chunks.
+///
+/// # Errors
+/// A bad glob; globs that select nothing.
+fn select(items: Vec<Item0>, include: &[String]) -> Result<Vec<Item0>> {
+    if include.is_empty() {
+        return Ok(items);
+    }
+    let globs = include_globs(include)?;
+    let mut first_chunks: HashMap<(u64, u64), Vec<(pb::ChunkRef, u64)>> = HashMap::new();
+    let mut linked: std::collections::HashSet<(u64, u64)> = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for mut item in items {
+        item.chosen = selected(&globs, &item.rel);
+        let key = (item.entry.kind == EntryKind::File && item.entry.nlink > 1)
+            .then_some((item.entry.device, item.entry.inode));
+        if let Some(k) = key {
+            first_chunks.entry(k).or_insert_with(|| item.chunks.clone());
+            if item.chosen && linked.insert(k) && item.chunks.is_empty() {
+                item.chunks = first_chunks.get(&k).cloned().unwrap_or_default();
+            }
+        }
+        if item.chosen || item.entry.kind == EntryKind::Dir {
+            out.push(item);
+        }
+    }
+    if !out.iter().any(|i| i.chosen) {
+        return Err(failure(
+            "invalid_argument",
+            format!(
+                "--include {} matches no path of the snapshot: nothing was restored",
+                include.join(", ")
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+async fn read_plan(remote: &Remote, snapshot: &str, env: Option<&str>) -> Result<Plan> {
     let req = pb::ReadPlanRequest {
         vault: remote.vault.clone(),
         snapshot: snapshot.to_string(),
@@ -133,6 +257,7 @@ async fn read_plan(remote: &Remote, snapshot: &str, env: Option<&str>) -> Result
         .map_err(|s| failed("cannot read the snapshot", &s))?
         .into_inner();
     let mut start = None;
+    let mut root = None;
     let mut items: Vec<Item0> = Vec::new();
     while let Some(msg) = stream
         .message()
@@ -141,9 +266,15 @@ async fn read_plan(remote: &Remote, snapshot: &str, env: Option<&str>) -> Result
     {
         match msg.item {
             Some(Item::Start(s)) => start = Some(s),
+            Some(Item::Entry(e)) if e.path.is_empty() => {
+                root = Some(convert::entry(Vec::new(), e.meta.as_ref()).map_err(|s| failed("bad plan entry", &s))?);
+            }
             Some(Item::Entry(e)) => items.push(plan_item(e)?),
             Some(Item::Chunks(c)) => add_chunks(items.last_mut(), c)?,
-            Some(Item::End(_)) => return Ok((start.context("the plan has no start")?, items)),
+            Some(Item::End(_)) => {
+                let start = start.context("the plan has no start")?;
+                return Ok(Plan { start, root, items });
+            }
             None => {}
         }
     }
@@ -156,8 +287,10 @@ fn plan_item(e: pb::PlanEntry) -> Result<Item0> {
     let entry = convert::entry(name, e.meta.as_ref()).map_err(|s| failed("bad plan entry", &s))?;
     Ok(Item0 {
         path: rel,
+        rel: e.path,
         entry,
         chunks: Vec::new(),
+        chosen: true,
     })
 }
 
@@ -172,7 +305,13 @@ fn add_chunks(item: Option<&mut Item0>, c: pb::PlanChunks) -> Result<()> {
     Ok(())
 }
 
-async fn restore_tree(fetcher: &Fetcher, items: Vec<Item0>, dest: &Path, tally: &mut Tally) -> Result<()> {
+async fn restore_tree(
+    fetcher: &Fetcher,
+    items: Vec<Item0>,
+    root: Option<Entry>,
+    dest: &Path,
+    tally: &mut Tally,
+) -> Result<()> {
     std::fs::create_dir_all(dest).with_context(|| format!("cannot create {}", dest.display()))?;
     let chown = fsmeta::can_chown();
     let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
@@ -183,8 +322,10 @@ async fn restore_tree(fetcher: &Fetcher, items: Vec<Item0>, dest: &Path, tally: 
         let path = dest.join(&item.path);
         match item.entry.kind {
             EntryKind::Dir => {
-                std::fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
-                dirs.push((path, item.entry));
+                if item.chosen {
+                    std::fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
+                }
+                dirs.push(Item0 { path, ..item });
             }
             EntryKind::File => {
                 let key = (item.entry.nlink > 1).then_some((item.entry.device, item.entry.inode));
@@ -196,16 +337,21 @@ async fn restore_tree(fetcher: &Fetcher, items: Vec<Item0>, dest: &Path, tally: 
                 if let Some(k) = key {
                     links.insert(k, path.clone());
                 }
+                make_parent(&path)?;
                 files.push(Item0 { path, ..item });
             }
             EntryKind::Symlink => {
+                make_parent(&path)?;
                 let target = std::ffi::OsStr::from_bytes(&item.entry.link_target).to_os_string();
                 replace_with(&path, |p| std::os::unix::fs::symlink(&target, p))?;
-                fsmeta::apply(&path, &item.entry, chown);
+                warn(tally, &item.rel, fsmeta::apply(&path, &item.entry, chown));
+                tally.others += 1;
             }
             EntryKind::Fifo | EntryKind::CharDevice | EntryKind::BlockDevice => {
+                make_parent(&path)?;
                 replace_with(&path, |p| amber_engine::ops::restore::make_node(&item.entry, p))?;
-                fsmeta::apply(&path, &item.entry, chown);
+                warn(tally, &item.rel, fsmeta::apply(&path, &item.entry, chown));
+                tally.others += 1;
             }
             EntryKind::Socket => {}
         }
@@ -213,21 +359,47 @@ async fn restore_tree(fetcher: &Fetcher, items: Vec<Item0>, dest: &Path, tally: 
     for window in files.chunks(WINDOW) {
         fill_window(fetcher, window, None, tally).await?;
         for f in window {
-            for w in fsmeta::apply(&f.path, &f.entry, chown) {
-                eprintln!("warning: {}: {w}", f.path.display());
-            }
+            warn(tally, &f.rel, fsmeta::apply(&f.path, &f.entry, chown));
+            tally.bytes += f.entry.size;
         }
     }
     for (first, path) in &hard_links {
         replace_with(path, |p| std::fs::hard_link(first, p))?;
+        tally.others += 1;
     }
-    for (path, entry) in dirs.iter().rev() {
-        fsmeta::apply(path, entry, chown);
-    }
+    finish_dirs(tally, &dirs, root.as_ref(), dest, chown);
     // One sync for the whole tree instead of one per file.
     let root = File::open(dest).with_context(|| format!("cannot open {}", dest.display()))?;
     nix::unistd::syncfs(&root).with_context(|| format!("cannot sync {}", dest.display()))?;
     Ok(())
+}
+
+/// Applies directory metadata deepest first (selected directories, and ancestors that
+/// exist because something below them was restored), then the root entry to DEST.
+fn finish_dirs(tally: &mut Tally, dirs: &[Item0], root: Option<&Entry>, dest: &Path, chown: bool) {
+    for d in dirs.iter().rev() {
+        if d.chosen || std::fs::symlink_metadata(&d.path).is_ok_and(|m| m.is_dir()) {
+            tally.dirs += 1;
+            warn(tally, &d.rel, fsmeta::apply(&d.path, &d.entry, chown));
+        }
+    }
+    if let Some(root) = root {
+        warn(tally, b"", fsmeta::apply(dest, root, chown));
+    }
+}
+
+fn warn(tally: &mut Tally, rel: &[u8], warnings: Vec<String>) {
+    tally.warnings.extend(warnings.into_iter().map(|message| PathError {
+        path: rel.to_vec(),
+        message,
+    }));
+}
+
+fn make_parent(path: &Path) -> Result<()> {
+    match path.parent() {
+        Some(parent) => std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display())),
+        None => Ok(()),
+    }
 }
 
 /// Replaces whatever is at `path` (not a directory) by what `make` creates.
@@ -250,6 +422,9 @@ async fn restore_volume(
         .find(|i| i.entry.kind == EntryKind::File)
         .context("the volume snapshot has no image entry")?;
     item.path = out.to_path_buf();
+    tally.bytes = item.entry.size;
+    tally.blocks = item.chunks.len() as u64;
+    tally.holes = item.chunks.iter().filter(|(c, _)| c.id.iter().all(|&b| b == 0)).count() as u64;
     let seed = match seed {
         Some(p) => Some(File::open(p).with_context(|| format!("cannot open seed {}", p.display()))?),
         None => None,
@@ -420,11 +595,12 @@ async fn fetch_group(
         }
         let data = std::mem::take(&mut buf);
         if data.len() != want.len as usize || blake3::keyed_hash(&key, &data).as_bytes() != &want.id {
-            bail!(
+            let why = format!(
                 "chunk {} for {} failed verification: not written",
                 hex::encode(want.id),
                 path.display()
             );
+            return Err(failure("corrupt", why));
         }
         file.write_all_at(&data, want.offset)
             .with_context(|| format!("cannot write {}", path.display()))?;

@@ -8,13 +8,15 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use amber_proto::v1 as pb;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use ring::digest::{Context as Sha, SHA256};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::cli::Global;
 use crate::client::{Remote, block_on, failed, hash_all};
-use crate::output::{bytes, emit};
+use crate::commands::inspect::extend;
+use crate::commands::restore::restore_head;
+use crate::output::{bytes, emit, failure};
 
 /// Restores a layer into `out` (`-`: standard output, no resumption).
 ///
@@ -25,9 +27,12 @@ pub fn run(g: &Global, snapshot: &str, out: &Path) -> Result<ExitCode> {
     block_on(async {
         let remote = Remote::connect(g).await?;
         let started = Instant::now();
+        // The full id first: `latest` could name another snapshot by the time the stream starts.
+        let id = resolve_id(&remote, snapshot, g.env.as_deref()).await?;
         let stdout = out.as_os_str() == "-";
         let mut sha = Sha::new(&SHA256);
         let mut sink: Box<dyn Write> = if stdout {
+            crate::output::stdout_is_data();
             Box::new(std::io::stdout().lock())
         } else {
             Box::new(open_partial(out, &mut sha)?)
@@ -39,9 +44,9 @@ pub fn run(g: &Global, snapshot: &str, out: &Path) -> Result<ExitCode> {
         };
         let req = pb::ReadTarRequest {
             vault: remote.vault.clone(),
-            snapshot: snapshot.to_string(),
+            snapshot: id.clone(),
             offset,
-            environment: g.env.clone().unwrap_or_default(),
+            environment: String::new(),
         };
         let mut stream = remote
             .restore()
@@ -71,29 +76,58 @@ pub fn run(g: &Global, snapshot: &str, out: &Path) -> Result<ExitCode> {
             if !stdout {
                 let _ = std::fs::remove_file(partial(out));
             }
-            bail!("the restored layer has {got}, the snapshot records {digest}: discarded");
+            let why = format!("the restored layer has {got}, the snapshot records {digest}: discarded");
+            return Err(failure("corrupt", why));
         }
         if !stdout {
             std::fs::rename(partial(out), out).with_context(|| format!("cannot rename into {}", out.display()))?;
         }
-        let value = json!({"snapshot": snapshot, "bytes": length, "bytes_fetched": fetched, "resumed_from": offset, "digest": digest});
-        if !stdout || g.json {
-            let secs = started.elapsed().as_secs_f64();
-            let line = || {
-                format!(
-                    "restored layer {digest}: {} ({} fetched) in {secs:.1} s",
-                    bytes(length),
-                    bytes(fetched)
-                )
-            };
-            if stdout {
-                eprintln!("{value}");
-            } else {
-                emit(g.json, &value, line);
-            }
-        }
+        let mut obj = restore_head(&id, "tar", out);
+        let counts = json!({
+            "bytes": length,
+            "diff_id": digest,
+            "duration_seconds": started.elapsed().as_secs_f64(),
+            "bytes_fetched": fetched,
+            "resumed_from": offset,
+        });
+        extend(&mut obj, counts);
+        emit(g.json, &Value::Object(obj), || {
+            format!(
+                "restored layer {digest}: {} ({} fetched) in {:.1} s",
+                bytes(length),
+                bytes(fetched),
+                started.elapsed().as_secs_f64()
+            )
+        });
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The full id of `snapshot` (an id, a prefix or `latest`, within `env`).
+///
+/// # Errors
+/// The server's refusal (NOT_FOUND, an ambiguous prefix).
+pub async fn resolve_id(remote: &Remote, snapshot: &str, env: Option<&str>) -> Result<String> {
+    Ok(get_snapshot(remote, snapshot, env).await?.id)
+}
+
+/// The catalog's description of `snapshot` (an id, a prefix or `latest`, within `env`).
+///
+/// # Errors
+/// The server's refusal (NOT_FOUND, an ambiguous prefix).
+pub async fn get_snapshot(remote: &Remote, snapshot: &str, env: Option<&str>) -> Result<pb::SnapshotInfo> {
+    let req = pb::GetSnapshotRequest {
+        vault: remote.vault.clone(),
+        snapshot: snapshot.to_string(),
+        environment: env.unwrap_or_default().to_string(),
+    };
+    let info = remote
+        .catalog()
+        .get_snapshot(remote.request(req))
+        .await
+        .map_err(|s| failed("cannot find the snapshot", &s))?
+        .into_inner();
+    Ok(info)
 }
 
 /// Where an unfinished download is kept: beside OUT, renamed into place when verified.

@@ -72,24 +72,38 @@ pub struct Outcome {
     pub started: Instant,
 }
 
+/// Prints the "snapshot" document of `docs/json.md`, as `amber snapshot` does, with the
+/// fields only a push has (bytes on the wire, files reused and sent).
 fn report(g: &Global, o: &Outcome) {
     let c = &o.committed;
     let stats = c.stats.unwrap_or_default();
     let secs = o.started.elapsed().as_secs_f64();
-    let value = json!({
-        "snapshot_id": c.snapshot_id,
-        "already_stored": c.already_stored,
-        "bytes_read": o.bytes_read,
+    // A layer already held: nothing was written, whatever the stored snapshot recorded.
+    let (bytes_new, blobs_new) = if c.already_stored {
+        (0, 0)
+    } else {
+        (stats.bytes_new, stats.blobs_new)
+    };
+    let created = crate::commands::snapshot::Created {
+        id: c.snapshot_id.clone(),
+        already_stored: c.already_stored,
+        files: stats.files,
+        dirs: stats.dirs,
+        bytes: stats.bytes,
+        bytes_read: o.bytes_read,
+        bytes_new,
+        blobs_new,
+        skipped: o.skipped,
+        duration_seconds: secs,
+    };
+    let mut value = created.json();
+    let wire = json!({
         "bytes_sent": o.bytes_sent,
         "bytes_received_by_server": c.bytes_received,
-        "bytes_new": stats.bytes_new,
-        "bytes": stats.bytes,
-        "files": stats.files,
         "reused": c.reused,
         "sent": c.sent,
-        "skipped": o.skipped,
-        "duration_s": secs,
     });
+    crate::commands::snapshot::extend_value(&mut value, wire);
     emit(g.json, &value, || {
         let verb = if c.already_stored {
             "already stored as"
@@ -101,7 +115,7 @@ fn report(g: &Global, o: &Outcome) {
             c.snapshot_id,
             bytes(o.bytes_read),
             bytes(o.bytes_sent),
-            bytes(stats.bytes_new),
+            bytes(bytes_new),
             c.reused,
             c.sent
         )

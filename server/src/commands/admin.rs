@@ -8,11 +8,12 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use crate::cli::{Global, IndexCommand, KdfArgs, KeyCommand};
-use crate::context::{self, backend, cache_dir, passphrase};
+use crate::context::{self, Ask, backend, cache_dir, passphrase};
 use crate::output::emit;
 
 pub fn init(g: &Global, kdf: &KdfArgs, block_size_kib: u32) -> Result<ExitCode> {
-    let pass = passphrase(g.password_file.as_deref(), "AMBER_PASSWORD")?;
+    let ask = Ask::Twice("enter a passphrase for the new repository: ");
+    let pass = passphrase(g.password_file.as_deref(), "AMBER_PASSWORD", ask)?;
     std::fs::create_dir_all(&g.repo).with_context(|| format!("cannot create {}", g.repo.display()))?;
     let opts = InitOptions {
         kdf: context::kdf(kdf),
@@ -49,7 +50,8 @@ pub fn key(g: &Global, cmd: KeyCommand) -> Result<ExitCode> {
             label,
             kdf,
         } => {
-            let pass = passphrase(new_password_file.as_deref(), "AMBER_NEW_PASSWORD")?;
+            let ask = Ask::Twice("enter the new passphrase: ");
+            let pass = passphrase(new_password_file.as_deref(), "AMBER_NEW_PASSWORD", ask)?;
             let label = label.unwrap_or_else(context::default_label);
             let id = repo.add_key(&pass, context::kdf(&kdf), &label)?;
             emit(g.json, &json!({ "added": id.to_hex() }), || {

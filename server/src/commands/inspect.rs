@@ -6,65 +6,50 @@ use amber_engine::format::snapshot::{Snapshot, SourceKind};
 use amber_engine::format::tree::Entry;
 use amber_engine::id::{SnapshotId, TreeId};
 use amber_engine::ops::diff::{Change, diff_trees};
+use amber_engine::ops::members::for_each_member_below;
 use amber_engine::ops::walk::{find_dir, walk};
-use anyhow::{Result, bail};
 use amber_engine::ops::{display_path, trim_slashes};
+use anyhow::{Result, bail};
 use serde_json::{Map, Value, json};
 
 use crate::cli::Global;
 use crate::context;
-use crate::output::{bytes, emit, put_path};
+use crate::output::{bytes, emit, put_path, put_time, time_text};
 
-fn time_text(ns: i64) -> String {
-    let secs = ns.div_euclid(1_000_000_000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
+/// A snapshot as the `snapshots` document lists it (`docs/json.md`).
 fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> Value {
-    json!({
-        "id": id.to_hex(),
-        "time": time_text(s.time_ns),
-        "time_ns": s.time_ns,
-        "kind": s.source.name(),
+    let mut obj = Map::new();
+    obj.insert("id".into(), json!(id.to_hex()));
+    obj.insert("kind".into(), json!(s.source.name()));
+    put_time(&mut obj, "time", s.time_ns);
+    let rest = json!({
         "environment": s.environment,
         "lab": s.lab,
         "researcher": s.researcher,
         "hostname": s.hostname,
         "path": s.source_path,
         "parent": s.parent.map(|p| p.to_hex()),
-        "root": s.root.to_hex(),
         "tags": s.tags,
-        "metadata": s.metadata.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        "metadata": s.metadata.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<Map<_, _>>(),
         "files": s.stats.files,
         "dirs": s.stats.dirs,
         "bytes": s.stats.bytes,
         "bytes_new": s.stats.bytes_new,
+        "blobs_new": s.stats.blobs_new,
         "complete": s.is_complete(),
         "skipped": s.skipped,
         "diff_id": amber_engine::ops::tar::recorded_diff_id(s),
         "digest": s.metadata.iter().find(|(k, _)| k == amber_engine::ops::tar::DIGEST_KEY).map(|(_, v)| v),
-    })
+    });
+    extend(&mut obj, rest);
+    Value::Object(obj)
+}
+
+/// Adds the fields of `more` (an object) to `obj`.
+pub fn extend(obj: &mut Map<String, Value>, more: Value) {
+    if let Value::Object(fields) = more {
+        obj.extend(fields);
+    }
 }
 
 pub fn snapshots(g: &Global) -> Result<ExitCode> {
@@ -79,32 +64,35 @@ pub fn print_snapshots(g: &Global, all: Vec<(SnapshotId, Snapshot)>) -> Result<E
         .filter(|(_, s)| g.env.as_ref().is_none_or(|e| &s.environment == e))
         .collect();
     let value = json!(all.iter().map(|(id, s)| snapshot_json(id, s)).collect::<Vec<_>>());
-    emit(g.json, &value, || {
-        let mut lines = vec![format!(
-            "{:<10} {:<19} {:<20} {:<12} {:>10}  {}",
-            "ID", "TIME", "ENV", "HOST", "SIZE", "PATH"
-        )];
-        for (id, s) in &all {
-            lines.push(format!(
-                "{:<10} {:<19} {:<20} {:<12} {:>10}  {}{}{}",
-                id.short(),
-                time_text(s.time_ns),
-                s.environment,
-                s.hostname,
-                bytes(s.stats.bytes),
-                s.source_path,
-                if s.tags.is_empty() {
-                    String::new()
-                } else {
-                    format!(" [{}]", s.tags.join(","))
-                },
-                if s.is_complete() { "" } else { " (incomplete)" }
-            ));
-        }
-        lines.push(format!("{} snapshots", all.len()));
-        lines.join("\n")
-    });
+    emit(g.json, &value, || snapshot_table(&all));
     Ok(ExitCode::SUCCESS)
+}
+
+fn snapshot_table(all: &[(SnapshotId, Snapshot)]) -> String {
+    let mut lines = vec![format!(
+        "{:<10} {:<26} {:<5} {:<20} {:<12} {:>10}  {}",
+        "ID", "TIME", "KIND", "ENV", "HOST", "SIZE", "PATH"
+    )];
+    for (id, s) in all {
+        lines.push(format!(
+            "{:<10} {:<26} {:<5} {:<20} {:<12} {:>10}  {}{}{}",
+            id.short(),
+            time_text(s.time_ns),
+            s.source.name(),
+            s.environment,
+            s.hostname,
+            bytes(s.stats.bytes),
+            s.source_path,
+            if s.tags.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", s.tags.join(","))
+            },
+            if s.is_complete() { "" } else { " (incomplete)" }
+        ));
+    }
+    lines.push(format!("{} snapshots", all.len()));
+    lines.join("\n")
 }
 
 fn tree_root(id: &SnapshotId, s: &Snapshot) -> Result<TreeId> {
@@ -118,7 +106,8 @@ fn tree_root(id: &SnapshotId, s: &Snapshot) -> Result<TreeId> {
     Ok(TreeId::new(s.root))
 }
 
-fn entry_json(path: &[u8], e: &Entry) -> Value {
+/// One entry of the `ls` and `find` documents.
+pub fn entry_json(path: &[u8], e: &Entry) -> Value {
     let mut obj = Map::new();
     put_path(&mut obj, "path", path);
     let rest = json!({
@@ -127,28 +116,39 @@ fn entry_json(path: &[u8], e: &Entry) -> Value {
         "uid": e.uid,
         "gid": e.gid,
         "size": e.size,
-        "mtime": e.mtime.sec,
-        "mtime_nsec": e.mtime.nsec,
     });
-    if let Value::Object(fields) = rest {
-        obj.extend(fields);
-    }
+    extend(&mut obj, rest);
+    put_time(&mut obj, "mtime", mtime_ns(e));
     if !e.link_target.is_empty() {
         put_path(&mut obj, "link_target", &e.link_target);
     }
     Value::Object(obj)
 }
 
+/// An entry's mtime in nanoseconds since the epoch (saturating far outside 1678..2262).
+pub fn mtime_ns(e: &Entry) -> i64 {
+    e.mtime
+        .sec
+        .saturating_mul(1_000_000_000)
+        .saturating_add(i64::from(e.mtime.nsec))
+}
+
+/// `amber ls`: the entries below PATH of a tree or volume snapshot, or the members of a
+/// layer snapshot.
 pub fn ls(g: &Global, name: &str, subpath: Option<&[u8]>) -> Result<ExitCode> {
     let repo = context::open(g)?;
     let (id, snap) = repo.resolve_snapshot(name, g.env.as_deref())?;
     let sub = trim_slashes(subpath.unwrap_or_default());
-    let dir = find_dir(&repo, tree_root(&id, &snap)?, sub)?;
     let mut items = Vec::new();
-    walk(&repo, dir, sub, &mut |path, e| {
+    let mut keep = |path: &[u8], e: &Entry| {
         items.push((path.to_vec(), e.clone()));
         Ok(())
-    })?;
+    };
+    if snap.source == SourceKind::TarLayer {
+        for_each_member_below(&repo, id, sub, true, &mut keep)?;
+    } else {
+        walk(&repo, find_dir(&repo, tree_root(&id, &snap)?, sub)?, sub, &mut keep)?;
+    }
     print_entries(g, &items)
 }
 
@@ -159,12 +159,17 @@ pub fn print_entries(g: &Global, items: &[(Vec<u8>, Entry)]) -> Result<ExitCode>
         items
             .iter()
             .map(|(p, e)| {
+                let link = if e.link_target.is_empty() {
+                    String::new()
+                } else {
+                    format!(" -> {}", display_path(&e.link_target))
+                };
                 format!(
-                    "{}{:04o} {:>12} {} /{}",
+                    "{}{:04o} {:>12} {} /{}{link}",
                     e.kind.letter(),
                     e.mode,
                     e.size,
-                    time_text(e.mtime.sec * 1_000_000_000),
+                    time_text(mtime_ns(e)),
                     display_path(p)
                 )
             })

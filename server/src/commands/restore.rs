@@ -1,31 +1,73 @@
 //! `restore`.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
 use amber_engine::format::snapshot::SourceKind;
 use amber_engine::id::SnapshotId;
 use amber_engine::id::TreeId;
-use amber_engine::ops::display_path;
 use amber_engine::ops::block::{BlockRestoreOptions, restore_block};
+use amber_engine::ops::display_path;
 use amber_engine::ops::extract::extract_layer;
-use amber_engine::ops::restore::{RestoreOptions, restore_tree};
+use amber_engine::ops::restore::{PathError, RestoreOptions, restore_tree};
 use amber_engine::ops::tar::restore_tar;
 use amber_engine::repo::Repository;
 use anyhow::{Context, Result, bail};
-use serde_json::json;
+use serde_json::{Map, Value, json};
 
 use crate::cli::Global;
 use crate::commands::EXIT_INCOMPLETE;
+use crate::commands::inspect::extend;
 use crate::context;
 use crate::output::{ProgressDisplay, bytes, emit, put_path};
 
+/// The fields every restore document starts with: the snapshot's id, its kind and where it
+/// was written (`docs/json.md`).
+pub fn restore_head(id: &str, kind: &str, target: &Path) -> Map<String, Value> {
+    let mut obj = Map::new();
+    obj.insert("snapshot".into(), json!(id));
+    obj.insert("kind".into(), json!(kind));
+    put_path(&mut obj, "target", target.as_os_str().as_bytes());
+    obj
+}
+
+/// `errors` and `warnings` entries: `{path, error}`.
+pub fn path_errors(v: &[PathError]) -> Value {
+    v.iter()
+        .map(|e| {
+            let mut obj = Map::new();
+            put_path(&mut obj, "path", &e.path);
+            obj.insert("error".into(), json!(e.message));
+            Value::Object(obj)
+        })
+        .collect()
+}
+
+/// The text line of a tree restore.
+pub fn restored_line(id: &str, dest: &Path, files: u64, dirs: u64, bytes_done: u64, failed: usize) -> String {
+    format!(
+        "restored snapshot {} to {}: {files} files, {dirs} dirs, {}{}",
+        id.get(..8).unwrap_or(id),
+        dest.display(),
+        bytes(bytes_done),
+        if failed == 0 {
+            String::new()
+        } else {
+            format!(", {failed} paths FAILED")
+        }
+    )
+}
+
 pub fn run(g: &Global, name: &str, dest: &Path, include: Vec<String>, whiteouts: bool) -> Result<ExitCode> {
+    let started = Instant::now();
     let repo = context::open(g)?;
     let (id, snap) = repo.resolve_snapshot(name, g.env.as_deref())?;
     match snap.source {
         SourceKind::Tree => {}
-        SourceKind::TarLayer => return extract(g, &repo, id, dest, whiteouts),
+        SourceKind::TarLayer if include.is_empty() => return extract(g, &repo, id, dest, whiteouts),
+        SourceKind::TarLayer => bail!("--include applies to tree snapshots; snapshot {id} is a tar layer"),
         SourceKind::BlockVolume => bail!("snapshot {id} is a block volume: restore it with --block OUT"),
     }
     let display = ProgressDisplay::start("restore");
@@ -33,7 +75,7 @@ pub fn run(g: &Global, name: &str, dest: &Path, include: Vec<String>, whiteouts:
         include,
         threads: g.threads,
         progress: Some(display.counters()),
-        root_entry: None,
+        root_entry: snap.root_entry.clone(),
     };
     let result = restore_tree(&repo, TreeId::new(snap.root), dest, &opts);
     display.finish();
@@ -44,39 +86,19 @@ pub fn run(g: &Global, name: &str, dest: &Path, include: Vec<String>, whiteouts:
     for w in &r.warnings {
         eprintln!("warning: {}: {}", display_path(&w.path), w.message);
     }
-    let list = |v: &[amber_engine::ops::restore::PathError]| {
-        v.iter()
-            .map(|e| {
-                let mut obj = serde_json::Map::new();
-                put_path(&mut obj, "path", &e.path);
-                obj.insert("error".into(), json!(e.message));
-                serde_json::Value::Object(obj)
-            })
-            .collect::<Vec<_>>()
-    };
-    let value = json!({
-        "snapshot": id.to_hex(),
+    let mut obj = restore_head(&id.to_hex(), "tree", dest);
+    let counts = json!({
         "files": r.files,
         "dirs": r.dirs,
         "others": r.others,
         "bytes": r.bytes,
-        "errors": list(&r.errors),
-        "warnings": list(&r.warnings),
+        "errors": path_errors(&r.errors),
+        "warnings": path_errors(&r.warnings),
+        "duration_seconds": started.elapsed().as_secs_f64(),
     });
-    emit(g.json, &value, || {
-        format!(
-            "restored snapshot {} to {}: {} files, {} dirs, {}{}",
-            id.short(),
-            dest.display(),
-            r.files,
-            r.dirs,
-            bytes(r.bytes),
-            if r.errors.is_empty() {
-                String::new()
-            } else {
-                format!(", {} paths FAILED", r.errors.len())
-            }
-        )
+    extend(&mut obj, counts);
+    emit(g.json, &Value::Object(obj), || {
+        restored_line(&id.to_hex(), dest, r.files, r.dirs, r.bytes, r.errors.len())
     });
     Ok(if r.errors.is_empty() {
         ExitCode::SUCCESS
@@ -86,6 +108,7 @@ pub fn run(g: &Global, name: &str, dest: &Path, include: Vec<String>, whiteouts:
 }
 
 pub fn block(g: &Global, name: &str, out: &Path, seed: Option<PathBuf>) -> Result<ExitCode> {
+    let started = Instant::now();
     let repo = context::open(g)?;
     let (id, _) = repo.resolve_snapshot(name, g.env.as_deref())?;
     let display = ProgressDisplay::start("restore");
@@ -97,15 +120,18 @@ pub fn block(g: &Global, name: &str, out: &Path, seed: Option<PathBuf>) -> Resul
     let result = restore_block(&repo, id, out, &opts);
     display.finish();
     let r = result?;
-    let value = json!({
-        "snapshot": id.to_hex(),
+    let mut obj = restore_head(&id.to_hex(), "block", out);
+    let counts = json!({
         "size": r.size,
         "blocks": r.blocks,
         "holes": r.holes,
         "from_repo": r.from_repo,
         "from_seed": r.from_seed,
         "bytes_written": r.bytes_written,
+        "duration_seconds": started.elapsed().as_secs_f64(),
     });
+    extend(&mut obj, counts);
+    let value = Value::Object(obj);
     emit(g.json, &value, || {
         format!(
             "restored volume {} to {}: {}, {} blocks ({} holes, {} from the repository, {} from the seed)",
@@ -122,18 +148,31 @@ pub fn block(g: &Global, name: &str, out: &Path, seed: Option<PathBuf>) -> Resul
 }
 
 fn extract(g: &Global, repo: &Repository, id: SnapshotId, dest: &Path, whiteouts: bool) -> Result<ExitCode> {
+    let started = Instant::now();
     let r = extract_layer(repo, id, dest, whiteouts)?;
     for (path, why) in &r.skipped {
         eprintln!("warning: skipped {path}: {why}");
     }
-    let value = json!({
-        "snapshot": id.to_hex(),
+    let skipped: Vec<PathError> = r
+        .skipped
+        .iter()
+        .map(|(p, why)| PathError {
+            path: p.as_bytes().to_vec(),
+            message: why.clone(),
+        })
+        .collect();
+    let mut obj = restore_head(&id.to_hex(), "tar", dest);
+    let counts = json!({
         "members": r.members,
         "whiteouts": r.whiteouts,
-        "skipped": r.skipped.iter().map(|(p, w)| json!({ "path": p, "error": w })).collect::<Vec<_>>(),
-        "errors": Vec::<String>::new(),
+        "skipped": skipped.len(),
+        "skipped_paths": path_errors(&skipped),
+        "errors": [],
+        "warnings": [],
+        "duration_seconds": started.elapsed().as_secs_f64(),
     });
-    emit(g.json, &value, || {
+    extend(&mut obj, counts);
+    emit(g.json, &Value::Object(obj), || {
         format!(
             "extracted layer {} into {}: {} members, {} whiteouts applied",
             id.short(),
@@ -146,44 +185,55 @@ fn extract(g: &Global, repo: &Repository, id: SnapshotId, dest: &Path, whiteouts
 }
 
 pub fn tar(g: &Global, name: &str, out: &Path) -> Result<ExitCode> {
+    let started = Instant::now();
     let repo = context::open(g)?;
-    let (id, _) = repo.resolve_snapshot(name, g.env.as_deref())?;
+    let (id, snap) = repo.resolve_snapshot(name, g.env.as_deref())?;
     let to_stdout = out.as_os_str() == "-";
     let size = if to_stdout {
+        crate::output::stdout_is_data();
         let stdout = std::io::stdout();
         let mut lock = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-        restore_tar(&repo, id, &mut lock)?
+        let n = restore_tar(&repo, id, &mut lock)?;
+        std::io::Write::flush(&mut lock).context("cannot write the layer to stdout")?;
+        n
     } else {
-        // Write beside the target, then rename: a failed rebuild leaves no half file behind.
-        let tmp = out.with_extension("amber-partial");
-        let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
-        let result = restore_tar(&repo, id, &mut w).and_then(|n| {
-            std::io::Write::flush(&mut w).map_err(|e| amber_engine::Error::io(&tmp, e))?;
-            Ok(n)
-        });
-        match result {
-            Ok(n) => {
-                std::fs::rename(&tmp, out).with_context(|| format!("cannot rename to {}", out.display()))?;
-                n
-            }
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e.into());
-            }
-        }
+        tar_to_file(&repo, id, out)?
     };
-    if !to_stdout {
-        emit(g.json, &json!({ "snapshot": id.to_hex(), "bytes": size }), || {
-            format!(
-                "rebuilt layer {} into {} ({}), digest verified",
-                id.short(),
-                out.display(),
-                bytes(size)
-            )
-        });
-    } else {
-        eprintln!("rebuilt layer {} ({}), digest verified", id.short(), bytes(size));
-    }
+    let mut obj = restore_head(&id.to_hex(), "tar", out);
+    let counts = json!({
+        "bytes": size,
+        "diff_id": amber_engine::ops::tar::recorded_diff_id(&snap),
+        "duration_seconds": started.elapsed().as_secs_f64(),
+    });
+    extend(&mut obj, counts);
+    emit(g.json, &Value::Object(obj), || {
+        format!(
+            "rebuilt layer {} into {} ({}), digest verified",
+            id.short(),
+            out.display(),
+            bytes(size)
+        )
+    });
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the layer beside `out`, then renames: a failed rebuild leaves no half file behind.
+fn tar_to_file(repo: &Repository, id: SnapshotId, out: &Path) -> Result<u64> {
+    let tmp = out.with_extension("amber-partial");
+    let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    let result = restore_tar(repo, id, &mut w).and_then(|n| {
+        std::io::Write::flush(&mut w).map_err(|e| amber_engine::Error::io(&tmp, e))?;
+        Ok(n)
+    });
+    match result {
+        Ok(n) => {
+            std::fs::rename(&tmp, out).with_context(|| format!("cannot rename to {}", out.display()))?;
+            Ok(n)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e.into())
+        }
+    }
 }

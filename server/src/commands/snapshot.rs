@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use amber_engine::format::snapshot::Snapshot;
 use amber_engine::ops::Labels;
 use amber_engine::ops::block::{BlockOptions, snapshot_block};
 use amber_engine::ops::exclude::Excludes;
@@ -9,13 +10,86 @@ use amber_engine::ops::ingest::{ParentChoice, TreeOptions, snapshot_paths};
 use amber_engine::ops::ranges::{NOTHING_CHANGED, load_ranges};
 use amber_engine::ops::tar::{TarOptions, snapshot_tar};
 use amber_engine::repo::Repository;
+use amber_engine::repo::writer::WriteStats;
 use anyhow::{Context, Result, bail};
-use serde_json::json;
+use serde_json::{Map, Value, json};
 
 use crate::cli::{Global, SnapshotArgs};
 use crate::commands::EXIT_INCOMPLETE;
+use crate::commands::inspect::extend;
 use crate::context;
-use crate::output::{ProgressDisplay, bytes, emit};
+use crate::output::{ProgressDisplay, bytes, emit, put_path, put_time};
+
+/// The fields every "snapshot" document has, from `amber snapshot` and `amber push` alike
+/// (`docs/json.md`).
+pub struct Created {
+    /// The snapshot's id (an existing one when `already_stored`).
+    pub id: String,
+    /// A layer the vault already held: nothing was committed.
+    pub already_stored: bool,
+    /// Regular files (layer: members; volume: 1).
+    pub files: u64,
+    /// Directories.
+    pub dirs: u64,
+    /// Content bytes.
+    pub bytes: u64,
+    /// Bytes read from the source.
+    pub bytes_read: u64,
+    /// Bytes the store grew by (compressed and sealed).
+    pub bytes_new: u64,
+    /// Blobs the store grew by.
+    pub blobs_new: u64,
+    /// Paths that could not be read.
+    pub skipped: u64,
+    /// Wall time of the command.
+    pub duration_seconds: f64,
+}
+
+impl Created {
+    /// The document's common fields.
+    pub fn json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "already_stored": self.already_stored,
+            "complete": self.skipped == 0,
+            "files": self.files,
+            "dirs": self.dirs,
+            "bytes": self.bytes,
+            "bytes_read": self.bytes_read,
+            "bytes_new": self.bytes_new,
+            "blobs_new": self.blobs_new,
+            "skipped": self.skipped,
+            "duration_seconds": self.duration_seconds,
+        })
+    }
+}
+
+/// Adds the fields of object `more` to object `value`.
+pub fn extend_value(value: &mut Value, more: Value) {
+    if let Value::Object(obj) = value {
+        extend(obj, more);
+    }
+}
+
+/// The fields only a local snapshot knows: kind, parent, time, plaintext bytes added and
+/// the skipped paths with their reasons.
+fn local_fields(value: &mut Value, snap: &Snapshot, written: &WriteStats, skipped: &[(String, String)]) {
+    let Value::Object(obj) = value else { return };
+    obj.insert("kind".into(), json!(snap.source.name()));
+    obj.insert("parent".into(), json!(snap.parent.map(|p| p.to_hex())));
+    put_time(obj, "time", snap.time_ns);
+    obj.insert("raw_bytes_new".into(), json!(written.raw_new));
+    let paths = skipped
+        .iter()
+        .map(|(path, why)| {
+            let mut e = Map::new();
+            put_path(&mut e, "path", path.as_bytes());
+            e.insert("error".into(), json!(why));
+            Value::Object(e)
+        })
+        .collect();
+    obj.insert("skipped_paths".into(), Value::Array(paths));
+}
 
 fn labels(g: &Global, args: &SnapshotArgs) -> Labels {
     Labels {
@@ -60,22 +134,24 @@ pub fn run(g: &Global, args: &SnapshotArgs) -> Result<ExitCode> {
         eprintln!("warning: skipped {path}: {why}");
     }
     let st = &s.snapshot.stats;
-    let value = json!({
-        "id": s.id.to_hex(),
-        "parent": s.parent.map(|p| p.to_hex()),
-        "files": st.files,
-        "dirs": st.dirs,
-        "bytes": st.bytes,
-        "files_unchanged": s.files_unchanged,
-        "bytes_read": s.bytes_read,
-        "bytes_new": s.written.bytes_new,
-        "raw_bytes_new": s.written.raw_new,
-        "blobs_new": s.written.blobs_new,
-        "packs_written": s.written.packs,
-        "complete": s.snapshot.is_complete(),
-        "skipped": s.skipped.iter().map(|(p, why)| json!({ "path": p, "error": why })).collect::<Vec<_>>(),
-        "duration_secs": started.elapsed().as_secs_f64(),
-    });
+    let created = Created {
+        id: s.id.to_hex(),
+        already_stored: false,
+        files: st.files,
+        dirs: st.dirs,
+        bytes: st.bytes,
+        bytes_read: s.bytes_read,
+        bytes_new: s.written.bytes_new,
+        blobs_new: s.written.blobs_new,
+        skipped: s.skipped.len() as u64,
+        duration_seconds: started.elapsed().as_secs_f64(),
+    };
+    let mut value = created.json();
+    local_fields(&mut value, &s.snapshot, &s.written, &s.skipped);
+    extend_value(
+        &mut value,
+        json!({ "files_unchanged": s.files_unchanged, "packs_written": s.written.packs }),
+    );
     emit(g.json, &value, || {
         format!(
             "files: {} ({} unchanged), dirs: {}, {} read\nadded to the repository: {} ({} stored)\nsnapshot {} saved{}",
@@ -134,21 +210,29 @@ fn block(g: &Global, repo: &Repository, image: &std::path::Path, args: &Snapshot
     let result = snapshot_block(repo, image, &opts);
     display.finish();
     let s = result?;
-    let value = json!({
-        "id": s.id.to_hex(),
-        "kind": "block",
-        "parent": s.snapshot.parent.map(|p| p.to_hex()),
+    let st = &s.snapshot.stats;
+    let created = Created {
+        id: s.id.to_hex(),
+        already_stored: false,
+        files: st.files,
+        dirs: st.dirs,
+        bytes: st.bytes,
+        bytes_read: s.bytes_read,
+        bytes_new: s.written.bytes_new,
+        blobs_new: s.written.blobs_new,
+        skipped: 0,
+        duration_seconds: started.elapsed().as_secs_f64(),
+    };
+    let mut value = created.json();
+    local_fields(&mut value, &s.snapshot, &s.written, &[]);
+    let extra = json!({
         "size": s.size,
         "block_size": repo.config().block_size,
         "blocks": s.blocks,
         "holes": s.holes,
         "blocks_inherited": s.inherited,
-        "bytes_read": s.bytes_read,
-        "bytes_new": s.written.bytes_new,
-        "raw_bytes_new": s.written.raw_new,
-        "blobs_new": s.written.blobs_new,
-        "duration_secs": started.elapsed().as_secs_f64(),
     });
+    extend_value(&mut value, extra);
     emit(g.json, &value, || {
         format!(
             "volume: {}, {} blocks ({} holes, {} inherited), {} read\nadded to the repository: {} ({} stored)\nsnapshot {} saved",
@@ -181,21 +265,30 @@ fn tar(g: &Global, repo: &Repository, layer: &std::path::Path, args: &SnapshotAr
     };
     display.finish();
     let s = result?;
-    let value = json!({
-        "id": s.id.to_hex(),
-        "kind": "tar",
-        "already_stored": s.already_stored,
+    let st = &s.snapshot.stats;
+    let created = Created {
+        id: s.id.to_hex(),
+        already_stored: s.already_stored,
+        files: st.files,
+        dirs: st.dirs,
+        bytes: st.bytes,
+        bytes_read: s.input_size,
+        bytes_new: s.written.bytes_new,
+        blobs_new: s.written.blobs_new,
+        skipped: 0,
+        duration_seconds: started.elapsed().as_secs_f64(),
+    };
+    let mut value = created.json();
+    local_fields(&mut value, &s.snapshot, &s.written, &[]);
+    let extra = json!({
         "members": s.members,
         "size": s.size,
         "input_size": s.input_size,
         "diff_id": s.diff_id,
         "digest": s.digest,
         "compression": s.compression,
-        "bytes_new": s.written.bytes_new,
-        "raw_bytes_new": s.written.raw_new,
-        "blobs_new": s.written.blobs_new,
-        "duration_secs": started.elapsed().as_secs_f64(),
     });
+    extend_value(&mut value, extra);
     emit(g.json, &value, || {
         format!(
             "layer: {} members, {} ({} compression), diff id {}\nadded to the repository: {} ({} stored)\n{} {}",

@@ -193,8 +193,7 @@ fn list_entries(
     r: &pb::ListEntriesRequest,
     out: &Out<pb::ListEntriesResponse>,
 ) -> Result<(), Status> {
-    let (_, snap) = resolve(repo, &r.snapshot, &r.environment)?;
-    let dir = find_dir(repo, TreeId::new(snap.root), &r.path).map_err(|e| from_engine(&e))?;
+    let (id, snap) = resolve(repo, &r.snapshot, &r.environment)?;
     let prefix = trim_slashes(&r.path);
     let mut batch = Vec::new();
     let send = |batch: &mut Vec<pb::ListedEntry>| {
@@ -205,27 +204,28 @@ fn list_entries(
             Err(amber_engine::error::Error::Pipeline("client gone".into()))
         }
     };
-    if r.recursive {
-        walk(repo, dir, prefix, &mut |path, e| {
-            batch.push(pb::ListedEntry {
-                path: path.to_vec(),
-                meta: Some(convert::meta(e)),
-            });
-            if batch.len() >= BATCH { send(&mut batch) } else { Ok(()) }
-        })
-        .map_err(|e| from_engine(&e))?;
+    let mut push = |path: &[u8], e: &amber_engine::format::tree::Entry| {
+        batch.push(pb::ListedEntry {
+            path: path.to_vec(),
+            meta: Some(convert::meta(e)),
+        });
+        if batch.len() >= BATCH { send(&mut batch) } else { Ok(()) }
+    };
+    let listed = if snap.source == amber_engine::format::snapshot::SourceKind::TarLayer {
+        // A layer's members, read from its layout.
+        amber_engine::ops::members::for_each_member_below(repo, id, prefix, r.recursive, &mut push)
     } else {
-        let node = repo.load_tree(dir).map_err(|e| from_engine(&e))?;
-        for e in node.entries() {
-            batch.push(pb::ListedEntry {
-                path: join_rel(prefix, &e.name),
-                meta: Some(convert::meta(e)),
-            });
-            if batch.len() >= BATCH {
-                send(&mut batch).map_err(|e| from_engine(&e))?;
-            }
+        let dir = find_dir(repo, TreeId::new(snap.root), &r.path).map_err(|e| from_engine(&e))?;
+        if r.recursive {
+            walk(repo, dir, prefix, &mut push)
+        } else {
+            let node = repo.load_tree(dir).map_err(|e| from_engine(&e))?;
+            node.entries()
+                .iter()
+                .try_for_each(|e| push(&join_rel(prefix, &e.name), e))
         }
-    }
+    };
+    listed.map_err(|e| from_engine(&e))?;
     send(&mut batch).map_err(|e| from_engine(&e))
 }
 
