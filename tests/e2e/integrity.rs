@@ -337,3 +337,23 @@ fn several_paths_and_excludes_in_one_snapshot() {
     assert!(!dest.join("notebooks/.ipynb_checkpoints").exists());
     assert!(!dest.join("data/raw").exists());
 }
+
+#[test]
+fn a_sparse_file_costs_nothing_for_its_holes_and_restores_sparse() {
+    let repo = Repo::init();
+    let src = repo.scratch("src");
+    fs::create_dir_all(&src).unwrap();
+    let sparse = src.join("sparse.img");
+    let f = fs::File::create(&sparse).unwrap();
+    f.set_len(64 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"a little data", 40 << 20).unwrap();
+    drop(f);
+    let v = repo.snapshot(&src, &[]);
+    let stored = crate::common::num(&v, "bytes_new");
+    assert!(stored < 1 << 20, "64 MiB of mostly holes store almost nothing: {v}");
+    let dest = repo.scratch("out");
+    repo.restore(&id_of(&v), &dest);
+    assert_eq!(fs::read(dest.join("sparse.img")).unwrap(), fs::read(&sparse).unwrap());
+    let allocated = fs::metadata(dest.join("sparse.img")).unwrap().blocks() * 512;
+    assert!(allocated < 1 << 20, "the restored file is sparse: {allocated} bytes allocated");
+}

@@ -8,6 +8,7 @@
 
 mod bad_input;
 mod block;
+mod cli;
 mod common;
 mod crash;
 mod dedup;

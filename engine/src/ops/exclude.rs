@@ -32,7 +32,11 @@ impl Excludes {
         let mut names = GlobSetBuilder::new();
         let mut paths = GlobSetBuilder::new();
         let (mut any_name, mut any_path) = (false, false);
-        for p in patterns.iter().map(|p| p.trim_end_matches('/')).filter(|p| !p.is_empty()) {
+        for p in patterns
+            .iter()
+            .map(|p| p.trim_end_matches('/'))
+            .filter(|p| !p.is_empty())
+        {
             let glob = |text: &str| -> Result<Glob> {
                 GlobBuilder::new(text)
                     .literal_separator(true)

@@ -6,9 +6,8 @@
 //! metadata is applied last, deepest first, so writing inside does not disturb it.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{Seek, SeekFrom, Write};
 use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -209,7 +208,10 @@ fn make_later_links(shared: &Shared, links: &[LaterLink]) {
     for l in links {
         if failed.contains(&l.first_rel) {
             let first = crate::ops::display_path(&l.first_rel);
-            shared.error(&l.rel, format!("not linked: its first name {first} could not be restored"));
+            shared.error(
+                &l.rel,
+                format!("not linked: its first name {first} could not be restored"),
+            );
             continue;
         }
         let linked = clear_path(&l.path).and_then(|()| fs::hard_link(&l.first, &l.path));
@@ -243,7 +245,11 @@ fn restore_dir(
     for entry in entries {
         let path = dir.join(std::ffi::OsStr::from_bytes(&entry.name));
         let child_rel = join_rel(rel, &entry.name);
-        let chosen = selected || walk.include.as_ref().is_some_and(|g| g.is_match(Path::new(OsStr::from_bytes(&child_rel))));
+        let chosen = selected
+            || walk
+                .include
+                .as_ref()
+                .is_some_and(|g| g.is_match(Path::new(OsStr::from_bytes(&child_rel))));
         walk.selected += u64::from(chosen);
         if entry.kind == EntryKind::Dir {
             restore_subdir(shared, walk, entry, &path, &child_rel, chosen)?;
@@ -394,26 +400,53 @@ fn spawn_file_job(shared: &Arc<Shared>, entry: Entry, path: PathBuf, rel: Vec<u8
     Ok(())
 }
 
-/// Writes a file's content, verifying every chunk, leaving all-zero chunks as holes.
+/// Blocks of zeros this long (and aligned) inside a chunk are left unwritten.
+const SPARSE_BLOCK: usize = 4096;
+
+/// Writes `data` at `offset` of `file`, skipping every aligned 4 KiB block of zeros, so a
+/// file restored over an empty (or truncated) file stays as sparse as its source.
+///
+/// # Errors
+/// The write error.
+pub fn write_sparse_at(file: &File, offset: u64, data: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut at = 0usize;
+    while at < data.len() {
+        // The first byte of the next run, then its end: a run is data, or zero blocks.
+        let block_end = |i: usize| (i - i % SPARSE_BLOCK + SPARSE_BLOCK).min(data.len());
+        let zero = |i: usize| data.get(i..block_end(i)).is_some_and(|b| b.iter().all(|&x| x == 0));
+        let starts_zero = zero(at);
+        let mut end = block_end(at);
+        while end < data.len() && zero(end) == starts_zero {
+            end = block_end(end);
+        }
+        if !starts_zero {
+            file.write_all_at(data.get(at..end).unwrap_or_default(), offset + at as u64)?;
+        }
+        at = end;
+    }
+    Ok(())
+}
+
+/// Writes a file's content, verifying every chunk, leaving all-zero chunks (and zero
+/// blocks inside chunks) as holes.
 fn write_file(shared: &Shared, entry: &Entry, path: &Path) -> Result<u64> {
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .write(true)
         .open(path)
         .map_err(|e| Error::io(path, e))?;
     let mut written = 0u64;
     for_each_chunk(&shared.repo, &entry.content, &mut |c| {
-        if c.id.is_hole() {
-            file.seek(SeekFrom::Current(i64::from(c.len)))
-                .map_err(|e| Error::io(path, e))?;
-            written += u64::from(c.len);
-            return Ok(());
-        }
-        let data = shared.repo.read_chunk(c.id)?;
-        if data.iter().all(|&b| b == 0) {
-            file.seek(SeekFrom::Current(i64::from(c.len)))
-                .map_err(|e| Error::io(path, e))?;
-        } else {
-            file.write_all(&data).map_err(|e| Error::io(path, e))?;
+        if !c.id.is_hole() {
+            let data = shared.repo.read_chunk(c.id)?;
+            if data.len() as u64 != u64::from(c.len) {
+                return Err(Error::Corrupt {
+                    kind: "chunk",
+                    id: c.id.to_hex(),
+                    detail: format!("{} bytes where the file's chunk list says {}", data.len(), c.len),
+                });
+            }
+            write_sparse_at(&file, written, &data).map_err(|e| Error::io(path, e))?;
         }
         written += u64::from(c.len);
         shared.progress.add_bytes(u64::from(c.len));

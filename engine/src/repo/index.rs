@@ -360,6 +360,25 @@ impl Index {
         Ok(out)
     }
 
+    /// Every indexed pack with the length it had when it was indexed.
+    ///
+    /// # Errors
+    /// [`Error::Index`].
+    pub fn pack_lengths(&self) -> Result<Vec<(PackId, u64)>> {
+        let mut out = Vec::new();
+        for id in self.packs()? {
+            let len = match self.get_raw(CF_PACKS, id.as_bytes())? {
+                Some(v) => crate::format::codec::Reader::new(v.get(1..).unwrap_or_default())
+                    .u64("pack length")
+                    .unwrap_or(0),
+                // Learnt by a read-only index: its length was checked when it was read.
+                None => continue,
+            };
+            out.push((id, len));
+        }
+        Ok(out)
+    }
+
     /// Marks a segment as loaded.
     ///
     /// # Errors

@@ -1,6 +1,6 @@
 //! Keeping the index cache in step with the store, and rebuilding it from packs alone.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use crate::error::{Error, Result};
 use crate::format::blob::{self, BlobKind};
@@ -49,16 +49,18 @@ fn store_packs(repo: &Repository) -> Result<Vec<(PackId, PackKind, u64)>> {
 /// Store, index and corruption errors.
 pub fn sync_index(repo: &Repository) -> Result<SyncReport> {
     let packs = store_packs(repo)?;
-    let in_store: HashSet<PackId> = packs.iter().map(|p| p.0).collect();
+    let sizes: HashMap<PackId, u64> = packs.iter().map(|p| (p.0, p.2)).collect();
     let index = repo.index();
-    if index.packs()?.iter().any(|p| !in_store.contains(p)) {
+    // A pack gone, or of another length than when it was indexed (truncated): the cache
+    // is stale. Rebuilt, the pack's blobs are known only if its directory still reads.
+    if index.pack_lengths()?.iter().any(|(p, len)| sizes.get(p) != Some(len)) {
         index.clear()?;
     }
     let mut report = SyncReport {
         packs: packs.len() as u64,
         ..SyncReport::default()
     };
-    load_segments(repo, &in_store, &mut report)?;
+    load_segments(repo, &sizes, &mut report)?;
     read_unknown_packs(repo, packs, &mut report)?;
     Ok(report)
 }
@@ -93,7 +95,7 @@ fn is_unreadable(e: &Error) -> bool {
     )
 }
 
-fn load_segments(repo: &Repository, in_store: &HashSet<PackId>, report: &mut SyncReport) -> Result<()> {
+fn load_segments(repo: &Repository, in_store: &HashMap<PackId, u64>, report: &mut SyncReport) -> Result<()> {
     let index = repo.index();
     for obj in repo.backend().list(INDEX_PREFIX)? {
         let Some(h) = id_of_key(&obj.key) else { continue };
@@ -111,8 +113,9 @@ fn load_segments(repo: &Repository, in_store: &HashSet<PackId>, report: &mut Syn
             Err(e) => return Err(e),
         };
         for record in records {
-            // A segment may name a pack that compaction has since removed.
-            if in_store.contains(&record.id) && !index.has_pack(&record.id)? {
+            // Only packs the store holds at the length the segment recorded: one that
+            // compaction removed, or that was truncated since, is not taken on its word.
+            if in_store.get(&record.id) == Some(&record.len) && !index.has_pack(&record.id)? {
                 report.blobs += record.entries.len() as u64;
                 report.packs_from_segments += 1;
                 index.add_pack(&record)?;

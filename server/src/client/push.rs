@@ -164,6 +164,33 @@ pub fn header(
     }
 }
 
+/// Attempts at opening a push stream while the server is busy.
+pub const OPEN_ATTEMPTS: u32 = 8;
+
+/// Why a push stream did not open.
+enum OpenError {
+    /// The server is busy or draining: worth asking again.
+    Busy(tonic::Status),
+    Other(anyhow::Error),
+}
+
+impl OpenError {
+    fn from_status(status: tonic::Status) -> Self {
+        match status.code() {
+            tonic::Code::ResourceExhausted | tonic::Code::Unavailable => OpenError::Busy(status),
+            _ => OpenError::Other(failed("push refused", &status)),
+        }
+    }
+}
+
+/// The wait before attempt `attempt + 1`: 0.5 s doubling up to 30 s, times a random
+/// factor from 0.5 to 1.5 so that sidecars refused together do not return together.
+fn backoff(attempt: u32) -> std::time::Duration {
+    let base = (0.5 * f64::from(1u32 << attempt.min(6))).min(30.0);
+    let [jitter]: [u8; 1] = amber_engine::crypto::random_array().unwrap_or([128]);
+    std::time::Duration::from_secs_f64(base * (0.5 + f64::from(jitter) / 255.0))
+}
+
 /// One push stream, counting what it sends.
 pub struct PushStream {
     tx: mpsc::Sender<pb::PushRequest>,
@@ -174,11 +201,35 @@ pub struct PushStream {
 }
 
 impl PushStream {
-    /// Opens the stream, sends the header and waits for the server's acceptance.
+    /// Opens the stream, sends the header and waits for the server's acceptance. A server
+    /// that is busy (RESOURCE_EXHAUSTED: its queue is full or the wait timed out) or
+    /// draining (UNAVAILABLE) is asked again after an exponential backoff with jitter,
+    /// [`OPEN_ATTEMPTS`] times in all, so a fleet of sidecars all get through.
     ///
     /// # Errors
     /// The server's refusal.
     pub async fn open(remote: &Remote, header: pb::PushHeader) -> Result<(PushStream, pb::Accepted)> {
+        let mut attempt = 1u32;
+        loop {
+            match Self::open_once(remote, header.clone()).await {
+                Err(OpenError::Busy(status)) if attempt < OPEN_ATTEMPTS => {
+                    let wait = backoff(attempt);
+                    eprintln!(
+                        "amber: the server is busy ({}); trying again in {:.1} s",
+                        status.message(),
+                        wait.as_secs_f64()
+                    );
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Err(OpenError::Busy(status)) => return Err(failed("push refused", &status)),
+                Err(OpenError::Other(e)) => return Err(e),
+                Ok(opened) => return Ok(opened),
+            }
+        }
+    }
+
+    async fn open_once(remote: &Remote, header: pb::PushHeader) -> Result<(PushStream, pb::Accepted), OpenError> {
         let (tx, rx) = mpsc::channel(4);
         let first = pb::PushRequest {
             frame: Some(Frame::Header(header)),
@@ -186,12 +237,12 @@ impl PushStream {
         let sent = first.encoded_len() as u64 + GRPC_PREFIX;
         tx.send(first)
             .await
-            .map_err(|_| anyhow!("the push stream closed at once"))?;
+            .map_err(|_| OpenError::Other(anyhow!("the push stream closed at once")))?;
         let rx = remote
             .ingest()
             .push(remote.request(ReceiverStream::new(rx)))
             .await
-            .map_err(|s| failed("push refused", &s))?
+            .map_err(OpenError::from_status)?
             .into_inner();
         let mut stream = PushStream {
             tx,
@@ -199,9 +250,14 @@ impl PushStream {
             sent,
             progress: remote.progress.clone().unwrap_or_default(),
         };
-        match stream.recv().await? {
-            Answer::Accepted(a) => Ok((stream, a)),
-            _ => bail!("the server answered the header out of protocol"),
+        match stream.rx.message().await {
+            Ok(Some(pb::PushResponse {
+                frame: Some(Answer::Accepted(a)),
+            })) => Ok((stream, a)),
+            Err(status) => Err(OpenError::from_status(status)),
+            Ok(_) => Err(OpenError::Other(anyhow!(
+                "the server answered the header out of protocol"
+            ))),
         }
     }
 

@@ -176,7 +176,10 @@ impl Roots {
         }
         let mut named: Vec<(PathBuf, OsString)> = Vec::new();
         for p in canonical {
-            let name = p.file_name().map(OsString::from).with_context(|| format!("{} has no name", p.display()))?;
+            let name = p
+                .file_name()
+                .map(OsString::from)
+                .with_context(|| format!("{} has no name", p.display()))?;
             if named.iter().any(|(_, n)| *n == name) {
                 bail!("two paths would both be stored as {name:?}: push them separately");
             }

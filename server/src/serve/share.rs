@@ -7,12 +7,12 @@ use amber_engine::error::{Error, Result as EngineResult};
 use amber_engine::format::snapshot::{Snapshot, SourceKind};
 use amber_engine::format::tree::{Content, Entry, EntryKind};
 use amber_engine::id::{SnapshotId, TreeId};
-use amber_engine::ops::{Labels, display_path};
 use amber_engine::ops::assemble::{Added, TreeAssembler};
 use amber_engine::ops::content::for_each_chunk;
 use amber_engine::ops::tar::{TarOptions, restore_tar, snapshot_tar};
 use amber_engine::ops::volume_build::VolumeBuilder;
 use amber_engine::ops::walk::walk;
+use amber_engine::ops::{Labels, display_path};
 use amber_engine::repo::Repository;
 use amber_engine::repo::writer::BlobWriter;
 use amber_proto::v1 as pb;
@@ -63,6 +63,9 @@ fn labels_of(s: &Snapshot) -> Labels {
 fn copy_tree(src: &Repository, dst: &Repository, snap: &Snapshot, labels: &Labels) -> EngineResult<(SnapshotId, u64)> {
     let writer = BlobWriter::new(dst)?;
     let mut asm = TreeAssembler::new(&writer, None)?;
+    if let Some(root) = &snap.root_entry {
+        asm.set_root_entry(root.clone())?;
+    }
     let mut dirs: HashMap<Vec<u8>, u64> = HashMap::new();
     let mut next = 0u64;
     walk(src, TreeId::new(snap.root), b"", &mut |path, e| {
