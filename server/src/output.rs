@@ -55,7 +55,11 @@ pub fn print_error(json: bool, e: &anyhow::Error, exit_code: u8) {
 pub fn error_kind(e: &anyhow::Error) -> &'static str {
     for cause in e.chain() {
         if let Some(r) = cause.downcast_ref::<crate::client::RemoteError>() {
-            return amber_server::serve::status::code_name(r.code);
+            return match r.code {
+                // The server's name for what is `corrupt` locally.
+                tonic::Code::DataLoss => "corrupt",
+                code => amber_server::serve::status::code_name(code),
+            };
         }
         if let Some(k) = cause.downcast_ref::<Failure>() {
             return k.kind;

@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::cli::{Global, TokenCommand};
 use crate::client::{Remote, block_on, failed};
 use crate::commands::inspect::{print_diff, print_entries, print_snapshots};
-use crate::output::emit;
+use crate::output::{emit, put_time};
 use amber_server::serve::convert;
 
 /// `amber snapshots --server`.
@@ -182,8 +182,21 @@ fn role_name(r: i32) -> &'static str {
     }
 }
 
+/// A token as the `token` documents show it: times as RFC 3339 and `_unix_nanos`;
+/// `revoked` and `revoked_unix_nanos` are null for an active token.
 fn token_json(t: &pb::TokenInfo) -> serde_json::Value {
-    json!({"id": t.id, "role": role_name(t.role), "name": t.name, "created_unix": t.created_unix, "revoked_unix": t.revoked_unix})
+    let mut obj = serde_json::Map::new();
+    obj.insert("id".into(), json!(t.id));
+    obj.insert("role".into(), json!(role_name(t.role)));
+    obj.insert("name".into(), json!(t.name));
+    put_time(&mut obj, "created", t.created_unix.saturating_mul(1_000_000_000));
+    if t.revoked_unix == 0 {
+        obj.insert("revoked".into(), serde_json::Value::Null);
+        obj.insert("revoked_unix_nanos".into(), serde_json::Value::Null);
+    } else {
+        put_time(&mut obj, "revoked", t.revoked_unix.saturating_mul(1_000_000_000));
+    }
+    serde_json::Value::Object(obj)
 }
 
 /// `amber token create|list|revoke` (admin token of the vault).
@@ -290,7 +303,7 @@ pub fn share(g: &Global, snapshot: &str, to: &str) -> Result<ExitCode> {
             .await
             .map_err(|s| failed("cannot share", &s))?
             .into_inner();
-        let value = json!({"snapshot_id": r.snapshot_id, "bytes": r.bytes, "vault": to});
+        let value = json!({"id": r.snapshot_id, "bytes": r.bytes, "vault": to});
         emit(g.json, &value, || {
             format!("shared as snapshot {} in vault {to}", r.snapshot_id)
         });

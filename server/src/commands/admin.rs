@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::cli::{Global, IndexCommand, KdfArgs, KeyCommand};
 use crate::context::{self, Ask, backend, cache_dir, passphrase};
-use crate::output::emit;
+use crate::output::{emit, put_path, put_time};
 
 pub fn init(g: &Global, kdf: &KdfArgs, block_size_kib: u32) -> Result<ExitCode> {
     let ask = Ask::Twice("enter a passphrase for the new repository: ");
@@ -23,7 +23,10 @@ pub fn init(g: &Global, kdf: &KdfArgs, block_size_kib: u32) -> Result<ExitCode> 
     };
     let repo = Repository::init(backend(g), &cache_dir(g), &pass, &opts)?;
     let vault = repo.config().vault_id.to_hex();
-    emit(g.json, &json!({ "vault_id": vault, "repo": g.repo }), || {
+    let mut value = serde_json::Map::new();
+    value.insert("vault_id".into(), json!(vault));
+    put_path(&mut value, "repo", g.repo.as_os_str().as_encoded_bytes());
+    emit(g.json, &serde_json::Value::Object(value), || {
         format!("created repository {vault} at {}", g.repo.display())
     });
     Ok(ExitCode::SUCCESS)
@@ -64,8 +67,13 @@ pub fn key(g: &Global, cmd: KeyCommand) -> Result<ExitCode> {
             let value: Vec<_> = slots
                 .iter()
                 .map(|s| {
-                    json!({ "id": s.id.to_hex(), "label": s.label, "created": s.created,
-                                 "current": s.id == current, "kdf_memory_kib": s.kdf.memory_kib })
+                    let mut obj = serde_json::Map::new();
+                    obj.insert("id".into(), json!(s.id.to_hex()));
+                    obj.insert("label".into(), json!(s.label));
+                    put_time(&mut obj, "created", s.created.saturating_mul(1_000_000_000));
+                    obj.insert("current".into(), json!(s.id == current));
+                    obj.insert("kdf_memory_kib".into(), json!(s.kdf.memory_kib));
+                    serde_json::Value::Object(obj)
                 })
                 .collect();
             emit(g.json, &json!(value), || {
