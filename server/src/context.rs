@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use amber_engine::backend::local::LocalBackend;
 use amber_engine::crypto::KdfParams;
-use amber_engine::repo::Repository;
+use amber_engine::repo::index::IndexMode;
+use amber_engine::repo::{OpenOptions, Repository};
 use anyhow::{Context, Result, bail};
 
 use crate::cli::{Global, KdfArgs};
@@ -96,8 +97,34 @@ pub fn backend(global: &Global) -> Arc<LocalBackend> {
     Arc::new(LocalBackend::new(&global.repo))
 }
 
-/// Opens the repository, checking first that it exists.
+/// Opens the repository for writing, checking first that it exists; while another
+/// process holds the index, waits for it (saying so once on stderr).
+///
+/// # Errors
+/// No repository, no or a wrong passphrase, store and index errors.
 pub fn open(global: &Global) -> Result<Repository> {
+    let say = |msg: &str| eprintln!("amber: {msg}");
+    let opts = OpenOptions {
+        mode: IndexMode::Write,
+        on_wait: Some(&say),
+    };
+    open_as(global, &opts)
+}
+
+/// Opens the repository for reading (listing, restoring): this works while another
+/// process writes, and on a full disk.
+///
+/// # Errors
+/// As [`open`].
+pub fn open_read(global: &Global) -> Result<Repository> {
+    let opts = OpenOptions {
+        mode: IndexMode::Read,
+        on_wait: None,
+    };
+    open_as(global, &opts)
+}
+
+fn open_as(global: &Global, opts: &OpenOptions<'_>) -> Result<Repository> {
     if !global.repo.join("config").exists() {
         bail!(
             "no repository at {}: run `amber init` first (or set --repo / AMBER_REPO)",
@@ -109,7 +136,7 @@ pub fn open(global: &Global) -> Result<Repository> {
         "AMBER_PASSWORD",
         Ask::Once("enter the repository's passphrase: "),
     )?;
-    Ok(Repository::open(backend(global), &cache_dir(global), &pass)?)
+    Ok(Repository::open_with(backend(global), &cache_dir(global), &pass, opts)?)
 }
 
 /// KDF parameters from the command line.

@@ -279,7 +279,15 @@ const SCHEMA: &[(&str, Fields)] = &[
             ("repo_base64", Str, Opt, No),
         ],
     ),
-    ("index-rebuild", &[("packs", Int, Yes, No), ("blobs", Int, Yes, No)]),
+    (
+        "index-rebuild",
+        &[
+            ("packs", Int, Yes, No),
+            ("blobs", Int, Yes, No),
+            ("unreadable", Arr("unreadable"), Yes, No),
+        ],
+    ),
+    ("unreadable", &[("object", Str, Yes, No), ("error", Str, Yes, No)]),
     ("key-added", &[("added", Str, Yes, No)]),
     (
         "key",

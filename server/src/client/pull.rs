@@ -456,8 +456,12 @@ async fn fill_window(fetcher: &Fetcher, items: &[Item0], seed: Option<&File>, ta
             if fetcher.in_place(&file, &id, c.length, *offset)? {
                 tally.chunks_kept += 1;
             } else if let Some(data) = seed.and_then(|s| fetcher.seeded(s, &id, c.length, *offset)) {
-                file.write_all_at(&data, *offset)?;
+                write_sparse(&file, &data, *offset)?;
                 tally.chunks_seeded += 1;
+            } else if id == [0u8; 32] {
+                // A hole over other bytes (a resumed target): zeros, left unallocated where
+                // the file already has none.
+                write_sparse(&file, &vec![0u8; c.length as usize], *offset)?;
             } else {
                 wants.push(Want {
                     id,
@@ -471,6 +475,28 @@ async fn fill_window(fetcher: &Fetcher, items: &[Item0], seed: Option<&File>, ta
         tally.files += 1;
     }
     fetcher.fetch_all(&open, items, wants, tally).await?;
+    Ok(())
+}
+
+/// Blocks written at a time; an all-zero block is written only over bytes that are not
+/// zero, so sparse files stay sparse (as the engine restores them).
+const SPARSE_BLOCK: usize = 4096;
+
+/// Writes `data` at `offset`, skipping all-zero blocks where the file already reads zeros.
+fn write_sparse(file: &File, data: &[u8], offset: u64) -> std::io::Result<()> {
+    let mut existing = [0u8; SPARSE_BLOCK];
+    for (i, block) in data.chunks(SPARSE_BLOCK).enumerate() {
+        let at = offset + (i * SPARSE_BLOCK) as u64;
+        if block.iter().any(|&b| b != 0) {
+            file.write_all_at(block, at)?;
+            continue;
+        }
+        let old = existing.get_mut(..block.len()).unwrap_or_default();
+        let read = file.read_at(old, at)?;
+        if old.get(..read).unwrap_or_default().iter().any(|&b| b != 0) {
+            file.write_all_at(block, at)?;
+        }
+    }
     Ok(())
 }
 
@@ -602,8 +628,7 @@ async fn fetch_group(
             );
             return Err(failure("corrupt", why));
         }
-        file.write_all_at(&data, want.offset)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        write_sparse(file, &data, want.offset).with_context(|| format!("cannot write {}", path.display()))?;
         fetched += data.len() as u64;
         done += 1;
     }

@@ -37,9 +37,21 @@ pub fn index(g: &Global, cmd: &IndexCommand) -> Result<ExitCode> {
         IndexCommand::Rebuild => {
             let repo = context::open(g)?;
             let r = rebuild_index(&repo)?;
-            emit(g.json, &json!({ "packs": r.packs, "blobs": r.blobs }), || {
+            for (name, why) in &r.unreadable {
+                eprintln!("amber: left out {name}: {why}");
+            }
+            let unreadable: Vec<_> = r
+                .unreadable
+                .iter()
+                .map(|(name, why)| json!({ "object": name, "error": why }))
+                .collect();
+            let value = json!({ "packs": r.packs, "blobs": r.blobs, "unreadable": unreadable });
+            emit(g.json, &value, || {
                 format!("index rebuilt from {} packs: {} blobs", r.packs, r.blobs)
             });
+            if !r.unreadable.is_empty() {
+                return Ok(ExitCode::from(crate::commands::EXIT_INCOMPLETE));
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

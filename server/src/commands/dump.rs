@@ -84,7 +84,7 @@ fn report(g: &Global, id: &str, rel: &[u8], written: u64, started: Instant) {
 /// errors, a closed stdout.
 pub fn local(g: &Global, name: &str, path: &[u8]) -> Result<ExitCode> {
     let started = Instant::now();
-    let repo = context::open(g)?;
+    let repo = context::open_read(g)?;
     let (id, snap) = repo.resolve_snapshot(name, g.env.as_deref())?;
     let rel = normalise(path);
     let entry = match snap.source {

@@ -66,7 +66,7 @@ type Found = (SnapshotId, Vec<u8>, Entry);
 /// A bad pattern, an unknown snapshot, store errors.
 pub fn local(g: &Global, pattern: &str, names: &[String]) -> Result<ExitCode> {
     let pattern = Pattern::new(pattern)?;
-    let repo = context::open(g)?;
+    let repo = context::open_read(g)?;
     let snaps = if names.is_empty() {
         let all = repo.snapshots()?;
         all.into_iter()

@@ -52,9 +52,20 @@ pub fn extend(obj: &mut Map<String, Value>, more: Value) {
     }
 }
 
+/// `amber snapshots`: a snapshot object that does not open is named on stderr and left
+/// out, the others are listed, and the exit status is 3.
 pub fn snapshots(g: &Global) -> Result<ExitCode> {
-    let repo = context::open(g)?;
-    print_snapshots(g, repo.snapshots()?)
+    let repo = context::open_read(g)?;
+    let list = repo.snapshot_list()?;
+    for (id, why) in &list.damaged {
+        eprintln!("amber: snapshot {id} cannot be read: {why}");
+    }
+    print_snapshots(g, list.snapshots)?;
+    Ok(if list.damaged.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(crate::commands::EXIT_INCOMPLETE)
+    })
 }
 
 /// Prints snapshots (of `--env` only, when given) as a table or JSON.
@@ -136,7 +147,7 @@ pub fn mtime_ns(e: &Entry) -> i64 {
 /// `amber ls`: the entries below PATH of a tree or volume snapshot, or the members of a
 /// layer snapshot.
 pub fn ls(g: &Global, name: &str, subpath: Option<&[u8]>) -> Result<ExitCode> {
-    let repo = context::open(g)?;
+    let repo = context::open_read(g)?;
     let (id, snap) = repo.resolve_snapshot(name, g.env.as_deref())?;
     let sub = trim_slashes(subpath.unwrap_or_default());
     let mut items = Vec::new();
@@ -180,7 +191,7 @@ pub fn print_entries(g: &Global, items: &[(Vec<u8>, Entry)]) -> Result<ExitCode>
 }
 
 pub fn diff(g: &Global, a: &str, b: &str) -> Result<ExitCode> {
-    let repo = context::open(g)?;
+    let repo = context::open_read(g)?;
     let (ida, sa) = repo.resolve_snapshot(a, g.env.as_deref())?;
     let (idb, sb) = repo.resolve_snapshot(b, g.env.as_deref())?;
     let changes = diff_trees(&repo, tree_root(&ida, &sa)?, tree_root(&idb, &sb)?)?;

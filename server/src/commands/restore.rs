@@ -62,7 +62,7 @@ pub fn restored_line(id: &str, dest: &Path, files: u64, dirs: u64, bytes_done: u
 
 pub fn run(g: &Global, name: &str, dest: &Path, include: Vec<String>, whiteouts: bool) -> Result<ExitCode> {
     let started = Instant::now();
-    let repo = context::open(g)?;
+    let repo = context::open_read(g)?;
     let (id, snap) = repo.resolve_snapshot(name, g.env.as_deref())?;
     match snap.source {
         SourceKind::Tree => {}
@@ -109,7 +109,7 @@ pub fn run(g: &Global, name: &str, dest: &Path, include: Vec<String>, whiteouts:
 
 pub fn block(g: &Global, name: &str, out: &Path, seed: Option<PathBuf>) -> Result<ExitCode> {
     let started = Instant::now();
-    let repo = context::open(g)?;
+    let repo = context::open_read(g)?;
     let (id, _) = repo.resolve_snapshot(name, g.env.as_deref())?;
     let display = ProgressDisplay::start("restore");
     let opts = BlockRestoreOptions {
@@ -186,7 +186,7 @@ fn extract(g: &Global, repo: &Repository, id: SnapshotId, dest: &Path, whiteouts
 
 pub fn tar(g: &Global, name: &str, out: &Path) -> Result<ExitCode> {
     let started = Instant::now();
-    let repo = context::open(g)?;
+    let repo = context::open_read(g)?;
     let (id, snap) = repo.resolve_snapshot(name, g.env.as_deref())?;
     let to_stdout = out.as_os_str() == "-";
     let size = if to_stdout {
