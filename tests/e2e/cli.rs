@@ -1159,6 +1159,12 @@ fn ls_lists_the_members_of_a_layer() {
         } else {
             dumped.expect_code(1);
             assert!(dumped.stderr.contains("not available with --server"), "{dumped}");
+            let extract = c.run(&["restore", &snap, s(&c.path("layer-dir"))]);
+            extract.expect_code(1);
+            assert!(
+                extract.stderr.contains("--tar OUT"),
+                "a layer through a server: {extract}"
+            );
         }
     }
 }

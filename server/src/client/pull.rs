@@ -95,7 +95,18 @@ pub fn run(g: &Global, args: &PullArgs) -> Result<ExitCode> {
     block_on(async {
         let remote = Remote::connect(g).await?;
         let started = Instant::now();
-        let plan = read_plan(&remote, args.snapshot, g.env.as_deref()).await?;
+        let found = super::pull_tar::get_snapshot(&remote, args.snapshot, g.env.as_deref()).await?;
+        if found.kind == pb::SourceKind::Tar as i32 {
+            return Err(failure(
+                "invalid_argument",
+                format!(
+                    "snapshot {} is a layer: through a server restore it with --tar OUT (extracting it into a directory is local only)",
+                    found.id
+                ),
+            ));
+        }
+        // The full id: `latest` could name another snapshot by the time the plan is read.
+        let plan = read_plan(&remote, &found.id, None).await?;
         let info = plan.start.snapshot.clone().unwrap_or_default();
         let key: [u8; 32] = plan
             .start
