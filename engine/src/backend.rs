@@ -77,7 +77,9 @@ pub enum BackendError {
 /// What to tell a user about an I/O error beyond the OS's words.
 pub fn io_hint(e: &std::io::Error) -> &'static str {
     match e.raw_os_error() {
-        Some(libc::ENOSPC) => " (ENOSPC: the file system is full; free space and run the command again: nothing half-written was committed)",
+        Some(libc::ENOSPC) => {
+            " (ENOSPC: the file system is full; free space and run the command again: nothing half-written was committed)"
+        }
         Some(libc::EDQUOT) => " (EDQUOT: the disk quota is exhausted; nothing half-written was committed)",
         Some(libc::EROFS) => " (EROFS: the file system is read-only)",
         _ => "",

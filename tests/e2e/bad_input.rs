@@ -268,7 +268,7 @@ fn unreadable_file_makes_an_incomplete_snapshot() {
     out.expect_code(3);
     let v = out.json();
     assert_eq!(v["complete"], false, "{out}");
-    let skipped = v["skipped"].as_array().unwrap();
+    let skipped = v["skipped_paths"].as_array().unwrap();
     assert_eq!(skipped.len(), 1, "{out}");
     assert_eq!(skipped[0]["path"], "secret/private.key", "{out}");
     assert!(!skipped[0]["error"].as_str().unwrap().is_empty(), "{out}");
@@ -321,7 +321,7 @@ fn unreadable_directory_makes_an_incomplete_snapshot() {
     out.expect_code(3);
     let v = out.json();
     assert_eq!(v["complete"], false, "{out}");
-    let paths: Vec<&str> = v["skipped"]
+    let paths: Vec<&str> = v["skipped_paths"]
         .as_array()
         .unwrap()
         .iter()

@@ -115,6 +115,7 @@ const SCHEMA: &[(&str, Fields)] = &[
             ("bytes_received_by_server", Int, No, Yes),
             ("reused", Int, No, Yes),
             ("sent", Int, No, Yes),
+            ("empty_files", Int, No, Yes),
         ],
     ),
     (

@@ -102,7 +102,17 @@ impl Out {
     #[track_caller]
     pub fn expect_error(&self, needles: &[&str]) {
         assert_eq!(self.code, Some(1), "expected exit code 1\n{self}");
-        assert!(self.stdout.trim().is_empty(), "stdout should be empty on error\n{self}");
+        // Without --json stdout is empty; with it, stdout holds only the error document.
+        let stdout = self.stdout.trim();
+        if !stdout.is_empty() {
+            let v: Value = serde_json::from_str(stdout)
+                .unwrap_or_else(|e| panic!("stdout on error is neither empty nor one JSON document ({e})\n{self}"));
+            assert!(
+                v["error"]["message"].is_string(),
+                "stdout on error holds an error document\n{self}"
+            );
+            assert_eq!(v["error"]["exit_code"], 1, "{self}");
+        }
         assert!(
             self.stderr.starts_with("amber: "),
             "stderr should start with `amber: `\n{self}"

@@ -58,16 +58,25 @@ fn names_that_are_not_utf8_survive_snapshot_restore_ls_and_diff() {
     repo.restore(&first, &dest);
     assert_same_tree(&src, &dest);
     let listed = repo.ok(&["ls", &first]).to_string();
-    assert!(listed.contains("caf\\\\xe9"), "ls shows the raw byte as \\xe9: {listed}");
+    assert!(
+        listed.contains("caf\\\\xe9"),
+        "ls shows the raw byte as \\xe9: {listed}"
+    );
     assert!(listed.contains("path_base64"), "ls carries the exact bytes: {listed}");
     // A diff names the changed one exactly.
     fs::write(&raw, b"changed\n").unwrap();
     let second = id_of(&repo.snapshot(&src, &[]));
     let diff = repo.ok(&["diff", &first, &second]).to_string();
     // base64 of the exact bytes `sub/caf\xe9`.
-    assert!(diff.contains("c3ViL2NhZuk="), "the diff names sub/caf\\xe9 by its bytes: {diff}");
+    assert!(
+        diff.contains("c3ViL2NhZuk="),
+        "the diff names sub/caf\\xe9 by its bytes: {diff}"
+    );
     assert!(!diff.contains("caf\u{fffd}"), "only the changed file is listed: {diff}");
-    assert_eq!(fs::read(dest.join("sub").join(replaced.file_name().unwrap())).unwrap(), b"replacement character name\n");
+    assert_eq!(
+        fs::read(dest.join("sub").join(replaced.file_name().unwrap())).unwrap(),
+        b"replacement character name\n"
+    );
 }
 
 #[test]
@@ -86,7 +95,10 @@ fn the_root_directory_keeps_its_own_metadata() {
     assert_eq!(m.mode() & 0o7777, 0o750, "the restored root has the source's mode");
     assert_eq!((m.mtime(), m.mtime_nsec()), (1_600_000_000, 123_456_789));
     if xattr_ok {
-        assert_eq!(xattr::get(&dest, "user.amber-test").unwrap().as_deref(), Some(&b"root"[..]));
+        assert_eq!(
+            xattr::get(&dest, "user.amber-test").unwrap().as_deref(),
+            Some(&b"root"[..])
+        );
     }
 }
 
@@ -105,7 +117,12 @@ fn a_fifo_is_restored_without_opening_it() {
         let out = run_within(repo.command(&["restore", &id, p(&dest)]), Duration::from_secs(60));
         out.expect_code(0);
     }
-    assert!(fs::symlink_metadata(dest.join("pipe")).unwrap().file_type().is_fifo_like());
+    assert!(
+        fs::symlink_metadata(dest.join("pipe"))
+            .unwrap()
+            .file_type()
+            .is_fifo_like()
+    );
     assert_eq!(fs::read(dest.join("zafter")).unwrap(), b"2");
     // A layer with a FIFO member extracts too.
     let layer = repo.scratch("layer.tar");
@@ -177,9 +194,8 @@ fn flip_byte(path: &Path, at_fraction: f64) {
     let mut bytes = fs::read(path).unwrap();
     let at = ((bytes.len() as f64) * at_fraction) as usize;
     bytes[at] ^= 0x55;
-    let mut perms = fs::metadata(path).unwrap().permissions();
-    perms.set_readonly(false);
-    fs::set_permissions(path, perms).unwrap();
+    let mode = fs::metadata(path).unwrap().permissions().mode();
+    fs::set_permissions(path, fs::Permissions::from_mode(mode | 0o200)).unwrap();
     fs::write(path, bytes).unwrap();
 }
 
@@ -248,7 +264,12 @@ fn a_deleted_or_truncated_pack_does_not_spread_into_new_snapshots() {
         for pack in data_packs(&repo) {
             if truncate {
                 let len = fs::metadata(&pack).unwrap().len();
-                fs::OpenOptions::new().write(true).open(&pack).unwrap().set_len(len / 2).unwrap();
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(&pack)
+                    .unwrap()
+                    .set_len(len / 2)
+                    .unwrap();
             } else {
                 fs::remove_file(&pack).unwrap();
             }
@@ -262,7 +283,12 @@ fn index_rebuild_skips_a_truncated_pack_and_leaves_a_working_index() {
     let (repo, src, _) = repo_with_data();
     let pack = data_packs(&repo).into_iter().next().unwrap();
     let len = fs::metadata(&pack).unwrap().len();
-    fs::OpenOptions::new().write(true).open(&pack).unwrap().set_len(len - 7).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&pack)
+        .unwrap()
+        .set_len(len - 7)
+        .unwrap();
     let out = repo.run(&["index", "rebuild"]);
     out.expect_code(3);
     let name = pack.file_name().unwrap().to_string_lossy().to_string();
@@ -276,7 +302,11 @@ fn index_rebuild_skips_a_truncated_pack_and_leaves_a_working_index() {
     fs::write(&meta, bytes).unwrap();
     let out = repo.run(&["index", "rebuild"]);
     out.expect_code(3);
-    assert!(out.stderr.contains(&meta.file_name().unwrap().to_string_lossy().to_string()), "{out}");
+    assert!(
+        out.stderr
+            .contains(&meta.file_name().unwrap().to_string_lossy().to_string()),
+        "{out}"
+    );
 }
 
 #[test]
@@ -285,7 +315,10 @@ fn an_include_that_matches_nothing_is_refused() {
     let dest = repo.scratch("none");
     let out = repo.run(&["restore", &id, p(&dest), "--include", "no-such-*"]);
     out.expect_code(1);
-    assert!(out.stdout.contains("matches no path") || out.stderr.contains("matches no path"), "{out}");
+    assert!(
+        out.stdout.contains("matches no path") || out.stderr.contains("matches no path"),
+        "{out}"
+    );
     assert!(!dest.exists(), "nothing was created");
 }
 
@@ -298,13 +331,32 @@ fn changed_ranges_of_zero_length_are_refused_and_an_empty_list_means_nothing_cha
     let parent = id_of(&repo.ok(&["snapshot", "--block", p(&img)]));
     let ranges = repo.scratch("ranges");
     fs::write(&ranges, "0 0\n").unwrap();
-    let out = repo.run(&["snapshot", "--block", p(&img), "--changed-ranges", p(&ranges), "--parent", &parent]);
+    let out = repo.run(&[
+        "snapshot",
+        "--block",
+        p(&img),
+        "--changed-ranges",
+        p(&ranges),
+        "--parent",
+        &parent,
+    ]);
     out.expect_code(1);
     assert!(format!("{}{}", out.stdout, out.stderr).contains("length"), "{out}");
     fs::write(&ranges, "# nothing changed\n").unwrap();
-    let out = repo.run(&["snapshot", "--block", p(&img), "--changed-ranges", p(&ranges), "--parent", &parent]);
+    let out = repo.run(&[
+        "snapshot",
+        "--block",
+        p(&img),
+        "--changed-ranges",
+        p(&ranges),
+        "--parent",
+        &parent,
+    ]);
     out.expect_code(0);
-    assert!(out.stderr.contains("nothing changed"), "an empty list is said to mean no change: {out}");
+    assert!(
+        out.stderr.contains("nothing changed"),
+        "an empty list is said to mean no change: {out}"
+    );
 }
 
 #[test]
@@ -355,5 +407,126 @@ fn a_sparse_file_costs_nothing_for_its_holes_and_restores_sparse() {
     repo.restore(&id_of(&v), &dest);
     assert_eq!(fs::read(dest.join("sparse.img")).unwrap(), fs::read(&sparse).unwrap());
     let allocated = fs::metadata(dest.join("sparse.img")).unwrap().blocks() * 512;
-    assert!(allocated < 1 << 20, "the restored file is sparse: {allocated} bytes allocated");
+    assert!(
+        allocated < 1 << 20,
+        "the restored file is sparse: {allocated} bytes allocated"
+    );
+}
+
+/// A tmpfs of `mib` MiB mounted on a fresh directory, unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(mib: u64) -> Option<SmallDisk> {
+        if !crate::common::running_as_root() {
+            eprintln!("skipped: mounting a size-limited tmpfs needs root");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs");
+        Some(SmallDisk { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills what is left of the disk; returns the filler to delete later.
+    fn fill(&self) -> PathBuf {
+        let filler = self.path().join("filler");
+        let _ = Command::new("dd")
+            .arg("if=/dev/zero")
+            .arg(format!("of={}", filler.display()))
+            .args(["bs=1M", "status=none"])
+            .status();
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn a_full_disk_keeps_reading_refuses_writing_clearly_and_recovers() {
+    let Some(disk) = SmallDisk::mount(48) else { return };
+    let mut repo = Repo::uninitialised();
+    repo.path = disk.path().join("repo");
+    repo.init_here();
+    let src = repo.scratch("src");
+    let mut rng = Rng::new(0xF0);
+    write_random(&src.join("a.bin"), 3 << 20, &mut rng);
+    let first = id_of(&repo.snapshot(&src, &[]));
+    let filler = disk.fill();
+
+    // Reading works on a full disk.
+    assert_eq!(repo.snapshots().len(), 1);
+    repo.ok(&["ls", &first]);
+    let dest = repo.scratch("out");
+    repo.restore(&first, &dest);
+    assert_same_tree(&src, &dest);
+
+    // Writing fails with a message naming ENOSPC, and commits nothing.
+    write_random(&src.join("b.bin"), 4 << 20, &mut rng);
+    let out = repo.run(&["snapshot", p(&src)]);
+    out.expect_code(1);
+    assert!(format!("{}{}", out.stdout, out.stderr).contains("ENOSPC"), "{out}");
+    assert_ne!(out.code, Some(134), "no abort");
+
+    // With room again, work resumes and the repository is intact.
+    fs::remove_file(filler).unwrap();
+    assert_eq!(repo.snapshots().len(), 1, "the failed snapshot left nothing behind");
+    let second = id_of(&repo.snapshot(&src, &[]));
+    let dest = repo.scratch("out2");
+    repo.restore(&second, &dest);
+    assert_same_tree(&src, &dest);
+}
+
+#[test]
+fn reads_run_while_a_snapshot_runs_and_two_snapshots_both_succeed() {
+    let repo = Repo::init();
+    let small = repo.scratch("small");
+    fs::create_dir_all(&small).unwrap();
+    fs::write(small.join("x"), b"x").unwrap();
+    let first = id_of(&repo.snapshot(&small, &[]));
+    let big = repo.scratch("big");
+    let mut rng = Rng::new(0xB16);
+    for i in 0..6 {
+        write_random(&big.join(format!("part{i}.bin")), 40 << 20, &mut rng);
+    }
+    let mut slow = repo.command(&["--threads", "1", "snapshot", p(&big)]);
+    slow.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let slow = slow.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // Meanwhile: listing, ls, diff and restore work at once.
+    let started = Instant::now();
+    let out = repo.run(&["snapshots"]);
+    out.expect_code(0);
+    repo.ok(&["ls", &first]);
+    repo.ok(&["diff", &first, &first]);
+    repo.restore(&first, &repo.scratch("during"));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "reads did not wait for the snapshot"
+    );
+    // A second snapshot at the same time waits for the index, then succeeds.
+    fs::write(small.join("y"), b"y").unwrap();
+    let second = repo.run(&["snapshot", p(&small)]);
+    let slow = slow.wait_with_output().unwrap();
+    assert!(slow.status.success(), "{}", String::from_utf8_lossy(&slow.stderr));
+    second.expect_code(0);
+    assert_eq!(repo.snapshots().len(), 3);
+    let dest = repo.scratch("small-out");
+    repo.restore(&id_of(&second.json()), &dest);
+    assert_same_tree(&small, &dest);
 }

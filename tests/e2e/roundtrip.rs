@@ -36,11 +36,11 @@ fn assert_ls_matches(repo: &Repo, snapshot: &str, tree: &BTreeMap<PathBuf, Node>
         if node.kind == Kind::File {
             assert_eq!(num(e, "size"), node.size, "size of {path}: {e}");
         }
-        assert_eq!(e["mtime"].as_i64(), Some(node.mtime), "mtime of {path}: {e}");
+        let nanos = i128::from(node.mtime) * 1_000_000_000 + i128::from(node.mtime_nsec);
         assert_eq!(
-            e["mtime_nsec"].as_i64(),
-            Some(node.mtime_nsec),
-            "mtime_nsec of {path}: {e}"
+            e["mtime_unix_nanos"].as_i64().map(i128::from),
+            Some(nanos),
+            "mtime of {path}: {e}"
         );
         let mode = u32::from_str_radix(e["mode"].as_str().expect("mode"), 8).expect("octal mode");
         if node.kind != Kind::Symlink {

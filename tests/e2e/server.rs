@@ -6,8 +6,8 @@
 mod bad_input;
 mod faults;
 mod flows;
-pub mod integrity;
 pub mod harness;
+pub mod integrity;
 mod isolation;
 mod load;
 mod ops;

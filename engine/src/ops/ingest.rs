@@ -25,10 +25,10 @@ use crate::ops::fsmeta::{self, NameCache};
 use crate::ops::progress::Progress;
 use crate::ops::stream::{StreamError, store_stream};
 
-/// Bytes read from a file per `read` call.
-pub use crate::ops::stream::READ_BUFFER;
 use crate::ops::content::content_intact;
 use crate::ops::exclude::Excludes;
+/// Bytes read from a file per `read` call.
+pub use crate::ops::stream::READ_BUFFER;
 use crate::ops::{Labels, display_path, join_rel, worker_pool};
 use crate::repo::Repository;
 use crate::repo::writer::{BlobWriter, WriteStats};
@@ -164,9 +164,10 @@ impl Sources {
     fn several(paths: &[PathBuf]) -> Result<Self> {
         let mut named: Vec<(PathBuf, Vec<u8>)> = Vec::with_capacity(paths.len());
         for p in paths {
-            let name = p.file_name().map(|n| n.as_bytes().to_vec()).ok_or_else(|| {
-                Error::InvalidArgument(format!("{} has no name to store it under", p.display()))
-            })?;
+            let name = p
+                .file_name()
+                .map(|n| n.as_bytes().to_vec())
+                .ok_or_else(|| Error::InvalidArgument(format!("{} has no name to store it under", p.display())))?;
             if let Some((other, _)) = named.iter().find(|(_, n)| *n == name) {
                 return Err(Error::InvalidArgument(format!(
                     "{} and {} would both be stored as {}: snapshot them separately",

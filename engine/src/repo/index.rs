@@ -609,7 +609,10 @@ mod tests {
         assert!(reader.has_pack(&PackId::new(Hash32::from_bytes([2; 32]))).unwrap());
         assert!(!writer.has_pack(&PackId::new(Hash32::from_bytes([2; 32]))).unwrap());
         reader.clear().unwrap();
-        assert!(reader.packs().unwrap().is_empty(), "a cleared read-only index ignores the disk");
+        assert!(
+            reader.packs().unwrap().is_empty(),
+            "a cleared read-only index ignores the disk"
+        );
     }
 
     #[test]

@@ -102,6 +102,7 @@ fn report(g: &Global, o: &Outcome) {
         "bytes_received_by_server": c.bytes_received,
         "reused": c.reused,
         "sent": c.sent,
+        "empty_files": c.empty_files,
     });
     crate::commands::snapshot::extend_value(&mut value, wire);
     emit(g.json, &value, || {

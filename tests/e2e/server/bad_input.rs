@@ -211,7 +211,7 @@ impl Fixture {
         let v = self.server.push(&self.admin, &[s(&dir)]);
         assert_eq!(
             self.server.snapshot_ids(&self.admin),
-            vec![v["snapshot_id"].as_str().unwrap().to_string()]
+            vec![v["id"].as_str().unwrap().to_string()]
         );
     }
 }

@@ -122,7 +122,7 @@ pub(super) fn signal(pid: u32, signal: &str) {
 
 /// The snapshot id of a push summary.
 pub(super) fn snapshot_id(v: &Value) -> String {
-    v["snapshot_id"]
+    v["id"]
         .as_str()
         .unwrap_or_else(|| panic!("no snapshot_id in {v}"))
         .to_string()
@@ -220,7 +220,7 @@ fn a_client_killed_mid_push_leaves_no_snapshot_and_the_retry_resumes() {
         100.0 * sent as f64 / tree_bytes as f64,
         num(&retry, "reused"),
         num(&retry, "sent"),
-        retry["duration_s"].as_f64().unwrap_or_default()
+        retry["duration_seconds"].as_f64().unwrap_or_default()
     );
     assert!(
         sent < tree_bytes * 9 / 10,
@@ -285,7 +285,7 @@ fn a_server_killed_mid_push_keeps_its_checkpoints() {
         100.0 * sent as f64 / tree_bytes as f64,
         num(&retry, "reused"),
         num(&retry, "sent"),
-        retry["duration_s"].as_f64().unwrap_or_default()
+        retry["duration_seconds"].as_f64().unwrap_or_default()
     );
     // The checkpoint journaled at least 64 MiB of completed files, durable before the kill.
     assert!(

@@ -19,7 +19,7 @@ fn names_that_are_not_utf8_are_pushed_and_restored_exactly() {
     let src = server.scratch("src");
     let (raw, replaced) = colliding_names(&src.join("sub"));
     let v = server.push(&admin, &[s(&src)]);
-    let id = v["snapshot_id"].as_str().or(v["id"].as_str()).unwrap().to_string();
+    let id = v["id"].as_str().unwrap().to_string();
     let dest = server.scratch("out");
     server.ok(&admin, &["restore", &id, s(&dest)]);
     assert_same_tree(&src, &dest);
@@ -28,7 +28,10 @@ fn names_that_are_not_utf8_are_pushed_and_restored_exactly() {
     assert_eq!(fs::read(back_raw).unwrap(), b"latin-1 name\n");
     assert_eq!(fs::read(back_replaced).unwrap(), b"replacement character name\n");
     let listed = server.ok(&admin, &["ls", &id]).to_string();
-    assert!(listed.contains("path_base64"), "ls through the server carries the exact bytes: {listed}");
+    assert!(
+        listed.contains("path_base64"),
+        "ls through the server carries the exact bytes: {listed}"
+    );
 }
 
 #[test]
@@ -41,7 +44,7 @@ fn the_root_directory_metadata_crosses_the_wire() {
     fs::set_permissions(&src, fs::Permissions::from_mode(0o711)).unwrap();
     set_mtime(&src, 1_500_000_000, 42);
     let v = server.push(&admin, &[s(&src)]);
-    let id = v["snapshot_id"].as_str().or(v["id"].as_str()).unwrap().to_string();
+    let id = v["id"].as_str().unwrap().to_string();
     let dest = server.scratch("out");
     server.ok(&admin, &["restore", &id, s(&dest)]);
     let m = fs::metadata(&dest).unwrap();
@@ -58,10 +61,13 @@ fn a_restore_through_the_server_does_not_hang_on_a_fifo() {
     assert!(Command::new("mkfifo").arg(src.join("pipe")).status().unwrap().success());
     fs::write(src.join("z"), b"after the pipe").unwrap();
     let v = server.push(&admin, &[s(&src)]);
-    let id = v["snapshot_id"].as_str().or(v["id"].as_str()).unwrap().to_string();
+    let id = v["id"].as_str().unwrap().to_string();
     let dest = server.scratch("out");
     for _ in 0..2 {
-        let out = run_within(server.client(&admin, &["restore", &id, s(&dest)]), Duration::from_secs(60));
+        let out = run_within(
+            server.client(&admin, &["restore", &id, s(&dest)]),
+            Duration::from_secs(60),
+        );
         out.expect_code(0);
     }
     assert_eq!(fs::read(dest.join("z")).unwrap(), b"after the pipe");
@@ -98,7 +104,8 @@ fn a_hundred_sidecars_at_once_all_commit_with_the_default_limits() {
         fs::create_dir_all(&src).unwrap();
         fs::write(src.join("notebook.ipynb"), format!("{{\"cell\": {i}}}")).unwrap();
         let mut cmd = server.client(&admin, &["--json", "push", "--env", &format!("lab-{i}"), s(&src)]);
-        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
         children.push(cmd.spawn().unwrap());
     }
     let mut failed = Vec::new();
@@ -108,7 +115,12 @@ fn a_hundred_sidecars_at_once_all_commit_with_the_default_limits() {
             failed.push((i, String::from_utf8_lossy(&out.stderr).into_owned()));
         }
     }
-    assert!(failed.is_empty(), "{} of {pushes} pushes failed: {:?}", failed.len(), failed.first());
+    assert!(
+        failed.is_empty(),
+        "{} of {pushes} pushes failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
     assert_eq!(server.snapshot_ids(&admin).len(), pushes);
 }
 
@@ -126,12 +138,18 @@ fn holes_cross_the_wire_as_runs_and_restore_sparse() {
     drop(f);
     let v = server.push(&admin, &[s(&src)]);
     let sent = v["bytes_sent"].as_u64().unwrap();
-    assert!(sent < 2 << 20, "a 16 MiB sparse file sends its data, not its holes: {v}");
-    let id = v["snapshot_id"].as_str().or(v["id"].as_str()).unwrap().to_string();
+    assert!(
+        sent < 2 << 20,
+        "a 16 MiB sparse file sends its data, not its holes: {v}"
+    );
+    let id = v["id"].as_str().unwrap().to_string();
     let dest = server.scratch("out");
     server.ok(&admin, &["restore", &id, s(&dest)]);
     let back = fs::read(dest.join("sparse.img")).unwrap();
     assert_eq!(back, fs::read(&sparse).unwrap());
     let allocated = fs::metadata(dest.join("sparse.img")).unwrap().blocks() * 512;
-    assert!(allocated < 1 << 20, "the restored file is sparse: {allocated} bytes allocated");
+    assert!(
+        allocated < 1 << 20,
+        "the restored file is sparse: {allocated} bytes allocated"
+    );
 }

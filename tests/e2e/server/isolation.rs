@@ -25,7 +25,7 @@ fn small_tree(server: &Server, name: &str) -> std::path::PathBuf {
 }
 
 fn id_of_push(v: &Value) -> String {
-    v["snapshot_id"].as_str().expect("snapshot_id").to_string()
+    v["id"].as_str().expect("id").to_string()
 }
 
 /// Runs a client command with `--json`.
@@ -172,7 +172,7 @@ fn a_revoked_token_is_unauthenticated() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|t| t["id"] == id.as_str() && t["revoked_unix"] == 0),
+            .any(|t| t["id"] == id.as_str() && t["revoked_unix_nanos"].is_null()),
         "{listed}"
     );
     server.ok(&admin, &["token", "revoke", &id]);
@@ -184,7 +184,7 @@ fn a_revoked_token_is_unauthenticated() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|t| t["id"] == id.as_str() && t["revoked_unix"] != 0),
+            .any(|t| t["id"] == id.as_str() && !t["revoked_unix_nanos"].is_null()),
         "{listed}"
     );
     // The token's secret never appears in any error.
@@ -283,11 +283,15 @@ fn a_lost_admin_token_is_recovered_offline_in_the_data_directory() {
     server.restart();
     let listed = server.ok(&fresh, &["token", "list"]);
     let tokens = listed.as_array().unwrap();
-    assert!(tokens.iter().any(|t| t["name"] == "recovery" && t["revoked_unix"] == 0));
     assert!(
         tokens
             .iter()
-            .any(|t| t["id"] == old_id.as_str() && t["revoked_unix"] != 0)
+            .any(|t| t["name"] == "recovery" && t["revoked_unix_nanos"].is_null())
+    );
+    assert!(
+        tokens
+            .iter()
+            .any(|t| t["id"] == old_id.as_str() && !t["revoked_unix_nanos"].is_null())
     );
     server.run(&old, &["snapshots"]).expect_error(&["Unauthenticated"]);
 }
