@@ -530,3 +530,16 @@ fn reads_run_while_a_snapshot_runs_and_two_snapshots_both_succeed() {
     repo.restore(&id_of(&second.json()), &dest);
     assert_same_tree(&small, &dest);
 }
+
+#[test]
+fn messages_name_the_store_by_its_path() {
+    let repo = Repo::init();
+    let out = repo.run(&["init", "--kdf-memory-mib", "8", "--kdf-iterations", "1"]);
+    out.expect_code(1);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(!text.contains("LocalBackend"), "{out}");
+    assert!(
+        text.contains(p(&repo.path)),
+        "the message names the repository's path: {out}"
+    );
+}

@@ -170,7 +170,7 @@ pub const OPEN_ATTEMPTS: u32 = 8;
 
 /// Why a push stream did not open.
 enum OpenError {
-    /// The server is busy or draining: worth asking again.
+    /// The server is busy: worth asking again.
     Busy(tonic::Status),
     Other(anyhow::Error),
 }
@@ -178,7 +178,9 @@ enum OpenError {
 impl OpenError {
     fn from_status(status: tonic::Status) -> Self {
         match status.code() {
-            tonic::Code::ResourceExhausted | tonic::Code::Unavailable => OpenError::Busy(status),
+            // Busy: worth asking again. (A draining server, UNAVAILABLE, is going away:
+            // the user is told at once and retries with the same resume key.)
+            tonic::Code::ResourceExhausted => OpenError::Busy(status),
             _ => OpenError::Other(failed("push refused", &status)),
         }
     }
@@ -203,8 +205,8 @@ pub struct PushStream {
 
 impl PushStream {
     /// Opens the stream, sends the header and waits for the server's acceptance. A server
-    /// that is busy (RESOURCE_EXHAUSTED: its queue is full or the wait timed out) or
-    /// draining (UNAVAILABLE) is asked again after an exponential backoff with jitter,
+    /// that is busy (RESOURCE_EXHAUSTED: its queue is full or the wait timed out) is asked
+    /// again after an exponential backoff with jitter,
     /// [`OPEN_ATTEMPTS`] times in all, so a fleet of sidecars all get through.
     ///
     /// # Errors

@@ -654,3 +654,126 @@ fn bad_volume_pushes_are_refused() {
     );
     f.still_serves();
 }
+
+#[test]
+fn a_file_longer_than_declared_an_empty_frame_and_a_parent_prefix_are_refused_clearly() {
+    let f = Fixture::new();
+    // More bytes than the entry declared (the file grew): refused, the client sends only
+    // the declared size.
+    let mut raw = f.one_file(10);
+    let status = f.expect(
+        &mut raw,
+        vec![Frame::FileData(pb::FileData {
+            entry: 1,
+            offset: 0,
+            data: vec![1u8; 20],
+        })],
+        Code::InvalidArgument,
+        "20 bytes for a file declared 10",
+    );
+    assert!(status.message().contains("declared"), "{status:?}");
+    // Zeros beyond the declared size, likewise.
+    let mut raw = f.one_file(10);
+    f.expect(
+        &mut raw,
+        vec![Frame::FileZeros(pb::FileZeros {
+            entry: 1,
+            offset: 0,
+            length: 11,
+        })],
+        Code::InvalidArgument,
+        "11 zero bytes for a file declared 10",
+    );
+    // An empty data frame is a malformed frame, not an exhausted resource.
+    let mut raw = f.one_file(10);
+    let status = f.expect(
+        &mut raw,
+        vec![Frame::FileData(pb::FileData {
+            entry: 1,
+            offset: 0,
+            data: Vec::new(),
+        })],
+        Code::InvalidArgument,
+        "an empty FileData frame",
+    );
+    assert!(
+        !status.message().contains("invalid argument"),
+        "the code is not repeated: {status:?}"
+    );
+    // A parent given as a prefix: asked for the full id.
+    let mut header = tree_header();
+    header.parent_mode = pb::ParentMode::Given as i32;
+    header.parent_id = "abcdef12".into();
+    let mut raw = f.open(header);
+    let (result, _) = f.rt.block_on(raw.outcome());
+    let status = result.expect_err("a prefix as parent");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("full id"), "{status:?}");
+    f.still_serves();
+}
+
+#[test]
+fn zeros_count_as_content_and_an_unknown_chunk_is_a_bad_request() {
+    let f = Fixture::new();
+    // A file of 3 MiB sent as data, a run of zeros, and data again.
+    let mut raw = f.one_file(3 * MIB as u64);
+    let (result, committed) = f.rt.block_on(async {
+        raw.send(Frame::FileData(pb::FileData {
+            entry: 1,
+            offset: 0,
+            data: vec![7u8; MIB],
+        }))
+        .await;
+        raw.send(Frame::FileZeros(pb::FileZeros {
+            entry: 1,
+            offset: MIB as u64,
+            length: MIB as u64,
+        }))
+        .await;
+        raw.send(Frame::FileData(pb::FileData {
+            entry: 1,
+            offset: 2 * MIB as u64,
+            data: vec![9u8; MIB],
+        }))
+        .await;
+        raw.send(Frame::FileEnd(pb::FileEnd {
+            entry: 1,
+            size: 3 * MIB as u64,
+            error: String::new(),
+        }))
+        .await;
+        raw.send(Frame::Finish(pb::Finish {
+            count: 1,
+            digest: String::new(),
+        }))
+        .await;
+        raw.outcome().await
+    });
+    assert!(committed, "{result:?}");
+    let dest = f.server.scratch("zeros-out");
+    f.server.ok(&f.admin, &["restore", "latest", s(&dest)]);
+    let back = fs::read(dest.join("f")).unwrap();
+    let mut want = vec![7u8; MIB];
+    want.extend(vec![0u8; MIB]);
+    want.extend(vec![9u8; MIB]);
+    assert!(back == want, "the zeros run is part of the file");
+    // A chunk id the vault never held is NOT_FOUND without talk of lost data.
+    let status = f.rt.block_on(async {
+        let channel = Channel::from_shared(f.server.url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = pb::restore_client::RestoreClient::new(channel);
+        let mut req = tonic::Request::new(pb::ReadChunksRequest {
+            vault: String::new(),
+            ids: vec![vec![0x42; 32]],
+        });
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {}", f.admin).parse().unwrap());
+        let mut stream = client.read_chunks(req).await.unwrap().into_inner();
+        stream.message().await.expect_err("an unknown chunk")
+    });
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert!(!status.message().contains("index rebuild"), "{status:?}");
+}
