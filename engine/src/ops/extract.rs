@@ -14,8 +14,8 @@ use crate::format::layout::Record;
 use crate::format::tarhdr::{self, TarHeader, TarKind};
 use crate::format::tree::Content;
 use crate::id::SnapshotId;
-use crate::ops::fsmeta;
 use crate::ops::tar::{for_each_record, layer_layout, write_content};
+use crate::ops::{display_path, fsmeta};
 use crate::repo::Repository;
 
 /// OCI whiteout prefix.
@@ -253,14 +253,17 @@ impl Extractor<'_> {
             }
             TarKind::Fifo | TarKind::CharDevice | TarKind::BlockDevice => {
                 if let Err(why) = make_special(h, path, self.chown) {
-                    self.report.skipped.push((path.display().to_string(), why));
+                    self.report
+                        .skipped
+                        .push((display_path(path.as_os_str().as_bytes()), why));
                     return Ok(());
                 }
             }
             other => {
-                self.report
-                    .skipped
-                    .push((path.display().to_string(), format!("unsupported member type {other:?}")));
+                self.report.skipped.push((
+                    display_path(path.as_os_str().as_bytes()),
+                    format!("unsupported member type {other:?}"),
+                ));
                 return Ok(());
             }
         }

@@ -467,6 +467,9 @@ fn block_volume_changed_ranges_digests_and_seed() {
     let id1 = snapshot_id(&v1);
     eprintln!("first volume push: {v1}, server received {}", received(&server) - m0);
     assert!(num(&v1, "bytes_sent") < 16 * MIB, "holes are not sent: {v1}");
+    // Every block is either sent or reused (holes counted once).
+    let blocks = size / (256 * 1024);
+    assert_eq!(num(&v1, "reused") + num(&v1, "sent"), blocks, "{v1}");
     let out1 = server.scratch("out1.img");
     server.ok(&admin, &["restore", &id1, "--block", s(&out1)]);
     assert_same_file(&img, &out1);
@@ -488,6 +491,7 @@ fn block_volume_changed_ranges_digests_and_seed() {
         (sent as f64 / changed as f64 - 1.0) * 100.0
     );
     assert!(sent >= changed, "{v2}");
+    assert_eq!(num(&v2, "reused") + num(&v2, "sent"), blocks, "{v2}");
     assert!(
         sent * 100 <= changed * 105,
         "sent {sent} for {changed} changed bytes: {v2}"
