@@ -151,6 +151,9 @@ impl Repository {
             return Err(corrupt_config("its MAC does not match: it was changed".into()));
         }
         let index_dir = cache_dir.join(config.vault_id.to_hex()).join("index");
+        if opts.fresh_index {
+            Index::destroy(&index_dir)?;
+        }
         if std::fs::create_dir_all(&index_dir).is_err() && opts.mode == IndexMode::Write {
             std::fs::create_dir_all(&index_dir).map_err(|e| Error::io(&index_dir, e))?;
         }
@@ -167,7 +170,9 @@ impl Repository {
                 gear,
             }),
         };
-        sync::sync_index(&repo)?;
+        if !opts.fresh_index {
+            sync::sync_index(&repo)?;
+        }
         Ok(repo)
     }
 
@@ -450,6 +455,10 @@ pub struct OpenOptions<'a> {
     /// For writing: wait while another process holds the index, calling this once with a
     /// message for the user; `None` fails at once with [`Error::IndexBusy`].
     pub on_wait: Option<&'a (dyn Fn(&str) + Sync)>,
+    /// Delete the local index (and its damage log) before opening, and do not bring it up
+    /// to date: the caller rebuilds it ([`sync::rebuild_index`]). This works whatever state
+    /// the cache is in, so a rebuild is always the way out of a broken cache.
+    pub fresh_index: bool,
 }
 
 impl std::fmt::Debug for OpenOptions<'_> {
@@ -457,6 +466,7 @@ impl std::fmt::Debug for OpenOptions<'_> {
         f.debug_struct("OpenOptions")
             .field("mode", &self.mode)
             .field("waits", &self.on_wait.is_some())
+            .field("fresh_index", &self.fresh_index)
             .finish()
     }
 }

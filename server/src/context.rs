@@ -107,6 +107,22 @@ pub fn open(global: &Global) -> Result<Repository> {
     let opts = OpenOptions {
         mode: IndexMode::Write,
         on_wait: Some(&say),
+        fresh_index: false,
+    };
+    open_as(global, &opts)
+}
+
+/// Opens the repository for writing with its local index deleted first (for `index
+/// rebuild`): works whatever state the cache is in.
+///
+/// # Errors
+/// As [`open`].
+pub fn open_fresh(global: &Global) -> Result<Repository> {
+    let say = |msg: &str| eprintln!("amber: {msg}");
+    let opts = OpenOptions {
+        mode: IndexMode::Write,
+        on_wait: Some(&say),
+        fresh_index: true,
     };
     open_as(global, &opts)
 }
@@ -120,6 +136,7 @@ pub fn open_read(global: &Global) -> Result<Repository> {
     let opts = OpenOptions {
         mode: IndexMode::Read,
         on_wait: None,
+        fresh_index: false,
     };
     open_as(global, &opts)
 }

@@ -594,3 +594,19 @@ fn a_member_sized_only_by_its_pax_record_is_read_by_that_size() {
     assert_eq!(fs::read(dest.join("big.txt")).unwrap(), data);
     assert_eq!(fs::read(dest.join("after.txt")).unwrap(), b"after");
 }
+
+#[test]
+fn a_broken_index_cache_still_lists_and_index_rebuild_is_the_way_out() {
+    let (repo, src, id) = repo_with_data();
+    // Garbage in every file of the RocksDB directory.
+    for f in files_under(&repo.path.join("cache")) {
+        if f.file_name().is_some_and(|n| n != "damaged.log") {
+            fs::write(&f, b"not rocksdb").unwrap();
+        }
+    }
+    assert_eq!(repo.snapshots().len(), 1, "reading works from the store alone");
+    repo.restore(&id, &repo.scratch("from-store"));
+    let out = repo.run(&["index", "rebuild"]);
+    out.expect_code(0);
+    assert_next_snapshot_is_whole(&repo, &src);
+}

@@ -148,7 +148,8 @@ impl Index {
                 overlay: None,
                 damage,
             }),
-            Err(Error::IndexBusy(_)) if mode == IndexMode::Read => Self::open_read_only(path, damage),
+            // Busy, or broken: a reader still works (read-only, or from the store alone).
+            Err(_) if mode == IndexMode::Read => Self::open_read_only(path, damage),
             Err(e) => Err(e),
         }
     }
@@ -223,12 +224,12 @@ impl Index {
         self.overlay.is_some()
     }
 
-    /// Deletes the index at `path` (it is a cache), with its damage log.
+    /// Deletes the index at `path` (it is a cache). The damage log beside it stays: a
+    /// rebuild that reads only pack directories cannot tell a damaged blob from a good one.
     ///
     /// # Errors
     /// [`Error::Io`].
     pub fn destroy(path: &Path) -> Result<()> {
-        let _ = std::fs::remove_file(path.with_file_name(DAMAGE_LOG));
         match std::fs::remove_dir_all(path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

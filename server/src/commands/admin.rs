@@ -35,7 +35,7 @@ pub fn init(g: &Global, kdf: &KdfArgs, block_size_kib: u32) -> Result<ExitCode> 
 pub fn index(g: &Global, cmd: &IndexCommand) -> Result<ExitCode> {
     match cmd {
         IndexCommand::Rebuild => {
-            let repo = context::open(g)?;
+            let repo = context::open_fresh(g)?;
             let r = rebuild_index(&repo)?;
             for (name, why) in &r.unreadable {
                 eprintln!("amber: left out {name}: {why}");
