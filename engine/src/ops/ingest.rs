@@ -129,8 +129,10 @@ pub fn snapshot_tree(repo: &Repository, source: &Path, opts: &TreeOptions) -> Re
     snapshot_paths(repo, &[source.to_path_buf()], opts)
 }
 
-/// What a tree snapshot reads: one directory, or several paths under one new root.
-enum Sources {
+/// What a tree snapshot reads: one directory, or several paths under one new root. A
+/// push reads its sources the same way, so both store the same tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Sources {
     /// One directory: the root is its tree.
     Dir(PathBuf),
     /// Several paths (directories, files, anything): the root is a directory made for the
@@ -140,7 +142,11 @@ enum Sources {
 
 impl Sources {
     /// Canonical paths, checked: one must be a directory; several must have distinct names.
-    fn new(paths: &[PathBuf]) -> Result<Self> {
+    ///
+    /// # Errors
+    /// [`Error::Io`] for a path that cannot be resolved; [`Error::InvalidArgument`] for no
+    /// path, one that is not a directory, or two with the same name.
+    pub fn new(paths: &[PathBuf]) -> Result<Self> {
         let canonical = paths
             .iter()
             .map(|p| std::fs::canonicalize(p).map_err(|e| Error::io(p, e)))
@@ -183,7 +189,7 @@ impl Sources {
     }
 
     /// The snapshot's source path: the directory, or the paths one per line.
-    fn source_path(&self) -> String {
+    pub fn source_path(&self) -> String {
         match self {
             Sources::Dir(p) => p.to_string_lossy().into_owned(),
             Sources::Several(v) => v

@@ -3,13 +3,14 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::{ErrorKind, Read};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use amber_engine::format::tree::EntryKind;
 use amber_engine::ops::exclude::Excludes;
 use amber_engine::ops::fsmeta::{NameCache, entry_from};
+use amber_engine::ops::ingest::Sources;
 use amber_engine::ops::{display_path, join_rel};
 use amber_proto::v1 as pb;
 use amber_proto::v1::push_request::Frame;
@@ -34,10 +35,10 @@ const BATCH_BYTES: usize = 2 * 1024 * 1024;
 /// An unreadable root, or the server's refusal.
 pub async fn push(remote: &Remote, args: &PushArgs, env: Option<&str>, paths: &[PathBuf]) -> Result<Outcome> {
     let started = Instant::now();
-    let roots = Roots::new(paths)?;
+    let roots = Sources::new(paths)?;
     let exclude = Excludes::load(&args.snap.exclude, &args.snap.exclude_file)?;
     let source = pb::push_header::Source::Tree(pb::TreeHeader {
-        root: roots.root_meta()?,
+        root: root_meta(&roots)?,
     });
     let h = header(remote, args, env, roots.source_path(), source);
     let (mut stream, _) = PushStream::open(remote, h).await?;
@@ -152,63 +153,13 @@ struct Batch {
     files: HashMap<u64, (PathBuf, u64)>,
 }
 
-/// What a tree push reads: one directory, or several paths under a root made for it (as
-/// `amber snapshot` does with several paths).
-enum Roots {
-    Dir(PathBuf),
-    Several(Vec<(PathBuf, OsString)>),
-}
-
-impl Roots {
-    fn new(paths: &[PathBuf]) -> Result<Self> {
-        let canonical = paths
-            .iter()
-            .map(|p| std::fs::canonicalize(p).with_context(|| format!("cannot open {}", p.display())))
-            .collect::<Result<Vec<_>>>()?;
-        if let [one] = canonical.as_slice() {
-            if !one.is_dir() {
-                bail!(
-                    "{} is not a directory (give it with another path to push a single file)",
-                    one.display()
-                );
-            }
-            return Ok(Roots::Dir(one.clone()));
-        }
-        let mut named: Vec<(PathBuf, OsString)> = Vec::new();
-        for p in canonical {
-            let name = p
-                .file_name()
-                .map(OsString::from)
-                .with_context(|| format!("{} has no name", p.display()))?;
-            if named.iter().any(|(_, n)| *n == name) {
-                bail!("two paths would both be stored as {name:?}: push them separately");
-            }
-            named.push((p, name));
-        }
-        named.sort_by(|a, b| a.1.as_bytes().cmp(b.1.as_bytes()));
-        Ok(Roots::Several(named))
-    }
-
-    /// The root directory's own metadata (none for a root made for several paths).
-    fn root_meta(&self) -> Result<Option<pb::EntryMeta>> {
-        let Roots::Dir(dir) = self else { return Ok(None) };
-        let meta = std::fs::symlink_metadata(dir).with_context(|| format!("cannot stat {}", dir.display()))?;
-        let entry = entry_from(b"", dir, &meta, &NameCache::default())
-            .with_context(|| format!("cannot read the metadata of {}", dir.display()))?;
-        Ok(Some(convert::meta(&entry)))
-    }
-
-    /// The snapshot's source path: the directory, or the paths one per line.
-    fn source_path(&self) -> String {
-        match self {
-            Roots::Dir(d) => d.to_string_lossy().into_owned(),
-            Roots::Several(v) => v
-                .iter()
-                .map(|(p, _)| p.to_string_lossy().into_owned())
-                .collect::<Vec<_>>()
-                .join("\n"),
-        }
-    }
+/// The root directory's own metadata (none for a root made for several paths).
+fn root_meta(sources: &Sources) -> Result<Option<pb::EntryMeta>> {
+    let Sources::Dir(dir) = sources else { return Ok(None) };
+    let meta = std::fs::symlink_metadata(dir).with_context(|| format!("cannot stat {}", dir.display()))?;
+    let entry = entry_from(b"", dir, &meta, &NameCache::default())
+        .with_context(|| format!("cannot read the metadata of {}", dir.display()))?;
+    Ok(Some(convert::meta(&entry)))
 }
 
 /// A directory being listed: its children as (path, name).
@@ -230,13 +181,16 @@ struct Walker {
 }
 
 impl Walker {
-    fn new(roots: &Roots, exclude: Excludes) -> Result<Self> {
-        let children = match roots {
-            Roots::Dir(root) => {
+    fn new(roots: &Sources, exclude: Excludes) -> Result<Self> {
+        let children: Vec<(PathBuf, OsString)> = match roots {
+            Sources::Dir(root) => {
                 let names = sorted_names(root).with_context(|| format!("cannot list {}", root.display()))?;
                 names.into_iter().map(|n| (root.join(&n), n)).collect()
             }
-            Roots::Several(paths) => paths.clone(),
+            Sources::Several(paths) => paths
+                .iter()
+                .map(|(p, name)| (p.clone(), OsString::from_vec(name.clone())))
+                .collect(),
         };
         Ok(Walker {
             stack: vec![Dir {
@@ -246,7 +200,7 @@ impl Walker {
             }],
             names: NameCache::default(),
             exclude,
-            several: matches!(roots, Roots::Several(_)),
+            several: matches!(roots, Sources::Several(_)),
             next_index: 0,
         })
     }
