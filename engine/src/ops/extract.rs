@@ -11,9 +11,10 @@ use filetime::FileTime;
 
 use crate::error::{Error, Result};
 use crate::format::layout::Record;
-use crate::format::tarhdr::{self, TarHeader, TarKind};
+use crate::format::tarhdr::{TarHeader, TarKind};
 use crate::format::tree::Content;
 use crate::id::SnapshotId;
+use crate::ops::members::MemberReader;
 use crate::ops::tar::{for_each_record, layer_layout, write_content};
 use crate::ops::{display_path, fsmeta};
 use crate::repo::Repository;
@@ -34,17 +35,6 @@ pub struct ExtractReport {
     pub skipped: Vec<(String, String)>,
 }
 
-#[derive(Default)]
-struct Pending {
-    header: Option<TarHeader>,
-    long_name: Option<Vec<u8>>,
-    long_link: Option<Vec<u8>>,
-    pax_path: Option<Vec<u8>>,
-    pax_link: Option<Vec<u8>>,
-    pax_mtime: Option<i64>,
-    pax_size: Option<u64>,
-}
-
 struct Extractor<'a> {
     repo: &'a Repository,
     /// Paths this layer created: whiteouts hide lower layers only.
@@ -52,7 +42,7 @@ struct Extractor<'a> {
     dest: PathBuf,
     whiteouts: bool,
     chown: bool,
-    pending: Pending,
+    members: MemberReader,
     dirs: Vec<(PathBuf, u32, i64)>,
     report: ExtractReport,
 }
@@ -72,7 +62,7 @@ pub fn extract_layer(repo: &Repository, id: SnapshotId, dest: &Path, apply_white
         dest: dest.to_path_buf(),
         whiteouts: apply_whiteouts,
         chown: fsmeta::can_chown(),
-        pending: Pending::default(),
+        members: MemberReader::default(),
         dirs: Vec::new(),
         report: ExtractReport::default(),
     };
@@ -87,74 +77,13 @@ pub fn extract_layer(repo: &Repository, id: SnapshotId, dest: &Path, apply_white
 
 impl Extractor<'_> {
     fn record(&mut self, rec: Record) -> Result<()> {
-        match rec {
-            Record::Header(block) => {
-                let h = tarhdr::parse_header(&block)
-                    .map_err(|e| Error::InvalidArgument(format!("stored tar header: {e}")))?;
-                let size = self.pending.pax_size.unwrap_or(h.size);
-                if size == 0 && !h.kind.is_meta() {
-                    return self.member(h, None);
-                }
-                self.pending.header = Some(h);
-                Ok(())
-            }
-            Record::Raw(data) => {
-                self.meta_data(&data)?;
-                Ok(())
-            }
-            Record::Member { content, .. } => match self.pending.header.take() {
-                Some(h) => self.member(h, Some(&content)),
-                None => Ok(()),
-            },
-            Record::Zeros(_) | Record::Tail { .. } | Record::End => Ok(()),
+        match self.members.record(rec)? {
+            Some((h, content)) => self.member(&h, content.as_ref()),
+            None => Ok(()),
         }
     }
 
-    /// Data of a PAX or GNU record: remembered for the next member.
-    fn meta_data(&mut self, data: &[u8]) -> Result<()> {
-        let Some(h) = self.pending.header.take() else {
-            return Ok(());
-        }; // non-zero padding
-        let text = data
-            .get(..data.iter().position(|&b| b == 0).unwrap_or(data.len()))
-            .unwrap_or_default();
-        match h.kind {
-            TarKind::GnuLongName => self.pending.long_name = Some(text.to_vec()),
-            TarKind::GnuLongLink => self.pending.long_link = Some(text.to_vec()),
-            TarKind::PaxLocal => {
-                let records =
-                    tarhdr::parse_pax(data).map_err(|e| Error::InvalidArgument(format!("PAX header: {e}")))?;
-                for (k, v) in records {
-                    match k.as_slice() {
-                        b"path" => self.pending.pax_path = Some(v),
-                        b"linkpath" => self.pending.pax_link = Some(v),
-                        b"size" => self.pending.pax_size = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()),
-                        b"mtime" => {
-                            let secs = std::str::from_utf8(&v)
-                                .ok()
-                                .and_then(|s| s.split('.').next()?.parse().ok());
-                            self.pending.pax_mtime = secs;
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
-    fn member(&mut self, mut h: TarHeader, content: Option<&Content>) -> Result<()> {
-        let p = std::mem::take(&mut self.pending);
-        if let Some(name) = p.pax_path.or(p.long_name) {
-            h.name = name;
-        }
-        if let Some(link) = p.pax_link.or(p.long_link) {
-            h.link = link;
-        }
-        if let Some(m) = p.pax_mtime {
-            h.mtime = m;
-        }
+    fn member(&mut self, h: &TarHeader, content: Option<&Content>) -> Result<()> {
         let rel = safe_relative(&h.name)?;
         if rel.as_os_str().is_empty() {
             return Ok(()); // "./" itself
@@ -164,7 +93,7 @@ impl Extractor<'_> {
             return self.whiteout(&rel, name);
         }
         let path = self.checked_target(&rel)?;
-        self.create(&h, &path, content)?;
+        self.create(h, &path, content)?;
         self.created.insert(path);
         self.report.members += 1;
         Ok(())

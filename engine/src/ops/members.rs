@@ -23,10 +23,86 @@ struct Pending {
     pax_size: Option<u64>,
 }
 
-/// Turns layout records into members.
-struct Lister<'a> {
+/// Turns a layer's layout records into its members, applying PAX `path`, `linkpath`,
+/// `mtime` and `size` and GNU long names to the member they precede: the one reading of a
+/// stored layer that listing and extraction share.
+#[derive(Default)]
+pub(crate) struct MemberReader {
     pending: Pending,
-    visit: &'a mut dyn FnMut(&[u8], &Entry) -> Result<()>,
+}
+
+impl MemberReader {
+    /// Feeds one record; returns the member it completes, if any: its header with the
+    /// overrides applied (`size` the effective one) and its content (`None` when empty).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a stored header or PAX record that does not parse.
+    pub(crate) fn record(&mut self, rec: Record) -> Result<Option<(TarHeader, Option<Content>)>> {
+        match rec {
+            Record::Header(block) => {
+                let h = tarhdr::parse_header(&block)
+                    .map_err(|e| Error::InvalidArgument(format!("stored tar header: {e}")))?;
+                let size = self.pending.pax_size.unwrap_or(h.size);
+                if size == 0 && !h.kind.is_meta() {
+                    return Ok(Some(self.member(h, None)));
+                }
+                self.pending.header = Some(h);
+                Ok(None)
+            }
+            Record::Raw(data) => self.meta_data(&data).map(|()| None),
+            Record::Member { content, .. } => Ok(self.pending.header.take().map(|h| self.member(h, Some(content)))),
+            Record::Zeros(_) | Record::Tail { .. } | Record::End => Ok(None),
+        }
+    }
+
+    /// Data of a PAX or GNU record: remembered for the next member.
+    fn meta_data(&mut self, data: &[u8]) -> Result<()> {
+        let Some(h) = self.pending.header.take() else {
+            return Ok(()); // non-zero padding
+        };
+        let text = data
+            .get(..data.iter().position(|&b| b == 0).unwrap_or(data.len()))
+            .unwrap_or_default();
+        match h.kind {
+            TarKind::GnuLongName => self.pending.long_name = Some(text.to_vec()),
+            TarKind::GnuLongLink => self.pending.long_link = Some(text.to_vec()),
+            TarKind::PaxLocal => self.pax(data)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn pax(&mut self, data: &[u8]) -> Result<()> {
+        let records = tarhdr::parse_pax(data).map_err(|e| Error::InvalidArgument(format!("PAX header: {e}")))?;
+        for (k, v) in records {
+            let number = || std::str::from_utf8(&v).ok().map(str::to_string);
+            match k.as_slice() {
+                b"path" => self.pending.pax_path = Some(v),
+                b"linkpath" => self.pending.pax_link = Some(v),
+                b"size" => self.pending.pax_size = number().and_then(|s| s.parse().ok()),
+                b"mtime" => self.pending.pax_mtime = number().and_then(|s| s.split('.').next()?.parse().ok()),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn member(&mut self, mut h: TarHeader, content: Option<Content>) -> (TarHeader, Option<Content>) {
+        let p = std::mem::take(&mut self.pending);
+        if let Some(name) = p.pax_path.or(p.long_name) {
+            h.name = name;
+        }
+        if let Some(link) = p.pax_link.or(p.long_link) {
+            h.link = link;
+        }
+        if let Some(m) = p.pax_mtime {
+            h.mtime = m;
+        }
+        if let Some(size) = p.pax_size {
+            h.size = size;
+        }
+        (h, content)
+    }
 }
 
 /// Visits every member of layer snapshot `id` in stream order, with its path (raw bytes,
@@ -46,11 +122,17 @@ pub fn for_each_member(
 ) -> Result<()> {
     let snap = repo.load_snapshot(id)?;
     let layout = layer_layout(repo, id, &snap)?;
-    let mut lister = Lister {
-        pending: Pending::default(),
-        visit,
-    };
-    for_each_record(repo, &layout, &mut |rec| lister.record(rec))
+    let mut reader = MemberReader::default();
+    for_each_record(repo, &layout, &mut |rec| {
+        let Some((h, content)) = reader.record(rec)? else {
+            return Ok(());
+        };
+        let path = member_path(&h.name);
+        match member_entry(&h, &path, content.unwrap_or(Content::None)) {
+            Some(entry) => visit(&path, &entry),
+            None => Ok(()),
+        }
+    })
 }
 
 /// Every member of layer snapshot `id`, as [`for_each_member`] visits them.
@@ -100,79 +182,6 @@ pub fn for_each_member_below(
     Ok(())
 }
 
-impl Lister<'_> {
-    fn record(&mut self, rec: Record) -> Result<()> {
-        match rec {
-            Record::Header(block) => {
-                let h = tarhdr::parse_header(&block)
-                    .map_err(|e| Error::InvalidArgument(format!("stored tar header: {e}")))?;
-                let size = self.pending.pax_size.unwrap_or(h.size);
-                if size == 0 && !h.kind.is_meta() {
-                    return self.member(h, Content::None);
-                }
-                self.pending.header = Some(h);
-                Ok(())
-            }
-            Record::Raw(data) => self.meta_data(&data),
-            Record::Member { content, .. } => match self.pending.header.take() {
-                Some(h) => self.member(h, content),
-                None => Ok(()),
-            },
-            Record::Zeros(_) | Record::Tail { .. } | Record::End => Ok(()),
-        }
-    }
-
-    /// Data of a PAX or GNU record: remembered for the next member.
-    fn meta_data(&mut self, data: &[u8]) -> Result<()> {
-        let Some(h) = self.pending.header.take() else {
-            return Ok(()); // non-zero padding
-        };
-        let text = data
-            .get(..data.iter().position(|&b| b == 0).unwrap_or(data.len()))
-            .unwrap_or_default();
-        match h.kind {
-            TarKind::GnuLongName => self.pending.long_name = Some(text.to_vec()),
-            TarKind::GnuLongLink => self.pending.long_link = Some(text.to_vec()),
-            TarKind::PaxLocal => self.pax(data)?,
-            _ => {}
-        }
-        Ok(())
-    }
-
-    fn pax(&mut self, data: &[u8]) -> Result<()> {
-        let records = tarhdr::parse_pax(data).map_err(|e| Error::InvalidArgument(format!("PAX header: {e}")))?;
-        for (k, v) in records {
-            let number = || std::str::from_utf8(&v).ok().map(str::to_string);
-            match k.as_slice() {
-                b"path" => self.pending.pax_path = Some(v),
-                b"linkpath" => self.pending.pax_link = Some(v),
-                b"size" => self.pending.pax_size = number().and_then(|s| s.parse().ok()),
-                b"mtime" => self.pending.pax_mtime = number().and_then(|s| s.split('.').next()?.parse().ok()),
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    fn member(&mut self, mut h: TarHeader, content: Content) -> Result<()> {
-        let p = std::mem::take(&mut self.pending);
-        if let Some(name) = p.pax_path.or(p.long_name) {
-            h.name = name;
-        }
-        if let Some(link) = p.pax_link.or(p.long_link) {
-            h.link = link;
-        }
-        if let Some(m) = p.pax_mtime {
-            h.mtime = m;
-        }
-        let path = member_path(&h.name);
-        let Some(entry) = member_entry(&h, &path, p.pax_size, content) else {
-            return Ok(());
-        };
-        (self.visit)(&path, &entry)
-    }
-}
-
 /// A member's path: its components without empty ones and `.`.
 fn member_path(name: &[u8]) -> Vec<u8> {
     let parts: Vec<&[u8]> = name
@@ -183,7 +192,7 @@ fn member_path(name: &[u8]) -> Vec<u8> {
 }
 
 /// The entry describing a member; `None` for the archive root and unextractable types.
-fn member_entry(h: &TarHeader, path: &[u8], pax_size: Option<u64>, content: Content) -> Option<Entry> {
+fn member_entry(h: &TarHeader, path: &[u8], content: Content) -> Option<Entry> {
     let kind = match h.kind {
         TarKind::File | TarKind::HardLink => EntryKind::File,
         TarKind::Dir => EntryKind::Dir,
@@ -204,7 +213,7 @@ fn member_entry(h: &TarHeader, path: &[u8], pax_size: Option<u64>, content: Cont
     e.mtime = Timestamp { sec: h.mtime, nsec: 0 };
     match h.kind {
         TarKind::File => {
-            e.size = pax_size.unwrap_or(h.size);
+            e.size = h.size;
             e.content = content;
         }
         TarKind::HardLink => e.link_target = member_path(&h.link),
