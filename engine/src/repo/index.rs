@@ -182,24 +182,23 @@ impl Index {
     fn open_read_only(path: &Path, damage: DamageLog) -> Result<Self> {
         let mut opts = Self::options();
         opts.set_max_open_files(-1);
-        let mut last = None;
+        // A writer's compaction may race the first attempt; a missing index is not retried.
         for _ in 0..READ_ONLY_ATTEMPTS {
-            match DB::open_cf_descriptors_read_only(&opts, path, Self::descriptors(), false) {
-                Ok(db) => {
-                    return Ok(Index {
-                        db: Some(db),
-                        path: path.to_path_buf(),
-                        overlay: Some(Mutex::default()),
-                        damage,
-                    });
-                }
-                Err(e) => last = Some(e),
+            if !path.join("CURRENT").exists() {
+                break;
+            }
+            if let Ok(db) = DB::open_cf_descriptors_read_only(&opts, path, Self::descriptors(), false) {
+                return Ok(Index {
+                    db: Some(db),
+                    path: path.to_path_buf(),
+                    overlay: Some(Mutex::default()),
+                    damage,
+                });
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        // Not even read-only (no index yet, and no room to make one): a reader can still
-        // work from the store alone, with an index in memory.
-        let _ = last;
+        // Not even read-only (no index yet and no room to make one, or a broken one): a
+        // reader can still work from the store alone, with an index in memory.
         Ok(Index {
             db: None,
             path: path.to_path_buf(),
