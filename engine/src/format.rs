@@ -9,6 +9,7 @@ pub mod config;
 pub mod keyslot;
 pub mod layout;
 pub mod pack;
+pub mod recipe;
 pub mod segment;
 pub mod snapshot;
 pub mod tarhdr;

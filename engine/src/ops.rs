@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod members;
 pub mod progress;
 pub mod ranges;
+pub mod regzip;
 pub mod restore;
 pub mod stream;
 pub mod tar;

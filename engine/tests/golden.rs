@@ -126,6 +126,7 @@ const ALL_VECTORS: &[&str] = &[
     "tar-header",
     "layout",
     "volume-list-root",
+    "recipe",
 ];
 
 /// Objects of older versions, kept as they were written: read and checked, never blessed.
@@ -1451,4 +1452,79 @@ fn vector_directory_holds_exactly_the_known_files() {
     }
     let known: BTreeSet<String> = ALL_VECTORS.iter().chain(FIXTURES).map(|s| (*s).to_string()).collect();
     assert_eq!(found, known, "format-spec/vectors/*.hex and ALL_VECTORS differ");
+}
+
+/// The plain text of the `recipe` vector.
+fn recipe_plain_text() -> Vec<u8> {
+    (0..400u32)
+        .flat_map(|i| format!("row {i}: amber keeps layers exact\n").into_bytes())
+        .collect()
+}
+
+/// The `recipe` vector rebuilds a gzip stream (flate2 level 6, one member) from its plain text.
+#[test]
+fn recipe() {
+    use amber_engine::format::recipe::{self as recipe_format, RecipeOp, RecipeReader};
+    use std::io::{Read, Write};
+    let mut v = Vectors::default();
+    let plain = recipe_plain_text();
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    enc.write_all(&plain).unwrap();
+    let gz = enc.finish().unwrap();
+    let (head, rest) = gz.split_at(10);
+    let (deflate, trailer) = rest.split_at(rest.len() - 8);
+    let config = preflate_rs::PreflateConfig::default();
+    let (analysed, _) = preflate_rs::preflate_whole_deflate_stream(deflate, &config).unwrap();
+    let ops = vec![
+        RecipeOp::Literal(head.to_vec()),
+        RecipeOp::Begin,
+        RecipeOp::Deflate {
+            plain: plain.len() as u64,
+            corrections: analysed.corrections,
+        },
+        RecipeOp::Literal(trailer.to_vec()),
+        RecipeOp::End,
+    ];
+    let mut fresh = recipe_format::recipe_start().to_vec();
+    for op in &ops {
+        fresh.extend(recipe_format::encode(op));
+    }
+    let stored = v.golden("recipe", &fresh);
+
+    // Byte offsets of recipe.md: version, LITERAL of the 10-byte header, BEGIN, DEFLATE.
+    assert_eq!(stored[0], 1, "version");
+    assert_eq!(&stored[1..6], &[1, 10, 0, 0, 0], "LITERAL, u32 length 10");
+    assert_eq!(&stored[6..8], &[0x1f, 0x8b], "the gzip magic");
+    assert_eq!(stored[16], 2, "BEGIN");
+    assert_eq!(stored[17], 3, "DEFLATE");
+    assert_eq!(&stored[18..26], &(plain.len() as u64).to_le_bytes(), "plain length");
+    assert_eq!(stored[stored.len() - 1], 4, "END");
+
+    // Rebuilt from the stored bytes: a gzip stream of the plain text.
+    let mut reader = RecipeReader::new();
+    reader.push(&stored);
+    let mut out = Vec::new();
+    let mut state = None;
+    while let Some(op) = reader.next_op().unwrap() {
+        match op {
+            RecipeOp::Literal(b) => out.extend(b),
+            RecipeOp::Begin => state = Some(preflate_rs::RecreateStreamProcessor::new()),
+            RecipeOp::Deflate { plain: n, corrections } => {
+                let piece = plain.get(..n as usize).unwrap();
+                let (bytes, _) = state
+                    .as_mut()
+                    .unwrap()
+                    .recompress(&mut std::io::Cursor::new(piece), &corrections)
+                    .unwrap();
+                out.extend(bytes);
+            }
+            RecipeOp::End => break,
+        }
+    }
+    let mut back = Vec::new();
+    flate2::read::GzDecoder::new(out.as_slice())
+        .read_to_end(&mut back)
+        .unwrap();
+    assert_eq!(back, plain);
+    assert_eq!(out, gz, "the rebuilt stream is the one given");
 }

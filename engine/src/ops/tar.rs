@@ -4,7 +4,9 @@
 //! the uncompressed stream byte for byte. The SHA-256 of that stream (the layer's diff id)
 //! is checked on every rebuild.
 
+use std::cell::RefCell;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
 use ring::digest::{Context, SHA256};
@@ -19,6 +21,7 @@ use crate::id::{BlobId, SnapshotId, TreeId};
 use crate::ops::Labels;
 use crate::ops::content::ChunkCursor;
 use crate::ops::progress::Progress;
+use crate::ops::regzip::{RecipeSummary, StreamRebuilder, StreamRecorder};
 use crate::ops::stream::{ContentSink, StreamError, store_stream};
 use crate::repo::Repository;
 use crate::repo::writer::{BlobWriter, WriteStats};
@@ -29,8 +32,11 @@ pub const DIFF_ID_KEY: &str = "oci.diff_id";
 pub const DIGEST_KEY: &str = "oci.digest";
 /// Metadata key holding the compression detected (`none`, `gzip`, `zstd`).
 pub const COMPRESSION_KEY: &str = "oci.compression";
-/// Name of the single entry at the root of a layer snapshot; its content is the layout.
+/// Name of the entry at the root of a layer snapshot whose content is the layout.
 pub const LAYOUT_ENTRY: &[u8] = b"layer.tar";
+/// Name of the entry beside it, in a layer given compressed, whose content is the recipe
+/// that rebuilds the stream as given ([`crate::format::recipe`]).
+pub const RECIPE_ENTRY: &[u8] = b"stream.recipe";
 
 /// What to record with a layer snapshot.
 #[derive(Clone, Debug, Default)]
@@ -65,6 +71,8 @@ pub struct TarSummary {
     pub digest: String,
     /// `none`, `gzip` or `zstd`.
     pub compression: &'static str,
+    /// How the stream as given is rebuilt (`None`: it was not compressed).
+    pub recipe: Option<RecipeSummary>,
     /// What the store grew by.
     pub written: WriteStats,
 }
@@ -152,10 +160,16 @@ pub fn snapshot_tar(
             "metadata key {k:?}: keys starting with \"oci.\" are reserved"
         )));
     }
+    let writer = BlobWriter::new(repo)?;
+    let recorder = Rc::new(RefCell::new(StreamRecorder::new(&writer)));
     let raw_tally = Tally::new();
     let plain_tally = Tally::new();
-    let (plain, compression) = decompressed(Tallied {
+    let recording = Recording {
         inner: input,
+        recorder: Rc::clone(&recorder),
+    };
+    let (plain, compression) = decompressed(Tallied {
+        inner: recording,
         tally: raw_tally.clone(),
     })?;
     let mut src = Tallied {
@@ -163,19 +177,21 @@ pub fn snapshot_tar(
         tally: plain_tally.clone(),
     };
     let progress = opts.progress.clone().unwrap_or_default();
-    let writer = BlobWriter::new(repo)?;
     let guard = opts.confine_paths.then(PathGuard::default);
     let (layout, members) = ingest_stream(&writer, &mut src, &progress, guard)?;
+    drop(src);
+    let recipe = Rc::try_unwrap(recorder)
+        .map_err(|_| Error::Pipeline("the stream recorder is still in use".into()))?
+        .into_inner()
+        .finish()?;
     let (diff_id, size) = plain_tally.finish();
     let (digest, input_size) = raw_tally.finish();
     let existing = repo.snapshots()?.into_iter().find(|(_, s)| {
-        s.source == SourceKind::TarLayer && s.metadata.iter().any(|(k, v)| k == DIFF_ID_KEY && *v == diff_id)
+        s.source == SourceKind::TarLayer
+            && recorded_diff_id(s) == Some(diff_id.as_str())
+            && recorded(s, DIGEST_KEY) == Some(digest.as_str())
     });
-    let mut entry = Entry::new(LAYOUT_ENTRY.to_vec(), EntryKind::File);
-    entry.size = size;
-    entry.mode = 0o644;
-    entry.content = layout;
-    let root = writer.store_meta(BlobKind::Tree, &TreeNode::new(vec![entry])?.encode())?;
+    let root = writer.store_meta(BlobKind::Tree, &layer_root(layout, size, recipe.as_ref())?.encode())?;
     let written = writer.finish()?;
     let summary = |id, snapshot, already_stored| TarSummary {
         id,
@@ -187,6 +203,7 @@ pub fn snapshot_tar(
         diff_id: diff_id.clone(),
         digest: digest.clone(),
         compression,
+        recipe: recipe.clone(),
         written,
     };
     if let Some((id, snap)) = existing {
@@ -206,6 +223,37 @@ pub fn snapshot_tar(
     let snapshot = labels.snapshot(SourceKind::TarLayer, root, None, source_name.to_string(), stats);
     let id = repo.commit_snapshot(&snapshot)?;
     Ok(summary(id, snapshot, false))
+}
+
+/// The root node of a layer snapshot: the layout, and the recipe of a compressed stream.
+fn layer_root(layout: Content, size: u64, recipe: Option<&RecipeSummary>) -> Result<TreeNode> {
+    let mut entry = Entry::new(LAYOUT_ENTRY.to_vec(), EntryKind::File);
+    entry.size = size;
+    entry.mode = 0o644;
+    entry.content = layout;
+    let mut entries = vec![entry];
+    if let Some(r) = recipe {
+        let mut e = Entry::new(RECIPE_ENTRY.to_vec(), EntryKind::File);
+        e.size = r.len;
+        e.mode = 0o644;
+        e.content = r.content.clone();
+        entries.push(e);
+    }
+    Ok(TreeNode::new(entries)?)
+}
+
+/// Passes the stream as given to the recorder of its recipe.
+struct Recording<'w, R> {
+    inner: R,
+    recorder: Rc<RefCell<StreamRecorder<'w>>>,
+}
+
+impl<R: Read> Read for Recording<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.recorder.borrow_mut().feed(buf.get(..n).unwrap_or_default());
+        Ok(n)
+    }
 }
 
 /// Parses the stream, storing member data as content and everything else in the layout.
@@ -386,10 +434,12 @@ pub fn layer_layout(repo: &Repository, id: SnapshotId, snap: &Snapshot) -> Resul
 
 /// The diff id recorded with a layer snapshot.
 pub fn recorded_diff_id(snap: &Snapshot) -> Option<&str> {
-    snap.metadata
-        .iter()
-        .find(|(k, _)| k == DIFF_ID_KEY)
-        .map(|(_, v)| v.as_str())
+    recorded(snap, DIFF_ID_KEY)
+}
+
+/// The value of one metadata key.
+pub fn recorded<'s>(snap: &'s Snapshot, key: &str) -> Option<&'s str> {
+    snap.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
 /// Visits the layout's records in order.
@@ -444,15 +494,77 @@ pub fn write_content(repo: &Repository, content: &Content, out: &mut dyn Write) 
 pub fn restore_tar(repo: &Repository, id: SnapshotId, out: &mut dyn Write) -> Result<u64> {
     let snap = repo.load_snapshot(id)?;
     let layout = layer_layout(repo, id, &snap)?;
+    rebuild_plain(repo, id, &snap, &layout, out)
+}
+
+/// Rebuilds the layer's stream exactly as it was given (gzip, zstd or plain) into `out`,
+/// checking the uncompressed stream against the diff id and the result against the
+/// recorded digest.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a compressed layer stored without a recipe (before
+/// recipes existed); [`Error::Corrupt`] when either digest does not match; store and write
+/// errors.
+pub fn restore_layer_as_given(repo: &Repository, id: SnapshotId, out: &mut dyn Write) -> Result<u64> {
+    let snap = repo.load_snapshot(id)?;
+    let layout = layer_layout(repo, id, &snap)?;
+    let node = repo.load_tree(TreeId::new(snap.root))?;
+    let Some(recipe) = node.get(RECIPE_ENTRY) else {
+        return match recorded(&snap, COMPRESSION_KEY) {
+            None | Some("none") => rebuild_plain(repo, id, &snap, &layout, out),
+            Some(other) => Err(Error::InvalidArgument(format!(
+                "layer {id} was given {other}-compressed and stored without a recipe for that stream; \
+                 only its uncompressed stream can be restored"
+            ))),
+        };
+    };
+    let tally = Tally::new();
+    let mut given = TallyWriter {
+        inner: out,
+        tally: tally.clone(),
+    };
+    let mut plain = PlainFeed {
+        rebuilder: StreamRebuilder::new(repo, &recipe.content, &mut given),
+        error: None,
+    };
+    let outcome = rebuild_plain(repo, id, &snap, &layout, &mut plain);
+    if let Some(e) = plain.error.take() {
+        return Err(e);
+    }
+    outcome?;
+    let size = plain.rebuilder.finish()?;
+    let (digest, _) = tally.finish();
+    match recorded(&snap, DIGEST_KEY) {
+        Some(expected) if expected == digest => Ok(size),
+        expected => Err(Error::Corrupt {
+            kind: "tar layer",
+            id: id.to_hex(),
+            detail: format!(
+                "rebuilt {} stream has {digest}, the snapshot records {}",
+                recorded(&snap, COMPRESSION_KEY).unwrap_or("compressed"),
+                expected.unwrap_or("nothing")
+            ),
+        }),
+    }
+}
+
+/// Writes the uncompressed stream of a layer into `out`, checking it against the diff id.
+fn rebuild_plain(
+    repo: &Repository,
+    id: SnapshotId,
+    snap: &Snapshot,
+    layout: &Content,
+    out: &mut dyn Write,
+) -> Result<u64> {
     let tally = Tally::new();
     let mut sink = TallyWriter {
         inner: out,
         tally: tally.clone(),
     };
-    for_each_record(repo, &layout, &mut |rec| emit(repo, rec, &mut sink))?;
+    for_each_record(repo, layout, &mut |rec| emit(repo, rec, &mut sink))?;
     sink.flush().map_err(|e| Error::io("tar output", e))?;
     let (digest, size) = tally.finish();
-    match recorded_diff_id(&snap) {
+    match recorded_diff_id(snap) {
         Some(expected) if expected == digest => Ok(size),
         expected => Err(Error::Corrupt {
             kind: "tar layer",
@@ -462,6 +574,28 @@ pub fn restore_tar(repo: &Repository, id: SnapshotId, out: &mut dyn Write) -> Re
                 expected.unwrap_or("nothing")
             ),
         }),
+    }
+}
+
+/// Feeds the uncompressed stream to a rebuilder, keeping its error whole.
+struct PlainFeed<'r, 'o> {
+    rebuilder: StreamRebuilder<'r, 'o>,
+    error: Option<Error>,
+}
+
+impl Write for PlainFeed<'_, '_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.rebuilder.take_plain(buf) {
+            Ok(()) => Ok(buf.len()),
+            Err(e) => {
+                let shown = std::io::Error::other(e.to_string());
+                self.error = Some(e);
+                Err(shown)
+            }
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

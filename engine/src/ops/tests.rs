@@ -523,6 +523,108 @@ mod tar {
         t
     }
 
+    fn gzip(bytes: &[u8], level: u32) -> Vec<u8> {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+        enc.write_all(bytes).unwrap();
+        enc.finish().unwrap()
+    }
+
+    #[test]
+    fn a_compressed_layer_comes_back_as_the_same_bytes_with_its_content_deduplicated() {
+        use crate::ops::tar::restore_layer_as_given;
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = init(Arc::new(MemoryBackend::new()), &tmp.path().join("cache"));
+        let text: Vec<u8> = (0..60_000u32)
+            .flat_map(|i| {
+                format!(
+                    "{i},sample-{},{:.3},notes for row {}\n",
+                    i % 97,
+                    f64::from(i) * 0.37,
+                    i / 7
+                )
+                .into_bytes()
+            })
+            .collect();
+        let plain = layer(&text);
+        let first = snapshot_tar(&repo, &mut plain.as_slice(), "plain.tar", &TarOptions::default()).unwrap();
+        assert!(first.recipe.is_none(), "an uncompressed stream needs no recipe");
+
+        let mut two_members = gzip(&plain, 6);
+        two_members.extend(gzip(b"", 9));
+        let given = [
+            ("gzip -6", gzip(&plain, 6)),
+            ("gzip -1", gzip(&plain, 1)),
+            ("two members", two_members),
+        ];
+        for (what, gz) in given {
+            let s = snapshot_tar(&repo, &mut gz.as_slice(), "layer.tar.gz", &TarOptions::default()).unwrap();
+            let recipe = s.recipe.clone().unwrap();
+            assert_eq!(recipe.kept_compressed, None, "{what}: rebuilt by preflate");
+            assert!(
+                recipe.len * 2 < gz.len() as u64,
+                "{what}: recipe of {} bytes for {}",
+                recipe.len,
+                gz.len()
+            );
+            assert!(
+                s.written.raw_new < 60_000 + recipe.len,
+                "{what}: content deduplicated, {} new",
+                s.written.raw_new
+            );
+            assert_ne!(s.id, first.id, "{what}: a new stream is its own snapshot");
+            let mut out = Vec::new();
+            restore_layer_as_given(&repo, s.id, &mut out).unwrap();
+            assert!(out == gz, "{what}: rebuilt gzip differs");
+            let mut tar = Vec::new();
+            restore_tar(&repo, s.id, &mut tar).unwrap();
+            assert!(tar == plain);
+        }
+
+        let zst = zstd::encode_all(plain.as_slice(), 3).unwrap();
+        let z = snapshot_tar(&repo, &mut zst.as_slice(), "layer.tar.zst", &TarOptions::default()).unwrap();
+        let kept = z.recipe.clone().unwrap();
+        assert!(kept.kept_compressed.unwrap().contains("zstd"));
+        assert_eq!(kept.literal, zst.len() as u64);
+        let mut out = Vec::new();
+        restore_layer_as_given(&repo, z.id, &mut out).unwrap();
+        assert!(out == zst);
+        let again = snapshot_tar(&repo, &mut zst.as_slice(), "again.tar.zst", &TarOptions::default()).unwrap();
+        assert!(again.already_stored && again.id == z.id);
+    }
+
+    #[test]
+    fn a_gzip_stream_preflate_cannot_model_is_kept_as_given_and_says_why() {
+        use crate::ops::tar::restore_layer_as_given;
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = init(Arc::new(MemoryBackend::new()), &tmp.path().join("cache"));
+        let plain = layer(&noise(200_000, 8));
+        // Deflate "stored" blocks of 1 byte each: valid gzip no compressor would write.
+        let mut gz = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+        for (i, b) in plain.iter().enumerate() {
+            gz.push(u8::from(i + 1 == plain.len()));
+            gz.extend([1, 0, 0xfe, 0xff, *b]);
+        }
+        let mut crc = flate2::Crc::new();
+        crc.update(&plain);
+        gz.extend(crc.sum().to_le_bytes());
+        gz.extend((plain.len() as u32).to_le_bytes());
+        let s = snapshot_tar(&repo, &mut gz.as_slice(), "odd.tar.gz", &TarOptions::default()).unwrap();
+        let recipe = s.recipe.clone().unwrap();
+        assert_eq!(s.diff_id, first_diff_id(&plain));
+        let why = recipe.kept_compressed.clone().unwrap_or_default();
+        let mut out = Vec::new();
+        restore_layer_as_given(&repo, s.id, &mut out).unwrap();
+        assert!(out == gz, "kept bytes rebuild the stream ({why})");
+    }
+
+    fn first_diff_id(plain: &[u8]) -> String {
+        format!(
+            "sha256:{}",
+            hex::encode(ring::digest::digest(&ring::digest::SHA256, plain).as_ref())
+        )
+    }
+
     #[test]
     fn layer_rebuilds_byte_for_byte_and_dedups_with_trees() {
         let tmp = tempfile::tempdir().unwrap();
