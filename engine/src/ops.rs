@@ -7,6 +7,7 @@ pub mod diff;
 pub mod exclude;
 pub mod extract;
 pub mod fsmeta;
+pub mod image;
 pub mod ingest;
 pub mod members;
 pub mod progress;

@@ -70,7 +70,7 @@ pub enum Command {
         path: Option<std::ffi::OsString>,
     },
     /// Restore a snapshot: a tree into a directory, a volume into an image.
-    #[command(group(ArgGroup::new("target").required(true).args(["dest", "block", "tar"])))]
+    #[command(group(ArgGroup::new("target").required(true).args(["dest", "block", "tar", "image"])))]
     Restore {
         /// Snapshot id, unique prefix, or `latest`.
         snapshot: String,
@@ -91,6 +91,12 @@ pub enum Command {
         /// When extracting a layer into DEST, apply OCI whiteouts (`.wh.` files, opaque dirs).
         #[arg(long)]
         apply_whiteouts: bool,
+        /// Write an image snapshot: an OCI layout directory, or a docker archive file.
+        #[arg(long, value_name = "OUT")]
+        image: Option<PathBuf>,
+        /// The image's format: `oci` or `docker-archive` (default: the one it was given in).
+        #[arg(long, requires = "image", value_name = "FORMAT")]
+        format: Option<String>,
     },
     /// Find files by name or path in snapshots (every snapshot, those of --env, or the
     /// ones given with --snapshot).
@@ -189,7 +195,7 @@ pub struct KdfArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("source").required(true).args(["paths", "block", "tar"])))]
+#[command(group(ArgGroup::new("source").required(true).args(["paths", "block", "tar", "image"])))]
 pub struct SnapshotArgs {
     /// Directory to snapshot; with several paths (directories or files), the snapshot's
     /// root holds each under its own name.
@@ -208,6 +214,9 @@ pub struct SnapshotArgs {
     /// Snapshot a raw volume image or block device instead, in fixed-size blocks.
     #[arg(long, value_name = "FILE")]
     pub block: Option<PathBuf>,
+    /// Snapshot a container image: an OCI image layout directory or a `docker save` archive.
+    #[arg(long, value_name = "PATH")]
+    pub image: Option<PathBuf>,
     /// Only these byte ranges changed since --parent (one `OFFSET LENGTH` per line).
     #[arg(long, requires = "block", value_name = "FILE")]
     pub changed_ranges: Option<PathBuf>,

@@ -36,8 +36,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             seed,
             tar,
             apply_whiteouts,
+            image,
+            format,
         } => {
-            include_needs_dest(&include, block.is_none() && tar.is_none())?;
+            include_needs_dest(&include, block.is_none() && tar.is_none() && image.is_none())?;
+            if let Some(out) = image {
+                return restore::image(g, &snapshot, &out, format.as_deref());
+            }
             match (dest, block, tar) {
                 (_, Some(out), _) => restore::block(g, &snapshot, &out, seed),
                 (_, _, Some(out)) => restore::tar(g, &snapshot, &out),
@@ -85,8 +90,13 @@ fn remote(cli: Cli) -> Result<ExitCode> {
             tar,
             include,
             apply_whiteouts,
+            image,
+            format: _,
         } => {
-            include_needs_dest(&include, block.is_none() && tar.is_none())?;
+            include_needs_dest(&include, block.is_none() && tar.is_none() && image.is_none())?;
+            if image.is_some() {
+                client::local_only("restore --image (images are not served yet)")?;
+            }
             if apply_whiteouts {
                 client::local_only("--apply-whiteouts (extracting a layer)")?;
             }

@@ -58,6 +58,8 @@ pub enum SourceKind {
     TarLayer = 2,
     /// A raw block volume.
     BlockVolume = 3,
+    /// A container image (an OCI image layout or a `docker save` archive).
+    Image = 4,
 }
 
 impl SourceKind {
@@ -66,6 +68,7 @@ impl SourceKind {
             1 => SourceKind::Tree,
             2 => SourceKind::TarLayer,
             3 => SourceKind::BlockVolume,
+            4 => SourceKind::Image,
             other => return Err(FormatError::invalid("source kind", format!("unknown tag {other}"))),
         })
     }
@@ -75,6 +78,7 @@ impl SourceKind {
             SourceKind::Tree => "tree",
             SourceKind::TarLayer => "tar",
             SourceKind::BlockVolume => "block",
+            SourceKind::Image => "image",
         }
     }
 }

@@ -122,8 +122,20 @@ pub fn for_each_member(
 ) -> Result<()> {
     let snap = repo.load_snapshot(id)?;
     let layout = layer_layout(repo, id, &snap)?;
+    for_each_member_of_layout(repo, &layout, visit)
+}
+
+/// Visits the members of the layer whose layout is `layout`, as [`for_each_member`] does.
+///
+/// # Errors
+/// As [`for_each_member`].
+pub fn for_each_member_of_layout(
+    repo: &Repository,
+    layout: &Content,
+    visit: &mut dyn FnMut(&[u8], &Entry) -> Result<()>,
+) -> Result<()> {
     let mut reader = MemberReader::default();
-    for_each_record(repo, &layout, &mut |rec| {
+    for_each_record(repo, layout, &mut |rec| {
         let Some((h, content)) = reader.record(rec)? else {
             return Ok(());
         };

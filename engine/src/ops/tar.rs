@@ -486,6 +486,43 @@ pub fn write_content(repo: &Repository, content: &Content, out: &mut dyn Write) 
     Ok(written)
 }
 
+/// What rebuilds one layer: its root node and what it must prove.
+#[derive(Clone, Debug)]
+pub struct LayerRef {
+    /// The layer's root node (`layer.tar`, and `stream.recipe` when given compressed).
+    pub root: TreeId,
+    /// `sha256:<hex>` of the uncompressed stream.
+    pub diff_id: String,
+    /// `sha256:<hex>` of the stream as given.
+    pub digest: String,
+    /// `none`, `gzip` or `zstd`.
+    pub compression: String,
+    /// How errors name it (a snapshot id, or a blob of an image).
+    pub name: String,
+}
+
+impl LayerRef {
+    /// The layer of a layer snapshot.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the snapshot is not a layer.
+    pub fn of_snapshot(id: SnapshotId, snap: &Snapshot) -> Result<Self> {
+        if snap.source != SourceKind::TarLayer {
+            return Err(Error::InvalidArgument(format!(
+                "snapshot {id} is a {} snapshot, not a tar layer",
+                snap.source.name()
+            )));
+        }
+        Ok(LayerRef {
+            root: TreeId::new(snap.root),
+            diff_id: recorded_diff_id(snap).unwrap_or_default().to_string(),
+            digest: recorded(snap, DIGEST_KEY).unwrap_or_default().to_string(),
+            compression: recorded(snap, COMPRESSION_KEY).unwrap_or("none").to_string(),
+            name: id.to_hex(),
+        })
+    }
+}
+
 /// Rebuilds the layer's uncompressed tar stream into `out` and checks its SHA-256 against
 /// the recorded diff id.
 ///
@@ -493,28 +530,34 @@ pub fn write_content(repo: &Repository, content: &Content, out: &mut dyn Write) 
 /// [`Error::Corrupt`] when the rebuilt stream does not match; store and write errors.
 pub fn restore_tar(repo: &Repository, id: SnapshotId, out: &mut dyn Write) -> Result<u64> {
     let snap = repo.load_snapshot(id)?;
-    let layout = layer_layout(repo, id, &snap)?;
-    rebuild_plain(repo, id, &snap, &layout, out)
+    rebuild_layer_plain(repo, &LayerRef::of_snapshot(id, &snap)?, out)
 }
 
-/// Rebuilds the layer's stream exactly as it was given (gzip, zstd or plain) into `out`,
-/// checking the uncompressed stream against the diff id and the result against the
-/// recorded digest.
+/// Rebuilds the layer's stream exactly as it was given (gzip, zstd or plain) into `out`.
+///
+/// # Errors
+/// As [`rebuild_layer_as_given`].
+pub fn restore_layer_as_given(repo: &Repository, id: SnapshotId, out: &mut dyn Write) -> Result<u64> {
+    let snap = repo.load_snapshot(id)?;
+    rebuild_layer_as_given(repo, &LayerRef::of_snapshot(id, &snap)?, out)
+}
+
+/// Rebuilds a layer's stream exactly as it was given into `out`, checking the uncompressed
+/// stream against the diff id and the result against the digest.
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for a compressed layer stored without a recipe (before
 /// recipes existed); [`Error::Corrupt`] when either digest does not match; store and write
 /// errors.
-pub fn restore_layer_as_given(repo: &Repository, id: SnapshotId, out: &mut dyn Write) -> Result<u64> {
-    let snap = repo.load_snapshot(id)?;
-    let layout = layer_layout(repo, id, &snap)?;
-    let node = repo.load_tree(TreeId::new(snap.root))?;
+pub fn rebuild_layer_as_given(repo: &Repository, layer: &LayerRef, out: &mut dyn Write) -> Result<u64> {
+    let node = repo.load_tree(layer.root)?;
     let Some(recipe) = node.get(RECIPE_ENTRY) else {
-        return match recorded(&snap, COMPRESSION_KEY) {
-            None | Some("none") => rebuild_plain(repo, id, &snap, &layout, out),
-            Some(other) => Err(Error::InvalidArgument(format!(
-                "layer {id} was given {other}-compressed and stored without a recipe for that stream; \
-                 only its uncompressed stream can be restored"
+        return match layer.compression.as_str() {
+            "none" => rebuild_layer_plain(repo, layer, out),
+            other => Err(Error::InvalidArgument(format!(
+                "layer {} was given {other}-compressed and stored without a recipe for that stream; \
+                 only its uncompressed stream can be restored",
+                layer.name
             ))),
         };
     };
@@ -527,53 +570,57 @@ pub fn restore_layer_as_given(repo: &Repository, id: SnapshotId, out: &mut dyn W
         rebuilder: StreamRebuilder::new(repo, &recipe.content, &mut given),
         error: None,
     };
-    let outcome = rebuild_plain(repo, id, &snap, &layout, &mut plain);
+    let outcome = rebuild_layer_plain(repo, layer, &mut plain);
     if let Some(e) = plain.error.take() {
         return Err(e);
     }
     outcome?;
     let size = plain.rebuilder.finish()?;
     let (digest, _) = tally.finish();
-    match recorded(&snap, DIGEST_KEY) {
-        Some(expected) if expected == digest => Ok(size),
-        expected => Err(Error::Corrupt {
+    if digest == layer.digest {
+        Ok(size)
+    } else {
+        Err(Error::Corrupt {
             kind: "tar layer",
-            id: id.to_hex(),
+            id: layer.name.clone(),
             detail: format!(
-                "rebuilt {} stream has {digest}, the snapshot records {}",
-                recorded(&snap, COMPRESSION_KEY).unwrap_or("compressed"),
-                expected.unwrap_or("nothing")
+                "rebuilt {} stream has {digest}, the layer records {}",
+                layer.compression, layer.digest
             ),
-        }),
+        })
     }
 }
 
 /// Writes the uncompressed stream of a layer into `out`, checking it against the diff id.
-fn rebuild_plain(
-    repo: &Repository,
-    id: SnapshotId,
-    snap: &Snapshot,
-    layout: &Content,
-    out: &mut dyn Write,
-) -> Result<u64> {
+///
+/// # Errors
+/// [`Error::Corrupt`] when the rebuilt stream does not match; store and write errors.
+pub fn rebuild_layer_plain(repo: &Repository, layer: &LayerRef, out: &mut dyn Write) -> Result<u64> {
+    let node = repo.load_tree(layer.root)?;
+    let layout = node
+        .get(LAYOUT_ENTRY)
+        .map(|e| e.content.clone())
+        .ok_or_else(|| Error::Corrupt {
+            kind: "tree",
+            id: layer.root.to_hex(),
+            detail: "layer without its layout".into(),
+        })?;
     let tally = Tally::new();
     let mut sink = TallyWriter {
         inner: out,
         tally: tally.clone(),
     };
-    for_each_record(repo, layout, &mut |rec| emit(repo, rec, &mut sink))?;
+    for_each_record(repo, &layout, &mut |rec| emit(repo, rec, &mut sink))?;
     sink.flush().map_err(|e| Error::io("tar output", e))?;
     let (digest, size) = tally.finish();
-    match recorded_diff_id(snap) {
-        Some(expected) if expected == digest => Ok(size),
-        expected => Err(Error::Corrupt {
+    if digest == layer.diff_id {
+        Ok(size)
+    } else {
+        Err(Error::Corrupt {
             kind: "tar layer",
-            id: id.to_hex(),
-            detail: format!(
-                "rebuilt stream has {digest}, the snapshot records {}",
-                expected.unwrap_or("nothing")
-            ),
-        }),
+            id: layer.name.clone(),
+            detail: format!("rebuilt stream has {digest}, the layer records {}", layer.diff_id),
+        })
     }
 }
 

@@ -39,6 +39,9 @@ pub fn run(g: &Global, args: &PushArgs) -> Result<ExitCode> {
             ..remote
         };
         let env = g.env.as_deref();
+        if args.snap.image.is_some() {
+            crate::client::local_only("push --image (images are not pushed yet)")?;
+        }
         let outcome = if let Some(layer) = &args.snap.tar {
             super::push_tar::push(&remote, args, env, layer).await?
         } else if let Some(image) = &args.snap.block {

@@ -90,7 +90,18 @@ pub fn local(g: &Global, name: &str, path: &[u8]) -> Result<ExitCode> {
     let entry = match snap.source {
         SourceKind::TarLayer => layer_file(&repo, id, &rel)?,
         SourceKind::Tree | SourceKind::BlockVolume => tree_entry(&repo, TreeId::new(snap.root), &rel)?,
+        SourceKind::Image => amber_engine::ops::image::view::listing(&repo, id, &snap)?
+            .into_iter()
+            .find(|(p, _)| *p == rel)
+            .map(|(_, e)| e)
+            .ok_or_else(|| anyhow::anyhow!("{} is not in image {id}", display_path(&rel)))?,
     };
+    if matches!(entry.content, amber_engine::format::tree::Content::Tree(_)) {
+        anyhow::bail!(
+            "{} is a layer of image {id}: restore the image with --image OUT, or dump a file below it",
+            display_path(&rel)
+        );
+    }
     check_file(&entry, &rel)?;
     stdout_is_data();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());

@@ -6,10 +6,12 @@ use amber_engine::format::snapshot::{Snapshot, SourceKind};
 use amber_engine::format::tree::Entry;
 use amber_engine::id::{SnapshotId, TreeId};
 use amber_engine::ops::diff::{Change, diff_trees};
+use amber_engine::ops::image::view as image_view;
 use amber_engine::ops::members::for_each_member_below;
 use amber_engine::ops::walk::{find_dir, walk};
 use amber_engine::ops::{display_path, trim_slashes};
-use anyhow::{Result, bail};
+use amber_engine::repo::Repository;
+use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value, json};
 
 use crate::cli::Global;
@@ -157,6 +159,14 @@ pub fn ls(g: &Global, name: &str, subpath: Option<&[u8]>) -> Result<ExitCode> {
     };
     if snap.source == SourceKind::TarLayer {
         for_each_member_below(&repo, id, sub, true, &mut keep)?;
+    } else if snap.source == SourceKind::Image {
+        let below =
+            |p: &[u8]| sub.is_empty() || p == sub || p.strip_prefix(sub).is_some_and(|r| r.first() == Some(&b'/'));
+        for (path, e) in image_view::listing(&repo, id, &snap)? {
+            if below(&path) {
+                keep(&path, &e)?;
+            }
+        }
     } else {
         walk(&repo, find_dir(&repo, tree_root(&id, &snap)?, sub)?, sub, &mut keep)?;
     }
@@ -194,8 +204,69 @@ pub fn diff(g: &Global, a: &str, b: &str) -> Result<ExitCode> {
     let repo = context::open_read(g)?;
     let (ida, sa) = repo.resolve_snapshot(a, g.env.as_deref())?;
     let (idb, sb) = repo.resolve_snapshot(b, g.env.as_deref())?;
+    if sa.source == SourceKind::Image && sb.source == SourceKind::Image {
+        return diff_images(g, &repo, (&ida, &sa), (&idb, &sb));
+    }
     let changes = diff_trees(&repo, tree_root(&ida, &sa)?, tree_root(&idb, &sb)?)?;
     print_diff(g, &ida, &idb, &changes)
+}
+
+/// Two images: their layers position by position, and their flattened file systems (the
+/// first image of each, whiteouts applied).
+fn diff_images(
+    g: &Global,
+    repo: &Repository,
+    a: (&SnapshotId, &Snapshot),
+    b: (&SnapshotId, &Snapshot),
+) -> Result<ExitCode> {
+    let first = |(id, snap): (&SnapshotId, &Snapshot)| -> Result<image_view::ManifestView> {
+        image_view::manifests(repo, *id, snap)?
+            .into_iter()
+            .next()
+            .with_context(|| format!("image {id} holds no image manifest"))
+    };
+    let (ma, mb) = (first(a)?, first(b)?);
+    let layers = layer_changes(&ma, &mb);
+    let changes = image_view::diff_flattened(&image_view::flattened(repo, &ma)?, &image_view::flattened(repo, &mb)?);
+    let mut value = diff_json(a.0, b.0, &changes);
+    if let Value::Object(obj) = &mut value {
+        obj.insert(
+            "layers".into(),
+            Value::Array(layers.iter().map(|(_, v)| v.clone()).collect()),
+        );
+    }
+    emit(g.json, &value, || {
+        let mut lines: Vec<String> = layers.iter().map(|(line, _)| line.clone()).collect();
+        lines.push(diff_text(&changes));
+        lines.join("\n")
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Position by position: `same`, `changed`, `added` or `removed`, as a text line and JSON.
+fn layer_changes(a: &image_view::ManifestView, b: &image_view::ManifestView) -> Vec<(String, Value)> {
+    let n = a.layers.len().max(b.layers.len());
+    (0..n)
+        .map(|i| {
+            let (x, y) = (a.layers.get(i).map(|l| &l.1), b.layers.get(i).map(|l| &l.1));
+            let change = match (x, y) {
+                (Some(x), Some(y)) if x.diff_id == y.diff_id => "same",
+                (Some(_), Some(_)) => "changed",
+                (None, _) => "added",
+                (_, None) => "removed",
+            };
+            let diff_id = |l: Option<&amber_engine::ops::tar::LayerRef>| l.map(|l| l.diff_id.clone());
+            let line = format!(
+                "layer {i}: {change} ({} -> {})",
+                diff_id(x).unwrap_or_else(|| "none".into()),
+                diff_id(y).unwrap_or_else(|| "none".into())
+            );
+            (
+                line,
+                json!({"index": i, "change": change, "from": diff_id(x), "to": diff_id(y)}),
+            )
+        })
+        .collect()
 }
 
 fn change_json(c: &Change) -> Value {
@@ -210,9 +281,14 @@ fn change_json(c: &Change) -> Value {
 
 /// Prints changes as restic-style lines or JSON.
 pub fn print_diff(g: &Global, ida: &SnapshotId, idb: &SnapshotId, changes: &[Change]) -> Result<ExitCode> {
+    emit(g.json, &diff_json(ida, idb, changes), || diff_text(changes));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn diff_json(ida: &SnapshotId, idb: &SnapshotId, changes: &[Change]) -> Value {
     let count = |k| changes.iter().filter(|c| c.kind == k).count();
     use amber_engine::ops::diff::ChangeKind as K;
-    let value = json!({
+    json!({
         "from": ida.to_hex(),
         "to": idb.to_hex(),
         "changes": changes.iter().map(change_json).collect::<Vec<_>>(),
@@ -221,21 +297,23 @@ pub fn print_diff(g: &Global, ida: &SnapshotId, idb: &SnapshotId, changes: &[Cha
         "modified": count(K::Modified),
         "metadata": count(K::Metadata),
         "type_changed": count(K::TypeChanged),
-    });
-    emit(g.json, &value, || {
-        let mut lines: Vec<String> = changes
-            .iter()
-            .map(|c| format!("{}    /{}", c.kind.letter(), display_path(&c.path)))
-            .collect();
-        lines.push(format!(
-            "{} added, {} removed, {} modified, {} metadata only, {} type changed",
-            count(K::Added),
-            count(K::Removed),
-            count(K::Modified),
-            count(K::Metadata),
-            count(K::TypeChanged)
-        ));
-        lines.join("\n")
-    });
-    Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn diff_text(changes: &[Change]) -> String {
+    let count = |k| changes.iter().filter(|c| c.kind == k).count();
+    use amber_engine::ops::diff::ChangeKind as K;
+    let mut lines: Vec<String> = changes
+        .iter()
+        .map(|c| format!("{}    /{}", c.kind.letter(), display_path(&c.path)))
+        .collect();
+    lines.push(format!(
+        "{} added, {} removed, {} modified, {} metadata only, {} type changed",
+        count(K::Added),
+        count(K::Removed),
+        count(K::Modified),
+        count(K::Metadata),
+        count(K::TypeChanged)
+    ));
+    lines.join("\n")
 }

@@ -11,6 +11,7 @@ use amber_engine::id::TreeId;
 use amber_engine::ops::block::{BlockRestoreOptions, restore_block};
 use amber_engine::ops::display_path;
 use amber_engine::ops::extract::extract_layer;
+use amber_engine::ops::image::{ImageFormat, restore_image};
 use amber_engine::ops::restore::{PathError, RestoreOptions, restore_tree};
 use amber_engine::ops::tar::restore_tar;
 use amber_engine::repo::Repository;
@@ -69,6 +70,7 @@ pub fn run(g: &Global, name: &str, dest: &Path, include: Vec<String>, whiteouts:
         SourceKind::TarLayer if include.is_empty() => return extract(g, &repo, id, dest, whiteouts),
         SourceKind::TarLayer => bail!("--include applies to tree snapshots; snapshot {id} is a tar layer"),
         SourceKind::BlockVolume => bail!("snapshot {id} is a block volume: restore it with --block OUT"),
+        SourceKind::Image => bail!("snapshot {id} is a container image: restore it with --image OUT"),
     }
     let display = ProgressDisplay::start("restore");
     let opts = RestoreOptions {
@@ -179,6 +181,39 @@ fn extract(g: &Global, repo: &Repository, id: SnapshotId, dest: &Path, whiteouts
             dest.display(),
             r.members,
             r.whiteouts
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `restore SNAPSHOT --image OUT [--format F]`.
+pub fn image(g: &Global, name: &str, out: &Path, format: Option<&str>) -> Result<ExitCode> {
+    let started = Instant::now();
+    let repo = context::open_read(g)?;
+    let (id, _) = repo.resolve_snapshot(name, g.env.as_deref())?;
+    let format = format.map(ImageFormat::parse).transpose()?;
+    let display = ProgressDisplay::start("restore");
+    let result = restore_image(&repo, id, out, format);
+    display.finish();
+    let r = result?;
+    let mut obj = restore_head(&id.to_hex(), "image", out);
+    let counts = json!({
+        "format": r.format,
+        "files": r.files,
+        "layers": r.layers,
+        "bytes": r.bytes,
+        "duration_seconds": started.elapsed().as_secs_f64(),
+    });
+    extend(&mut obj, counts);
+    emit(g.json, &Value::Object(obj), || {
+        format!(
+            "restored image {} to {} as {}: {} files, {} layers, {}; every digest verified",
+            id.short(),
+            out.display(),
+            r.format,
+            r.files,
+            r.layers,
+            bytes(r.bytes)
         )
     });
     Ok(ExitCode::SUCCESS)

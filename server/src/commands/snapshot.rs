@@ -6,6 +6,7 @@ use amber_engine::format::snapshot::Snapshot;
 use amber_engine::ops::Labels;
 use amber_engine::ops::block::{BlockOptions, snapshot_block};
 use amber_engine::ops::exclude::Excludes;
+use amber_engine::ops::image::{ImageLayer, ImageOptions, ImageSummary, snapshot_image};
 use amber_engine::ops::ingest::{ParentChoice, TreeOptions, snapshot_paths};
 use amber_engine::ops::ranges::{NOTHING_CHANGED, load_ranges};
 use amber_engine::ops::tar::{TarOptions, snapshot_tar};
@@ -109,6 +110,9 @@ pub fn run(g: &Global, args: &SnapshotArgs) -> Result<ExitCode> {
     }
     if let Some(layer) = &args.tar {
         return tar(g, &repo, layer, args);
+    }
+    if let Some(path) = &args.image {
+        return image(g, &repo, path, args);
     }
     if args.paths.is_empty() {
         bail!("give a directory, --tar FILE or --block FILE")
@@ -287,6 +291,7 @@ fn tar(g: &Global, repo: &Repository, layer: &std::path::Path, args: &SnapshotAr
         "diff_id": s.diff_id,
         "digest": s.digest,
         "compression": s.compression,
+        "kept_compressed": s.recipe.as_ref().and_then(|r| r.kept_compressed.clone()),
     });
     extend_value(&mut value, extra);
     emit(g.json, &value, || {
@@ -307,4 +312,88 @@ fn tar(g: &Global, repo: &Repository, layer: &std::path::Path, args: &SnapshotAr
         )
     });
     Ok(ExitCode::SUCCESS)
+}
+
+fn image(g: &Global, repo: &Repository, path: &std::path::Path, args: &SnapshotArgs) -> Result<ExitCode> {
+    let display = ProgressDisplay::start("snapshot");
+    let opts = ImageOptions {
+        labels: labels(g, args),
+        progress: Some(display.counters()),
+    };
+    let started = std::time::Instant::now();
+    let result = snapshot_image(repo, path, &opts);
+    display.finish();
+    let s = result?;
+    let st = &s.snapshot.stats;
+    let created = Created {
+        id: s.id.to_hex(),
+        already_stored: false,
+        files: st.files,
+        dirs: st.dirs,
+        bytes: st.bytes,
+        bytes_read: st.bytes,
+        bytes_new: s.written.bytes_new,
+        blobs_new: s.written.blobs_new,
+        skipped: 0,
+        duration_seconds: started.elapsed().as_secs_f64(),
+    };
+    let mut value = created.json();
+    local_fields(&mut value, &s.snapshot, &s.written, &[]);
+    let layers: Vec<Value> = s.layers.iter().map(image_layer_json).collect();
+    extend_value(
+        &mut value,
+        json!({"format": s.format.name(), "layers": layers, "unreferenced": s.unreferenced}),
+    );
+    emit(g.json, &value, || image_text(&s));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn image_layer_json(l: &ImageLayer) -> Value {
+    let mut obj = Map::new();
+    put_path(&mut obj, "path", &l.path);
+    extend(
+        &mut obj,
+        json!({
+            "snapshot": l.snapshot.to_hex(),
+            "already_stored": l.already_stored,
+            "digest": l.digest,
+            "diff_id": l.diff_id,
+            "compression": l.compression,
+            "size": l.size,
+            "kept_compressed": l.kept_compressed,
+        }),
+    );
+    Value::Object(obj)
+}
+
+fn image_text(s: &ImageSummary) -> String {
+    let mut lines = vec![format!(
+        "image ({}): {} files kept as given, {} layers",
+        s.format.name(),
+        s.files,
+        s.layers.len()
+    )];
+    for l in &s.layers {
+        lines.push(format!(
+            "  layer {} ({}, {}){}{}",
+            l.digest,
+            l.compression,
+            bytes(l.size),
+            if l.already_stored { ", already stored" } else { "" },
+            l.kept_compressed
+                .as_ref()
+                .map(|why| format!(", compressed bytes kept: {why}"))
+                .unwrap_or_default()
+        ));
+    }
+    if !s.unreferenced.is_empty() {
+        lines.push(format!("left out {} blobs nothing refers to", s.unreferenced.len()));
+    }
+    lines.push(format!(
+        "added to the repository: {} ({} stored)\nsnapshot {}",
+        bytes(s.written.raw_new),
+        bytes(s.written.bytes_new),
+        s.id
+    ));
+    lines.join("\n")
 }

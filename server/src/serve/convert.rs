@@ -18,6 +18,7 @@ pub fn source_kind(kind: SourceKind) -> pb::SourceKind {
         SourceKind::Tree => pb::SourceKind::Tree,
         SourceKind::TarLayer => pb::SourceKind::Tar,
         SourceKind::BlockVolume => pb::SourceKind::Volume,
+        SourceKind::Image => pb::SourceKind::Image,
     }
 }
 

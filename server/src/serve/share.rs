@@ -44,6 +44,11 @@ pub fn share_snapshot(
         SourceKind::Tree => copy_tree(&from.repo, &to.repo, &snap, &labels),
         SourceKind::TarLayer => copy_layer(&from.repo, &to.repo, id, &snap, labels),
         SourceKind::BlockVolume => copy_volume(&from.repo, &to.repo, &snap, &labels),
+        SourceKind::Image => {
+            return Err(Status::failed_precondition(format!(
+                "snapshot {id} is a container image; sharing images is not supported yet"
+            )));
+        }
     }
     .map_err(|e| from_engine(&e))?;
     Ok(pb::ShareSnapshotResponse {
