@@ -65,6 +65,8 @@ pub struct ImageLayer {
     pub size: u64,
     /// Why its compressed bytes are kept rather than rebuilt, when they are.
     pub kept_compressed: Option<String>,
+    /// What storing it added to the store.
+    pub written: WriteStats,
 }
 
 /// What an image snapshot did.
@@ -211,6 +213,7 @@ fn image_layer(name: &[u8], layer: &TarSummary, size: u64) -> ImageLayer {
         compression: layer.compression.to_string(),
         size,
         kept_compressed: layer.recipe.as_ref().and_then(|r| r.kept_compressed.clone()),
+        written: layer.written,
     }
 }
 

@@ -361,6 +361,8 @@ fn image_layer_json(l: &ImageLayer) -> Value {
             "compression": l.compression,
             "size": l.size,
             "kept_compressed": l.kept_compressed,
+            "bytes_new": l.written.bytes_new,
+            "raw_bytes_new": l.written.raw_new,
         }),
     );
     Value::Object(obj)
