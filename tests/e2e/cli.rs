@@ -107,6 +107,10 @@ const SCHEMA: &[(&str, Fields)] = &[
             ("diff_id", Str, Opt, No),
             ("digest", Str, Opt, No),
             ("compression", Str, Opt, No),
+            ("kept_compressed", StrOrNull, Opt, No),
+            ("format", Str, Opt, No),
+            ("layers", Arr("image-layer"), Opt, No),
+            ("unreferenced", ArrOfStr, Opt, No),
             ("block_size", Int, Opt, No),
             ("blocks", Int, Opt, No),
             ("holes", Int, Opt, No),
@@ -116,6 +120,22 @@ const SCHEMA: &[(&str, Fields)] = &[
             ("reused", Int, No, Yes),
             ("sent", Int, No, Yes),
             ("empty_files", Int, No, Yes),
+        ],
+    ),
+    (
+        "image-layer",
+        &[
+            ("path", Str, Yes, No),
+            ("path_base64", Str, Opt, No),
+            ("snapshot", Str, Yes, No),
+            ("already_stored", Bool, Yes, No),
+            ("digest", Str, Yes, No),
+            ("diff_id", Str, Yes, No),
+            ("compression", Str, Yes, No),
+            ("size", Int, Yes, No),
+            ("kept_compressed", StrOrNull, Yes, No),
+            ("bytes_new", Int, Yes, No),
+            ("raw_bytes_new", Int, Yes, No),
         ],
     ),
     (
@@ -173,6 +193,16 @@ const SCHEMA: &[(&str, Fields)] = &[
             ("modified", Int, Yes, Yes),
             ("metadata", Int, Yes, Yes),
             ("type_changed", Int, Yes, Yes),
+            ("layers", Arr("layer-change"), Opt, No),
+        ],
+    ),
+    (
+        "layer-change",
+        &[
+            ("index", Int, Yes, No),
+            ("change", Str, Yes, No),
+            ("from", StrOrNull, Yes, No),
+            ("to", StrOrNull, Yes, No),
         ],
     ),
     (
@@ -233,6 +263,20 @@ const SCHEMA: &[(&str, Fields)] = &[
             ("duration_seconds", Num, Yes, Yes),
             ("bytes_fetched", Int, No, Yes),
             ("resumed_from", Int, No, Yes),
+        ],
+    ),
+    (
+        "restore-image",
+        &[
+            ("snapshot", Str, Yes, No),
+            ("kind", Str, Yes, No),
+            ("target", Str, Yes, No),
+            ("target_base64", Str, Opt, No),
+            ("format", Str, Yes, No),
+            ("files", Int, Yes, No),
+            ("layers", Int, Yes, No),
+            ("bytes", Int, Yes, No),
+            ("duration_seconds", Num, Yes, No),
         ],
     ),
     (
@@ -327,7 +371,7 @@ const SCHEMA: &[(&str, Fields)] = &[
 
 /// Where a document came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Mode {
+pub(crate) enum Mode {
     Local,
     Server,
 }
@@ -392,7 +436,7 @@ fn check_into(doc: &str, v: &Value, mode: Mode, at: &str, problems: &mut Vec<Str
 
 /// Asserts that `v` is a `doc` document of `mode`.
 #[track_caller]
-fn check(doc: &str, v: &Value, mode: Mode) {
+pub(crate) fn check(doc: &str, v: &Value, mode: Mode) {
     let mut problems = Vec::new();
     check_into(doc, v, mode, doc, &mut problems);
     assert!(problems.is_empty(), "{mode:?} {doc}:\n{}\nin {v}", problems.join("\n"));

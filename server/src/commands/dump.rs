@@ -96,7 +96,10 @@ pub fn local(g: &Global, name: &str, path: &[u8]) -> Result<ExitCode> {
             .map(|(_, e)| e)
             .ok_or_else(|| anyhow::anyhow!("{} is not in image {id}", display_path(&rel)))?,
     };
-    if matches!(entry.content, amber_engine::format::tree::Content::Tree(_)) {
+    if snap.source == SourceKind::Image
+        && entry.kind == amber_engine::format::tree::EntryKind::File
+        && matches!(entry.content, amber_engine::format::tree::Content::Tree(_))
+    {
         anyhow::bail!(
             "{} is a layer of image {id}: restore the image with --image OUT, or dump a file below it",
             display_path(&rel)
