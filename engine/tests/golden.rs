@@ -127,6 +127,7 @@ const ALL_VECTORS: &[&str] = &[
     "layout",
     "volume-list-root",
     "recipe",
+    "image-node",
 ];
 
 /// Objects of older versions, kept as they were written: read and checked, never blessed.
@@ -1527,4 +1528,65 @@ fn recipe() {
         .unwrap();
     assert_eq!(back, plain);
     assert_eq!(out, gz, "the rebuilt stream is the one given");
+}
+
+/// The `image-node` vector: a directory of an image snapshot's tree holding a file kept
+/// byte for byte and a layer blob naming a layer root (image.md).
+#[test]
+fn image_node() {
+    use amber_engine::ops::image::{XATTR_COMPRESSION, XATTR_DIFF_ID, XATTR_DIGEST, XATTR_LAYER_SNAPSHOT, layer_ref};
+    let mut v = Vectors::default();
+    let keys = keys();
+    let index = small_chunk();
+    let mut file = Entry::new(b"index.json".to_vec(), EntryKind::File);
+    file.mode = 0o644;
+    file.size = index.len() as u64;
+    file.content = Content::Inline(vec![ChunkRef {
+        id: ChunkId::new(keys.ids.chunk.hash(&index)),
+        len: index.len() as u32,
+    }]);
+    let blob_hex = "ab".repeat(32);
+    let mut layer = Entry::new(blob_hex.clone().into_bytes(), EntryKind::File);
+    layer.mode = 0o644;
+    layer.size = 1234;
+    layer.content = Content::Tree(TreeId::new(Hash32::from_bytes([0x4c; 32])));
+    layer.xattrs = vec![
+        (XATTR_LAYER_SNAPSHOT.to_vec(), "5a".repeat(32).into_bytes()),
+        (XATTR_COMPRESSION.to_vec(), b"gzip".to_vec()),
+        (
+            XATTR_DIFF_ID.to_vec(),
+            format!("sha256:{}", "cd".repeat(32)).into_bytes(),
+        ),
+        (XATTR_DIGEST.to_vec(), format!("sha256:{blob_hex}").into_bytes()),
+    ];
+    let fresh = TreeNode::new(vec![layer, file]).unwrap().encode();
+    let stored = v.golden("image-node", &fresh);
+    let node = TreeNode::decode(&stored).unwrap();
+    let names: Vec<&[u8]> = node.entries().iter().map(|e| e.name.as_slice()).collect();
+    assert_eq!(
+        names,
+        vec![blob_hex.as_bytes(), b"index.json".as_slice()],
+        "sorted by name"
+    );
+    let l = layer_ref(&node.entries()[0], b"blobs/sha256/abab").unwrap();
+    assert_eq!(l.root, TreeId::new(Hash32::from_bytes([0x4c; 32])));
+    assert_eq!(
+        (l.compression.as_str(), l.digest.as_str()),
+        ("gzip", format!("sha256:{blob_hex}").as_str())
+    );
+    assert_eq!(l.diff_id, format!("sha256:{}", "cd".repeat(32)));
+    let xattr_names: Vec<&[u8]> = node.entries()[0].xattrs.iter().map(|(k, _)| k.as_slice()).collect();
+    assert_eq!(
+        xattr_names,
+        vec![
+            &b"amber.layer.snapshot"[..],
+            b"amber.oci.compression",
+            b"amber.oci.diff_id",
+            b"amber.oci.digest"
+        ]
+    );
+    assert!(
+        layer_ref(&node.entries()[1], b"index.json").is_err(),
+        "a plain file is no layer"
+    );
 }

@@ -289,7 +289,7 @@ fn store_tree(writer: &BlobWriter, leaves: BTreeMap<Vec<u8>, Entry>) -> Result<(
 }
 
 /// A layer entry's reference, from its xattrs.
-pub(crate) fn layer_ref(entry: &Entry, path: &[u8]) -> Result<LayerRef> {
+pub fn layer_ref(entry: &Entry, path: &[u8]) -> Result<LayerRef> {
     let Content::Tree(root) = entry.content else {
         return Err(Error::Pipeline("not a layer entry".into()));
     };

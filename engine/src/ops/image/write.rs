@@ -189,7 +189,8 @@ fn tar_header(name: &[u8], kind: u8, size: u64, link: &[u8]) -> Result<[u8; 512]
         return Err(Error::InvalidArgument("a link target over 100 bytes".into()));
     }
     put(&mut b, 157, link);
-    put(&mut b, 257, b"ustar\000");
+    put(&mut b, 257, b"ustar\0");
+    put(&mut b, 263, b"00");
     put(&mut b, 345, prefix);
     let sum: u32 = b.iter().map(|&x| u32::from(x)).sum();
     put(&mut b, 148, format!("{sum:06o}\0 ").as_bytes());
