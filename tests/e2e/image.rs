@@ -371,3 +371,81 @@ fn archive_with(members: &[(&str, &[u8])]) -> Vec<u8> {
     out.resize(out.len() + 1024, 0);
     out
 }
+
+#[test]
+fn an_image_pushed_through_a_server_sends_nothing_for_its_shared_layers() {
+    use crate::server::harness::Server;
+    let server = Server::start();
+    let admin = server.admin();
+    let dir = server.scratch("images");
+    fs::create_dir_all(&dir).unwrap();
+    let layout = lab_image(&dir);
+    let first = server.push(&admin, &["--image", p(&layout)]);
+    check("snapshot", &first, Mode::Server);
+    let venv_blob = num(&first, "bytes_sent");
+    assert!(venv_blob > 50_000_000, "the first push sends the layers: {first}");
+
+    let second = dir.join("nb-oci");
+    let b = Builder::from(&layout, "lab", &second, "nb");
+    b.layer(|root| {
+        fs::create_dir_all(root.join("home/jovyan")).unwrap();
+        fs::write(
+            root.join("home/jovyan/analysis.ipynb"),
+            r#"{"cells": [], "nbformat": 4}"#,
+        )
+        .unwrap();
+    });
+    b.finish();
+    let pushed = server.push(&admin, &["--image", p(&second)]);
+    let sent = num(&pushed, "bytes_sent");
+    assert!(
+        sent < 256 * 1024,
+        "only the new layer and the small files cross the wire: {pushed}"
+    );
+    let listed = server.ok(&admin, &["snapshots"]);
+    let kinds: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "image").count(), 2, "{kinds:?}");
+
+    // The vault restores it exactly (read locally: images are not served yet).
+    let out = dir.join("restored");
+    let mut c = Command::new(crate::common::amber_bin());
+    c.arg("--repo")
+        .arg(server.data().join("vaults/default"))
+        .args(["--json", "restore", &id_of(&pushed), "--image", p(&out)])
+        .env(
+            "AMBER_PASSWORD_FILE",
+            server.data().join("server/vault-keys/default.key"),
+        )
+        .env_remove("AMBER_SERVER")
+        .env_remove("AMBER_PASSWORD");
+    let r = run_command(c);
+    assert_eq!(r.code, Some(0), "{r}");
+    same_files(&second, &out);
+    let (a, b) = (
+        format!("oci:{}:nb", second.display()),
+        format!("oci:{}:nb", out.display()),
+    );
+    assert_eq!(inspect(&a, &["--raw"]), inspect(&b, &["--raw"]));
+
+    // A file that does not match its descriptor is refused before anything is sent (the
+    // server's own checks: server::bad_input::image_headers_are_checked).
+    let bad = dir.join("bad-oci");
+    cp_a(&second, &bad);
+    let index: Value = serde_json::from_slice(&fs::read(bad.join("index.json")).unwrap()).unwrap();
+    let manifest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let mut bytes = fs::read(bad.join("blobs/sha256").join(&manifest)).unwrap();
+    bytes.push(b' ');
+    fs::write(bad.join("blobs/sha256").join(&manifest), bytes).unwrap();
+    server
+        .run(&admin, &["--json", "push", "--image", p(&bad)])
+        .expect_error(&["663 bytes, its descriptor says 662"]);
+}

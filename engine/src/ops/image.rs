@@ -123,29 +123,24 @@ pub fn snapshot_image(repo: &Repository, path: &Path, opts: &ImageOptions) -> Re
                 files += 1;
                 file_entry(&writer, span, &progress)?
             }
-            Item::Symlink(target) => {
-                let mut e = Entry::new(Vec::new(), EntryKind::Symlink);
-                e.mode = 0o777;
-                e.link_target.clone_from(target);
-                e
-            }
+            Item::Symlink(target) => symlink_entry(target),
         };
         leaves.insert(name.clone(), entry);
     }
-    let (root, dirs) = store_tree(&writer, leaves)?;
-    add(&mut written, &writer.finish()?);
-    let mut labels = opts.labels.clone();
-    labels.metadata.push((FORMAT_KEY.into(), image.format.name().into()));
-    let stats = SnapshotStats {
-        files: files + layers.len() as u64,
-        dirs,
-        bytes: image.items.values().map(item_len).sum(),
-        bytes_new: written.bytes_new,
-        blobs_new: written.blobs_new,
-    };
-    let source_name = path.display().to_string();
-    let snapshot = labels.snapshot(SourceKind::Image, *root.hash(), None, source_name, stats);
-    let id = repo.commit_snapshot(&snapshot)?;
+    let bytes = image.items.values().map(item_len).sum();
+    let (id, snapshot) = commit_tree(
+        repo,
+        writer,
+        leaves,
+        &mut written,
+        &ImageCommit {
+            format: image.format,
+            labels: &opts.labels,
+            files: files + layers.len() as u64,
+            bytes,
+            source_name: path.display().to_string(),
+        },
+    )?;
     Ok(ImageSummary {
         id,
         snapshot,
@@ -153,6 +148,148 @@ pub fn snapshot_image(repo: &Repository, path: &Path, opts: &ImageOptions) -> Re
         layers,
         files,
         unreferenced: image.unreferenced,
+        written,
+    })
+}
+
+/// What the image snapshot object records.
+struct ImageCommit<'a> {
+    format: ImageFormat,
+    labels: &'a Labels,
+    files: u64,
+    bytes: u64,
+    source_name: String,
+}
+
+/// Stores the directories of `leaves`, then commits the image snapshot.
+fn commit_tree(
+    repo: &Repository,
+    writer: BlobWriter,
+    leaves: BTreeMap<Vec<u8>, Entry>,
+    written: &mut WriteStats,
+    what: &ImageCommit<'_>,
+) -> Result<(SnapshotId, Snapshot)> {
+    let (root, dirs) = store_tree(&writer, leaves)?;
+    add(written, &writer.finish()?);
+    let mut labels = what.labels.clone();
+    labels.metadata.push((FORMAT_KEY.into(), what.format.name().into()));
+    let stats = SnapshotStats {
+        files: what.files,
+        dirs,
+        bytes: what.bytes,
+        bytes_new: written.bytes_new,
+        blobs_new: written.blobs_new,
+    };
+    let snapshot = labels.snapshot(SourceKind::Image, *root.hash(), None, what.source_name.clone(), stats);
+    let id = repo.commit_snapshot(&snapshot)?;
+    Ok((id, snapshot))
+}
+
+fn symlink_entry(target: &[u8]) -> Entry {
+    let mut e = Entry::new(Vec::new(), EntryKind::Symlink);
+    e.mode = 0o777;
+    e.link_target = target.to_vec();
+    e
+}
+
+/// An image whose layers were stored already (pushed one by one as layer snapshots): its
+/// other files' bytes, its links, and for each layer blob the layer snapshot it is.
+#[derive(Clone, Debug)]
+pub struct ImageParts {
+    /// The format it was given in.
+    pub format: ImageFormat,
+    /// Files kept byte for byte: path → bytes.
+    pub files: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Symbolic links: path → target.
+    pub symlinks: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Layer blobs: path → (layer snapshot, size of the blob as given).
+    pub layers: BTreeMap<Vec<u8>, (SnapshotId, u64)>,
+    /// The name recorded as the source path.
+    pub source_name: String,
+}
+
+/// Commits an image from parts whose layers the vault holds. Checks what it can without
+/// the blobs: every path is relative and stays inside, a file named `blobs/sha256/HEX`
+/// hashes to HEX, a layer blob so named has that digest, and every layer snapshot is a
+/// layer of this vault.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for bad parts; store errors.
+pub fn commit_image_parts(repo: &Repository, parts: &ImageParts, labels: &Labels) -> Result<ImageSummary> {
+    let writer = BlobWriter::new(repo)?;
+    let mut leaves = BTreeMap::new();
+    let mut layers = Vec::new();
+    for (path, data) in &parts.files {
+        source::check_path(path)?;
+        if let Some(expected) = source::named_digest(path) {
+            let (actual, _) = sha256_of(&mut data.as_slice(), "image file")?;
+            if actual != expected {
+                return Err(Error::InvalidArgument(format!(
+                    "{} does not match its digest: its bytes hash to {actual}",
+                    String::from_utf8_lossy(path)
+                )));
+            }
+        }
+        let mut e = Entry::new(Vec::new(), EntryKind::File);
+        e.mode = 0o644;
+        e.size = data.len() as u64;
+        e.content = crate::ops::stream::store_bytes(&writer, data)?;
+        leaves.insert(path.clone(), e);
+    }
+    for (path, target) in &parts.symlinks {
+        source::check_path(path)?;
+        source::check_link(path, target)?;
+        leaves.insert(path.clone(), symlink_entry(target));
+    }
+    for (path, (id, size)) in &parts.layers {
+        source::check_path(path)?;
+        let snap = repo.load_snapshot(*id)?;
+        let layer = LayerRef::of_snapshot(*id, &snap)?;
+        if let Some(expected) = source::named_digest(path)
+            && expected != layer.digest
+        {
+            return Err(Error::InvalidArgument(format!(
+                "layer snapshot {id} has digest {}, not the {expected} its path names",
+                layer.digest
+            )));
+        }
+        leaves.insert(path.clone(), layer_entry_of(&layer, *id, *size));
+        layers.push(ImageLayer {
+            path: path.clone(),
+            snapshot: *id,
+            already_stored: true,
+            digest: layer.digest.clone(),
+            diff_id: layer.diff_id.clone(),
+            compression: layer.compression.clone(),
+            size: *size,
+            kept_compressed: None,
+            written: WriteStats::default(),
+        });
+    }
+    let files = (parts.files.len() + parts.layers.len()) as u64;
+    let bytes =
+        parts.files.values().map(|d| d.len() as u64).sum::<u64>() + parts.layers.values().map(|(_, n)| n).sum::<u64>();
+    let mut written = WriteStats::default();
+    let (id, snapshot) = commit_tree(
+        repo,
+        writer,
+        leaves,
+        &mut written,
+        &ImageCommit {
+            format: parts.format,
+            labels,
+            files,
+            bytes,
+            source_name: parts.source_name.clone(),
+        },
+    )?;
+    Ok(ImageSummary {
+        id,
+        snapshot,
+        format: parts.format,
+        layers,
+        files: parts.files.len() as u64,
+        unreferenced: Vec::new(),
         written,
     })
 }
@@ -219,12 +356,23 @@ fn image_layer(name: &[u8], layer: &TarSummary, size: u64) -> ImageLayer {
 
 /// A layer blob's entry: a regular file whose content names the layer's root node.
 fn layer_entry(layer: &TarSummary, size: u64) -> Entry {
+    let r = LayerRef {
+        root: TreeId::new(layer.snapshot.root),
+        diff_id: layer.diff_id.clone(),
+        digest: layer.digest.clone(),
+        compression: layer.compression.to_string(),
+        name: layer.id.to_hex(),
+    };
+    layer_entry_of(&r, layer.id, size)
+}
+
+fn layer_entry_of(layer: &LayerRef, id: SnapshotId, size: u64) -> Entry {
     let mut e = Entry::new(Vec::new(), EntryKind::File);
     e.mode = 0o644;
     e.size = size;
-    e.content = Content::Tree(TreeId::new(layer.snapshot.root));
+    e.content = Content::Tree(layer.root);
     e.xattrs = vec![
-        (XATTR_LAYER_SNAPSHOT.to_vec(), layer.id.to_hex().into_bytes()),
+        (XATTR_LAYER_SNAPSHOT.to_vec(), id.to_hex().into_bytes()),
         (XATTR_COMPRESSION.to_vec(), layer.compression.as_bytes().to_vec()),
         (XATTR_DIFF_ID.to_vec(), layer.diff_id.clone().into_bytes()),
         (XATTR_DIGEST.to_vec(), layer.digest.clone().into_bytes()),

@@ -128,3 +128,13 @@ pub fn store_stream(
     }
     Ok(sink.finish()?)
 }
+
+/// Stores bytes held in memory as content.
+///
+/// # Errors
+/// Store errors.
+pub fn store_bytes(writer: &BlobWriter, data: &[u8]) -> Result<Content> {
+    let mut sink = ContentSink::new(writer, BlobKind::Chunk);
+    sink.push(data)?;
+    Ok(sink.finish()?.0)
+}

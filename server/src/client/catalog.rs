@@ -46,6 +46,7 @@ fn engine_snapshot(i: &pb::SnapshotInfo) -> Result<(SnapshotId, Snapshot)> {
     let source = match pb::SourceKind::try_from(i.kind) {
         Ok(pb::SourceKind::Tar) => SourceKind::TarLayer,
         Ok(pb::SourceKind::Volume) => SourceKind::BlockVolume,
+        Ok(pb::SourceKind::Image) => SourceKind::Image,
         _ => SourceKind::Tree,
     };
     let snap = Snapshot {

@@ -39,10 +39,9 @@ pub fn run(g: &Global, args: &PushArgs) -> Result<ExitCode> {
             ..remote
         };
         let env = g.env.as_deref();
-        if args.snap.image.is_some() {
-            crate::client::local_only("push --image (images are not pushed yet)")?;
-        }
-        let outcome = if let Some(layer) = &args.snap.tar {
+        let outcome = if let Some(image) = &args.snap.image {
+            super::push_image::push(&remote, args, env, image).await?
+        } else if let Some(layer) = &args.snap.tar {
             super::push_tar::push(&remote, args, env, layer).await?
         } else if let Some(image) = &args.snap.block {
             super::push_volume::push(&remote, args, env, image).await?
@@ -145,6 +144,7 @@ pub fn header(
         pb::push_header::Source::Tree(_) => "tree",
         pb::push_header::Source::Tar(_) => "tar",
         pb::push_header::Source::Volume(_) => "volume",
+        pb::push_header::Source::Image(_) => "image",
     };
     let resume_key = args.resume_key.clone().unwrap_or_else(|| {
         let key = blake3::hash(format!("{kind}\0{hostname}\0{source_path}").as_bytes());

@@ -19,43 +19,76 @@ use crate::client::{Remote, hash_all};
 /// # Errors
 /// An unreadable source, or the server's refusal.
 pub async fn push(remote: &Remote, args: &PushArgs, env: Option<&str>, layer: &Path) -> Result<Outcome> {
-    let started = Instant::now();
-    let stdin = layer.as_os_str() == "-";
-    let digest = if stdin { String::new() } else { file_digest(layer)? };
-    let name = if stdin {
-        "-".to_string()
-    } else {
-        layer.to_string_lossy().into_owned()
+    if layer.as_os_str() == "-" {
+        return push_stdin(remote, args, env, Instant::now()).await;
+    }
+    let digest = file_digest(layer)?;
+    let name = layer.to_string_lossy().into_owned();
+    let open_at = |from: u64| -> Result<Box<dyn Read>> {
+        let mut file = std::fs::File::open(layer).with_context(|| format!("cannot open {}", layer.display()))?;
+        file.seek(SeekFrom::Start(from))?;
+        Ok(Box::new(file))
     };
+    push_from(remote, args, env, name, digest, &open_at).await
+}
+
+/// Pushes a layer read from `open_at(offset)`, announced with `digest` (it is not sent when
+/// the vault holds that digest; a resumed push sends only the rest).
+///
+/// # Errors
+/// An unreadable source, or the server's refusal.
+pub async fn push_from(
+    remote: &Remote,
+    args: &PushArgs,
+    env: Option<&str>,
+    name: String,
+    digest: String,
+    open_at: &dyn Fn(u64) -> Result<Box<dyn Read>>,
+) -> Result<Outcome> {
+    let started = Instant::now();
     let source = pb::push_header::Source::Tar(pb::TarHeader { digest: digest.clone() });
     let (mut stream, accepted) = PushStream::open(remote, header(remote, args, env, name, source)).await?;
     if accepted.layer_already_stored {
-        let Answer::Committed(committed) = stream.recv().await? else {
-            bail!("the server answered out of protocol");
-        };
-        return Ok(Outcome {
-            committed,
-            bytes_read: 0,
-            bytes_sent: stream.sent,
-            skipped: 0,
-            started,
-        });
+        return already_stored(stream, started).await;
     }
     let from = accepted.tar_resume_offset;
-    let (count, digest) = if stdin {
-        send_all(&mut stream, &mut std::io::stdin().lock(), 0).await?
-    } else {
-        // A resumed push sends the rest; Finish still names the whole file.
-        let mut file = std::fs::File::open(layer).with_context(|| format!("cannot open {}", layer.display()))?;
-        file.seek(SeekFrom::Start(from))?;
-        let (end, _) = send_all(&mut stream, &mut file, from).await?;
-        (end, digest)
-    };
+    let (end, _) = send_all(&mut stream, &mut *open_at(from)?, from).await?;
+    // A resumed push sends the rest; Finish still names the whole stream.
+    let (committed, bytes_sent) = stream.finish(pb::Finish { count: end, digest }).await?;
+    Ok(Outcome {
+        committed,
+        bytes_read: end - from,
+        bytes_sent,
+        skipped: 0,
+        started,
+    })
+}
+
+async fn push_stdin(remote: &Remote, args: &PushArgs, env: Option<&str>, started: Instant) -> Result<Outcome> {
+    let source = pb::push_header::Source::Tar(pb::TarHeader { digest: String::new() });
+    let (mut stream, accepted) = PushStream::open(remote, header(remote, args, env, "-".into(), source)).await?;
+    if accepted.layer_already_stored {
+        return already_stored(stream, started).await;
+    }
+    let (count, digest) = send_all(&mut stream, &mut std::io::stdin().lock(), 0).await?;
     let (committed, bytes_sent) = stream.finish(pb::Finish { count, digest }).await?;
     Ok(Outcome {
         committed,
-        bytes_read: count - from,
+        bytes_read: count,
         bytes_sent,
+        skipped: 0,
+        started,
+    })
+}
+
+async fn already_stored(mut stream: PushStream, started: Instant) -> Result<Outcome> {
+    let Answer::Committed(committed) = stream.recv().await? else {
+        bail!("the server answered out of protocol");
+    };
+    Ok(Outcome {
+        committed,
+        bytes_read: 0,
+        bytes_sent: stream.sent,
         skipped: 0,
         started,
     })

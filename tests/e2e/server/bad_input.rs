@@ -777,3 +777,99 @@ fn zeros_count_as_content_and_an_unknown_chunk_is_a_bad_request() {
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
     assert!(!status.message().contains("index rebuild"), "{status:?}");
 }
+
+/// An image header is checked by the server: a blob that does not hash to its name, a
+/// path that leaves the image, a layer snapshot the vault does not hold, or a tree given as
+/// a layer: refused, nothing committed.
+#[test]
+fn image_headers_are_checked() {
+    let f = Fixture::new();
+    let dir = f.server.scratch("tree");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a"), b"a").unwrap();
+    let tree = f.server.push(&f.admin, &[dir.to_str().unwrap()]);
+    let tree_id = tree["id"].as_str().unwrap().to_string();
+    let before = f.server.snapshot_ids(&f.admin).len();
+    let file = |path: &str, data: &[u8]| pb::ImageFile {
+        path: path.as_bytes().to_vec(),
+        data: data.to_vec(),
+    };
+    let wrong = format!("blobs/sha256/{}", "0".repeat(64));
+    let cases: Vec<(&str, pb::ImageHeader)> = vec![
+        (
+            "does not match its digest",
+            pb::ImageHeader {
+                format: "oci".into(),
+                files: vec![file(&wrong, b"not those bytes")],
+                ..Default::default()
+            },
+        ),
+        (
+            "not a plain relative path",
+            pb::ImageHeader {
+                format: "oci".into(),
+                files: vec![file("../escape", b"x")],
+                ..Default::default()
+            },
+        ),
+        (
+            "leaves the archive",
+            pb::ImageHeader {
+                format: "docker-archive".into(),
+                links: vec![pb::ImageLink {
+                    path: b"a/layer.tar".to_vec(),
+                    target: b"../../etc/passwd".to_vec(),
+                }],
+                ..Default::default()
+            },
+        ),
+        (
+            "not a tar layer",
+            pb::ImageHeader {
+                format: "oci".into(),
+                layers: vec![pb::ImageLayer {
+                    path: b"layer".to_vec(),
+                    snapshot_id: tree_id.clone(),
+                    size: 1,
+                }],
+                ..Default::default()
+            },
+        ),
+        (
+            "not found",
+            pb::ImageHeader {
+                format: "oci".into(),
+                layers: vec![pb::ImageLayer {
+                    path: b"layer".to_vec(),
+                    snapshot_id: "ab".repeat(32),
+                    size: 1,
+                }],
+                ..Default::default()
+            },
+        ),
+        (
+            "image format",
+            pb::ImageHeader {
+                format: "tarball".into(),
+                ..Default::default()
+            },
+        ),
+    ];
+    for (needle, image) in cases {
+        let (result, committed) = f.rt.block_on(async {
+            let mut raw = Raw::open(&f.server.url, &f.admin, header(Source::Image(image)))
+                .await
+                .unwrap();
+            raw.outcome().await
+        });
+        let status = result.expect_err(needle);
+        assert!(
+            status.message().to_lowercase().contains(needle),
+            "{needle}: {:?} {}",
+            status.code(),
+            status.message()
+        );
+        assert!(!committed, "{needle}");
+    }
+    assert_eq!(f.server.snapshot_ids(&f.admin).len(), before, "nothing committed");
+}

@@ -64,7 +64,7 @@ impl Span {
     ///
     /// # Errors
     /// I/O errors opening or seeking.
-    pub fn open(&self) -> Result<impl Read> {
+    pub fn open(&self) -> Result<impl Read + use<>> {
         let mut f = File::open(&self.file).map_err(|e| Error::io(self.file.display().to_string(), e))?;
         f.seek(SeekFrom::Start(self.offset))
             .map_err(|e| Error::io(self.file.display().to_string(), e))?;
@@ -393,6 +393,41 @@ fn join_link(from: &[u8], target: &[u8]) -> Result<Vec<u8>> {
         }
     }
     Ok(parts.join(&b'/'))
+}
+
+/// Refuses a path that is absolute, empty, or has an empty, `.` or `..` component.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming the path.
+pub fn check_path(path: &[u8]) -> Result<()> {
+    let plain = !path.is_empty()
+        && path
+            .split(|&b| b == b'/')
+            .all(|c| !c.is_empty() && c != b"." && c != b".." && !c.contains(&0));
+    if plain {
+        Ok(())
+    } else {
+        Err(bad(format!(
+            "image path {:?} is not a plain relative path",
+            String::from_utf8_lossy(path)
+        )))
+    }
+}
+
+/// Refuses a link target that leaves the image.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming the target.
+pub fn check_link(path: &[u8], target: &[u8]) -> Result<()> {
+    join_link(path, target).map(|_| ())
+}
+
+/// `sha256:HEX` when `path` is `blobs/sha256/HEX` (an OCI blob names its digest).
+pub fn named_digest(path: &[u8]) -> Option<String> {
+    let hex = std::str::from_utf8(path.strip_prefix(b"blobs/sha256/")?).ok()?;
+    blob_path(&format!("sha256:{hex}"))
+        .ok()
+        .map(|_| format!("sha256:{hex}"))
 }
 
 /// A member path made relative and checked: no absolute paths, no `..`.

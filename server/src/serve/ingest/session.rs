@@ -10,7 +10,7 @@ use amber_proto::v1::push_response::Frame as Answer;
 use tonic::Status;
 
 use super::inbox::{Inbox, Outbox};
-use super::{tar, tree, volume};
+use super::{image, tar, tree, volume};
 use crate::serve::convert;
 use crate::serve::state::{Caller, State};
 use crate::serve::status::from_engine;
@@ -61,8 +61,9 @@ pub fn run(state: &State, caller: &Caller, inbox: &mut Inbox, outbox: &Outbox) -
         Some(Source::Tree(_)) => tree::run(&push, inbox, outbox),
         Some(Source::Tar(t)) => tar::run(&push, &t, inbox, outbox),
         Some(Source::Volume(v)) => volume::run(&push, &v, inbox, outbox),
+        Some(Source::Image(i)) => image::run(&push, &i, outbox),
         None => Err(Status::invalid_argument(
-            "the header names no source (tree, tar or volume)",
+            "the header names no source (tree, tar, volume or image)",
         )),
     };
     let committed = committed.map_err(|s| (target.clone(), s))?;
