@@ -4,6 +4,7 @@ pub mod assemble;
 pub mod block;
 pub mod content;
 pub mod diff;
+pub mod environment;
 pub mod exclude;
 pub mod extract;
 pub mod fsmeta;

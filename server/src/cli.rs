@@ -139,6 +139,11 @@ pub enum Command {
     },
     /// Push a snapshot to a server (--server or AMBER_SERVER, token in AMBER_TOKEN).
     Push(PushArgs),
+    /// Whole environments: one snapshot of an image, trees and a volume taken together.
+    #[command(subcommand)]
+    Env(EnvCommand),
+    /// List environment snapshots (those of --env when given) with their parts.
+    Envs,
     /// Manage the bearer tokens of a vault: on a server (with an admin token), or without
     /// --server directly in the data directory --repo of a stopped server (recovery).
     #[command(subcommand)]
@@ -152,6 +157,68 @@ pub enum Command {
         #[arg(long)]
         to: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// Snapshot every part (through a server: pushed in parallel), then commit the
+    /// environment snapshot naming them; a part that fails leaves no environment snapshot.
+    Snapshot(EnvSnapshotArgs),
+    /// Restore every part under one directory, verify it, and validate the result.
+    Restore {
+        /// Environment snapshot id, unique prefix, or `latest` (the newest environment
+        /// snapshot, of --env when given).
+        snapshot: String,
+        /// Directory to restore into (created; must be empty).
+        #[arg(long, value_name = "DIR")]
+        into: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct EnvSnapshotArgs {
+    /// The container image: an OCI image layout directory or a docker archive.
+    #[arg(long, value_name = "PATH")]
+    pub image: Option<PathBuf>,
+    /// A tree and where it is mounted: `/home/researcher/notebooks=./notebooks` (repeatable).
+    #[arg(long = "tree", value_name = "MOUNT=DIR", value_parser = parse_mount)]
+    pub trees: Vec<(String, PathBuf)>,
+    /// The volume image and where it is mounted: `/opt/jupyter=./jupyter.img`.
+    #[arg(long, value_name = "MOUNT=IMAGE", value_parser = parse_mount)]
+    pub volume: Option<(String, PathBuf)>,
+    /// Lab the environment belongs to.
+    #[arg(long, default_value = "")]
+    pub lab: String,
+    /// Researcher responsible for it.
+    #[arg(long, default_value = "")]
+    pub researcher: String,
+    /// Experiment id.
+    #[arg(long, default_value = "")]
+    pub experiment: String,
+    /// Funding source.
+    #[arg(long, default_value = "")]
+    pub funding: String,
+    /// Criticality (for example `high`).
+    #[arg(long, default_value = "")]
+    pub criticality: String,
+    /// A Python package the environment must have, `name` or `name==version`
+    /// (repeatable); `env restore` checks that each is found.
+    #[arg(long = "package", value_name = "NAME")]
+    pub packages: Vec<String>,
+    /// Tag (repeatable).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Free metadata KEY=VALUE (repeatable).
+    #[arg(long = "meta", value_parser = parse_meta)]
+    pub metadata: Vec<(String, String)>,
+}
+
+fn parse_mount(s: &str) -> Result<(String, PathBuf), String> {
+    let (mount, path) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected MOUNT=PATH, got {s:?}"))?;
+    amber_engine::ops::environment::check_mount(mount).map_err(|e| e.to_string())?;
+    Ok((mount.to_string(), PathBuf::from(path)))
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@ pub mod catalog;
 pub mod pull;
 pub mod pull_tar;
 pub mod push;
+pub mod push_env;
 pub mod push_image;
 pub mod push_tar;
 pub mod push_tree;

@@ -2,6 +2,7 @@
 
 mod admin;
 mod dump;
+pub mod env;
 mod find;
 pub mod inspect;
 pub mod restore;
@@ -60,6 +61,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Token(cmd) => tokens::local(g, &cmd),
+        Command::Env(cmd) => env::local(g, &cmd),
+        Command::Envs => env::list(g),
         Command::Push(_) | Command::Share { .. } => {
             anyhow::bail!("this command talks to a server: pass --server URL or set AMBER_SERVER")
         }
@@ -74,6 +77,10 @@ fn remote(cli: Cli) -> Result<ExitCode> {
         Command::Push(args) => client::push::run(g, &args),
         Command::Snapshot(_) => anyhow::bail!("use `amber push` to snapshot to a server"),
         Command::Snapshots => client::catalog::snapshots(g),
+        Command::Env(cmd) => client::push_env::run(g, &cmd),
+        Command::Envs => {
+            client::local_only("envs (list environments with `amber snapshots --env E`)").map(|()| ExitCode::SUCCESS)
+        }
         Command::Ls { snapshot, path } => {
             client::catalog::ls(g, &snapshot, path.as_ref().map(|p| p.as_encoded_bytes()))
         }

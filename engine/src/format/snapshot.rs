@@ -60,6 +60,8 @@ pub enum SourceKind {
     BlockVolume = 3,
     /// A container image (an OCI image layout or a `docker save` archive).
     Image = 4,
+    /// An environment: its image, trees and volume taken together (parts are snapshots).
+    Environment = 5,
 }
 
 impl SourceKind {
@@ -69,6 +71,7 @@ impl SourceKind {
             2 => SourceKind::TarLayer,
             3 => SourceKind::BlockVolume,
             4 => SourceKind::Image,
+            5 => SourceKind::Environment,
             other => return Err(FormatError::invalid("source kind", format!("unknown tag {other}"))),
         })
     }
@@ -79,6 +82,7 @@ impl SourceKind {
             SourceKind::TarLayer => "tar",
             SourceKind::BlockVolume => "block",
             SourceKind::Image => "image",
+            SourceKind::Environment => "environment",
         }
     }
 }

@@ -47,6 +47,7 @@ fn engine_snapshot(i: &pb::SnapshotInfo) -> Result<(SnapshotId, Snapshot)> {
         Ok(pb::SourceKind::Tar) => SourceKind::TarLayer,
         Ok(pb::SourceKind::Volume) => SourceKind::BlockVolume,
         Ok(pb::SourceKind::Image) => SourceKind::Image,
+        Ok(pb::SourceKind::Environment) => SourceKind::Environment,
         _ => SourceKind::Tree,
     };
     let snap = Snapshot {

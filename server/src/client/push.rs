@@ -145,6 +145,7 @@ pub fn header(
         pb::push_header::Source::Tar(_) => "tar",
         pb::push_header::Source::Volume(_) => "volume",
         pb::push_header::Source::Image(_) => "image",
+        pb::push_header::Source::Environment(_) => "environment",
     };
     let resume_key = args.resume_key.clone().unwrap_or_else(|| {
         let key = blake3::hash(format!("{kind}\0{hostname}\0{source_path}").as_bytes());

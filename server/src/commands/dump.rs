@@ -95,6 +95,9 @@ pub fn local(g: &Global, name: &str, path: &[u8]) -> Result<ExitCode> {
             .find(|(p, _)| *p == rel)
             .map(|(_, e)| e)
             .ok_or_else(|| anyhow::anyhow!("{} is not in image {id}", display_path(&rel)))?,
+        SourceKind::Environment => {
+            anyhow::bail!("snapshot {id} is an environment: dump from one of its parts (`amber envs` lists them)")
+        }
     };
     if snap.source == SourceKind::Image
         && entry.kind == amber_engine::format::tree::EntryKind::File

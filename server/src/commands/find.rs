@@ -95,6 +95,8 @@ fn search(repo: &Repository, id: SnapshotId, snap: &Snapshot, pattern: &Pattern,
     match snap.source {
         SourceKind::TarLayer => for_each_member(repo, id, &mut keep)?,
         SourceKind::Tree | SourceKind::BlockVolume => walk(repo, TreeId::new(snap.root), b"", &mut keep)?,
+        // Its parts are snapshots of their own, searched as such.
+        SourceKind::Environment => {}
         SourceKind::Image => {
             for (path, e) in amber_engine::ops::image::view::listing(repo, id, snap)? {
                 keep(&path, &e)?;

@@ -71,6 +71,9 @@ pub fn run(g: &Global, name: &str, dest: &Path, include: Vec<String>, whiteouts:
         SourceKind::TarLayer => bail!("--include applies to tree snapshots; snapshot {id} is a tar layer"),
         SourceKind::BlockVolume => bail!("snapshot {id} is a block volume: restore it with --block OUT"),
         SourceKind::Image => bail!("snapshot {id} is a container image: restore it with --image OUT"),
+        SourceKind::Environment => {
+            bail!("snapshot {id} is an environment: restore it with `amber env restore {id} --into DIR`")
+        }
     }
     let display = ProgressDisplay::start("restore");
     let opts = RestoreOptions {

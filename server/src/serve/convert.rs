@@ -19,6 +19,7 @@ pub fn source_kind(kind: SourceKind) -> pb::SourceKind {
         SourceKind::TarLayer => pb::SourceKind::Tar,
         SourceKind::BlockVolume => pb::SourceKind::Volume,
         SourceKind::Image => pb::SourceKind::Image,
+        SourceKind::Environment => pb::SourceKind::Environment,
     }
 }
 

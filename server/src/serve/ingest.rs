@@ -1,6 +1,7 @@
 //! The Ingest service: one session thread per push stream, fed through bounded queues so
 //! that chunking, hashing and sealing never run on the async executor.
 
+mod environment;
 mod image;
 mod inbox;
 pub mod journal;

@@ -44,9 +44,10 @@ pub fn share_snapshot(
         SourceKind::Tree => copy_tree(&from.repo, &to.repo, &snap, &labels),
         SourceKind::TarLayer => copy_layer(&from.repo, &to.repo, id, &snap, labels),
         SourceKind::BlockVolume => copy_volume(&from.repo, &to.repo, &snap, &labels),
-        SourceKind::Image => {
+        SourceKind::Image | SourceKind::Environment => {
             return Err(Status::failed_precondition(format!(
-                "snapshot {id} is a container image; sharing images is not supported yet"
+                "snapshot {id} is a {} snapshot; sharing those is not supported yet",
+                snap.source.name()
             )));
         }
     }

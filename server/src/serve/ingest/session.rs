@@ -10,7 +10,7 @@ use amber_proto::v1::push_response::Frame as Answer;
 use tonic::Status;
 
 use super::inbox::{Inbox, Outbox};
-use super::{image, tar, tree, volume};
+use super::{environment, image, tar, tree, volume};
 use crate::serve::convert;
 use crate::serve::state::{Caller, State};
 use crate::serve::status::from_engine;
@@ -62,8 +62,9 @@ pub fn run(state: &State, caller: &Caller, inbox: &mut Inbox, outbox: &Outbox) -
         Some(Source::Tar(t)) => tar::run(&push, &t, inbox, outbox),
         Some(Source::Volume(v)) => volume::run(&push, &v, inbox, outbox),
         Some(Source::Image(i)) => image::run(&push, &i, outbox),
+        Some(Source::Environment(e)) => environment::run(&push, &e, outbox),
         None => Err(Status::invalid_argument(
-            "the header names no source (tree, tar, volume or image)",
+            "the header names no source (tree, tar, volume, image or environment)",
         )),
     };
     let committed = committed.map_err(|s| (target.clone(), s))?;
