@@ -123,6 +123,70 @@ const SCHEMA: &[(&str, Fields)] = &[
         ],
     ),
     (
+        "env-snapshot",
+        &[
+            ("id", Str, Yes, Yes),
+            ("kind", Str, Yes, Yes),
+            ("environment", Str, Yes, Yes),
+            ("parts", Arr("env-part"), Yes, Yes),
+            ("duration_seconds", Num, Yes, Yes),
+        ],
+    ),
+    (
+        "env-part",
+        &[
+            ("kind", Str, Yes, Yes),
+            ("mount", StrOrNull, Yes, Yes),
+            ("snapshot", Str, Yes, Yes),
+            ("bytes_new", Int, Yes, Yes),
+            ("bytes_sent", Int, No, Yes),
+        ],
+    ),
+    (
+        "env-info",
+        &[
+            ("id", Str, Yes, No),
+            ("environment", Str, Yes, No),
+            ("time", Str, Yes, No),
+            ("time_unix_nanos", Int, Yes, No),
+            ("lab", Str, Yes, No),
+            ("researcher", Str, Yes, No),
+            ("metadata", Map, Yes, No),
+            ("parts", Arr("env-part-ref"), Yes, No),
+        ],
+    ),
+    (
+        "env-part-ref",
+        &[
+            ("kind", Str, Yes, No),
+            ("mount", StrOrNull, Yes, No),
+            ("snapshot", Str, Yes, No),
+        ],
+    ),
+    (
+        "env-restore",
+        &[
+            ("snapshot", Str, Yes, No),
+            ("kind", Str, Yes, No),
+            ("target", Str, Yes, No),
+            ("environment", Str, Yes, No),
+            ("ok", Bool, Yes, No),
+            ("steps", Arr("env-step"), Yes, No),
+            ("notebooks", ArrOfStr, Yes, No),
+            ("duration_seconds", Num, Yes, No),
+        ],
+    ),
+    (
+        "env-step",
+        &[
+            ("part", Str, Yes, No),
+            ("mount", StrOrNull, Yes, No),
+            ("step", Str, Yes, No),
+            ("ok", Bool, Yes, No),
+            ("detail", Str, Yes, No),
+        ],
+    ),
+    (
         "image-layer",
         &[
             ("path", Str, Yes, No),

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::cli::{Mode, check};
 use crate::common::{Repo, id_of, num, p, python_venv, run_command};
 
-fn tool(name: &str, args: &[&str]) -> String {
+pub(crate) fn tool(name: &str, args: &[&str]) -> String {
     let mut c = Command::new(name);
     c.args(args);
     let out = run_command(c);
@@ -24,7 +24,7 @@ fn tool(name: &str, args: &[&str]) -> String {
 }
 
 /// A minimal root file system: a shell, a few tools, the C library and a passwd file.
-fn minimal_rootfs(dir: &Path) {
+pub(crate) fn minimal_rootfs(dir: &Path) {
     for sub in ["bin", "etc", "lib"] {
         fs::create_dir_all(dir.join(sub)).unwrap();
     }
@@ -43,21 +43,21 @@ fn minimal_rootfs(dir: &Path) {
 }
 
 /// Copies `from` (its contents) into `to`, keeping modes and times, with `cp -a`.
-fn cp_a(from: &Path, to: &Path) {
+pub(crate) fn cp_a(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
     tool("cp", &["-a", &format!("{}/.", from.display()), p(to)]);
 }
 
 /// An OCI layout at `layout` with tag `tag`: one layer per step, each step run on the
 /// unpacked root file system and repacked by umoci.
-struct Builder {
+pub(crate) struct Builder {
     layout: PathBuf,
     bundle: PathBuf,
     tag: String,
 }
 
 impl Builder {
-    fn new(layout: &Path, tag: &str) -> Builder {
+    pub(crate) fn new(layout: &Path, tag: &str) -> Builder {
         tool("umoci", &["init", "--layout", p(layout)]);
         let image = format!("{}:{tag}", layout.display());
         tool("umoci", &["new", "--image", &image]);
@@ -97,7 +97,7 @@ impl Builder {
         self.bundle.join("rootfs")
     }
 
-    fn layer(&self, step: impl FnOnce(&Path)) -> &Builder {
+    pub(crate) fn layer(&self, step: impl FnOnce(&Path)) -> &Builder {
         step(&self.rootfs());
         let image = format!("{}:{}", self.layout.display(), self.tag);
         tool(
@@ -107,7 +107,7 @@ impl Builder {
         self
     }
 
-    fn finish(&self) {
+    pub(crate) fn finish(&self) {
         tool("umoci", &["gc", "--layout", p(&self.layout)]);
         fs::remove_dir_all(&self.bundle).unwrap();
     }
@@ -121,7 +121,7 @@ fn inspect(reference: &str, extra: &[&str]) -> Value {
 }
 
 /// Every file under `a` has the same bytes under `b`, and `b` has no others.
-fn same_files(a: &Path, b: &Path) {
+pub(crate) fn same_files(a: &Path, b: &Path) {
     let list = |root: &Path| {
         let out = tool("find", &[p(root), "-type", "f", "-printf", "%P\n"]);
         let mut v: Vec<String> = out.lines().map(str::to_string).collect();
@@ -139,7 +139,7 @@ fn same_files(a: &Path, b: &Path) {
 }
 
 /// Image `lab`: a minimal root file system, then the test venv under /opt/venv.
-fn lab_image(dir: &Path) -> PathBuf {
+pub(crate) fn lab_image(dir: &Path) -> PathBuf {
     let layout = dir.join("lab-oci");
     let b = Builder::new(&layout, "lab");
     b.layer(minimal_rootfs);

@@ -12,6 +12,7 @@ mod cli;
 mod common;
 mod crash;
 mod dedup;
+mod environment;
 mod image;
 mod index;
 pub mod integrity;

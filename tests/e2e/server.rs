@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 mod bad_input;
-mod faults;
+pub mod faults;
 mod flows;
 pub mod harness;
 pub mod integrity;

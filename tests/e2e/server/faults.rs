@@ -19,7 +19,7 @@ use serde_json::Value;
 use super::harness::{Server, s};
 use crate::common::{Out, Rng, assert_same_tree, num, sample_tree, write_random};
 
-pub(super) const MIB: u64 = 1024 * 1024;
+pub(crate) const MIB: u64 = 1024 * 1024;
 /// Largest file of the big trees: a push in progress has at most this much of one file
 /// received but not completed (so not journaled).
 const MAX_FILE: u64 = 4 * MIB;
@@ -33,11 +33,11 @@ const OVERHEAD: u64 = MIB;
 const PATIENCE: Duration = Duration::from_secs(120);
 
 /// Environment that makes the server serve `/metrics` on a free loopback port.
-pub(super) const METRICS_ENV: (&str, &str) = ("AMBER_METRICS_LISTEN", "127.0.0.1:0");
+pub(crate) const METRICS_ENV: (&str, &str) = ("AMBER_METRICS_LISTEN", "127.0.0.1:0");
 
 /// Writes random files of 1 to 4 MiB (seeded) under `root` in a few directories until
 /// at least `total` bytes; returns the exact number of bytes written.
-pub(super) fn random_tree(root: &Path, seed: u64, total: u64) -> u64 {
+pub(crate) fn random_tree(root: &Path, seed: u64, total: u64) -> u64 {
     let mut rng = Rng::new(seed);
     let mut written = 0u64;
     let mut i = 0u64;
@@ -52,7 +52,7 @@ pub(super) fn random_tree(root: &Path, seed: u64, total: u64) -> u64 {
 
 /// The tree a fault test starts from: [`sample_tree`] (with its hard-linked pair, which a
 /// restore through the server must also recreate).
-pub(super) fn small_tree(root: &Path, seed: u64) {
+pub(crate) fn small_tree(root: &Path, seed: u64) {
     sample_tree(root, seed);
 }
 
@@ -68,7 +68,7 @@ fn metrics_addr(server: &Server) -> String {
 }
 
 /// The value of the un-labelled metric `name` (0 when absent).
-pub(super) fn metric(server: &Server, name: &str) -> u64 {
+pub(crate) fn metric(server: &Server, name: &str) -> u64 {
     let mut conn = TcpStream::connect(metrics_addr(server)).expect("connect to /metrics");
     conn.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: amber\r\n\r\n")
@@ -82,7 +82,7 @@ pub(super) fn metric(server: &Server, name: &str) -> u64 {
 
 /// Polls `cond` every 20 ms until it holds; panics after [`PATIENCE`] naming `what`.
 #[track_caller]
-pub(super) fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
         assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
@@ -91,7 +91,7 @@ pub(super) fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// `amber --json push DIR` as a child process, output captured.
-pub(super) fn spawn_push(server: &Server, token: &str, dir: &Path) -> Child {
+pub(crate) fn spawn_push(server: &Server, token: &str, dir: &Path) -> Child {
     server
         .client(token, &["--json", "push", s(dir)])
         .stdout(Stdio::piped())
@@ -101,7 +101,7 @@ pub(super) fn spawn_push(server: &Server, token: &str, dir: &Path) -> Child {
 }
 
 /// Waits for a child spawned by [`spawn_push`] and collects its output.
-pub(super) fn finish(child: Child, what: &str) -> Out {
+pub(crate) fn finish(child: Child, what: &str) -> Out {
     let o = child.wait_with_output().expect("wait for amber push");
     Out {
         code: o.status.code(),
@@ -112,7 +112,7 @@ pub(super) fn finish(child: Child, what: &str) -> Out {
 }
 
 /// Sends `signal` (a `kill` name: TERM, STOP, CONT, ...) to `pid`.
-pub(super) fn signal(pid: u32, signal: &str) {
+pub(crate) fn signal(pid: u32, signal: &str) {
     let status = Command::new("kill")
         .args([format!("-{signal}"), pid.to_string()])
         .status()
@@ -121,7 +121,7 @@ pub(super) fn signal(pid: u32, signal: &str) {
 }
 
 /// The snapshot id of a push summary.
-pub(super) fn snapshot_id(v: &Value) -> String {
+pub(crate) fn snapshot_id(v: &Value) -> String {
     v["id"]
         .as_str()
         .unwrap_or_else(|| panic!("no snapshot_id in {v}"))
@@ -129,7 +129,7 @@ pub(super) fn snapshot_id(v: &Value) -> String {
 }
 
 /// Restores `id` into a fresh scratch directory and compares it with `original`.
-pub(super) fn restore_exact(server: &Server, token: &str, id: &str, original: &Path, name: &str) {
+pub(crate) fn restore_exact(server: &Server, token: &str, id: &str, original: &Path, name: &str) {
     let dest = server.scratch(name);
     let v = server.ok(token, &["restore", id, s(&dest)]);
     assert_eq!(v["snapshot"].as_str(), Some(id), "{v}");
@@ -138,7 +138,7 @@ pub(super) fn restore_exact(server: &Server, token: &str, id: &str, original: &P
 }
 
 /// A server configuration file (TOML) in its own temporary directory.
-pub(super) fn config_file(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+pub(crate) fn config_file(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("server.toml");
     std::fs::write(&path, text).expect("write the server config");
