@@ -163,7 +163,7 @@ pub enum Command {
 pub enum EnvCommand {
     /// Snapshot every part (through a server: pushed in parallel), then commit the
     /// environment snapshot naming them; a part that fails leaves no environment snapshot.
-    Snapshot(EnvSnapshotArgs),
+    Snapshot(Box<EnvSnapshotArgs>),
     /// Restore every part under one directory, verify it, and validate the result.
     Restore {
         /// Environment snapshot id, unique prefix, or `latest` (the newest environment
