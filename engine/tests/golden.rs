@@ -128,6 +128,7 @@ const ALL_VECTORS: &[&str] = &[
     "volume-list-root",
     "recipe",
     "image-node",
+    "environment-node",
 ];
 
 /// Objects of older versions, kept as they were written: read and checked, never blessed.
@@ -1589,4 +1590,46 @@ fn image_node() {
         layer_ref(&node.entries()[1], b"index.json").is_err(),
         "a plain file is no layer"
     );
+}
+
+/// The `environment-node` vector: the root of an environment snapshot with an image, a
+/// tree and a volume (environment.md).
+#[test]
+fn environment_node() {
+    use amber_engine::ops::environment::{Part, PartKind, XATTR_KIND, XATTR_MOUNT, XATTR_SNAPSHOT, part_of_entry};
+    let mut v = Vectors::default();
+    let part = |kind: PartKind, byte: u8, mount: &str| {
+        let p = Part {
+            kind,
+            snapshot: SnapshotId::new(Hash32::from_bytes([byte; 32])),
+            mount: mount.into(),
+        };
+        let mut e = Entry::new(p.entry_name().into_bytes(), EntryKind::Dir);
+        e.mode = 0o755;
+        e.content = Content::Tree(TreeId::new(Hash32::from_bytes([byte ^ 0xff; 32])));
+        e.xattrs = vec![
+            (XATTR_KIND.to_vec(), kind.name().as_bytes().to_vec()),
+            (XATTR_SNAPSHOT.to_vec(), p.snapshot.to_hex().into_bytes()),
+        ];
+        if !mount.is_empty() {
+            e.xattrs.push((XATTR_MOUNT.to_vec(), mount.as_bytes().to_vec()));
+        }
+        e.xattrs.sort();
+        (p, e)
+    };
+    let parts = [
+        part(PartKind::Volume, 0x33, "/opt/jupyter"),
+        part(PartKind::Tree, 0x22, "/home/researcher/notebooks"),
+        part(PartKind::Image, 0x11, ""),
+    ];
+    let fresh = TreeNode::new(parts.iter().map(|(_, e)| e.clone()).collect())
+        .unwrap()
+        .encode();
+    let stored = v.golden("environment-node", &fresh);
+    let node = TreeNode::decode(&stored).unwrap();
+    let names: Vec<String> = node.entries().iter().map(|e| e.name_lossy()).collect();
+    assert_eq!(names, ["image", "tree_home_researcher_notebooks", "volume_opt_jupyter"]);
+    for (entry, (want, _)) in node.entries().iter().zip([&parts[2], &parts[1], &parts[0]]) {
+        assert_eq!(&part_of_entry(entry).unwrap(), want);
+    }
 }

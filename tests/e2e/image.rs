@@ -402,6 +402,27 @@ fn an_image_pushed_through_a_server_sends_nothing_for_its_shared_layers() {
         sent < 256 * 1024,
         "only the new layer and the small files cross the wire: {pushed}"
     );
+    // ls and diff through the server show what they show locally.
+    let ls = server.ok(&admin, &["ls", &id_of(&first)]);
+    let venv = first["layers"].as_array().map_or(0, Vec::len);
+    assert!(venv == 0, "a push reports no per-layer document");
+    assert!(
+        ls.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["path"].as_str().unwrap().ends_with("/opt/venv/pyvenv.cfg")),
+        "ls lists the members of each layer"
+    );
+    let d = server.ok(&admin, &["diff", &id_of(&first), &id_of(&pushed)]);
+    check("diff", &d, Mode::Server);
+    let added: Vec<&str> = d["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["change"] == "added")
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    assert!(added.contains(&"home/jovyan/analysis.ipynb"), "{added:?}");
     let listed = server.ok(&admin, &["snapshots"]);
     let kinds: Vec<&str> = listed
         .as_array()

@@ -214,6 +214,9 @@ fn list_entries(
     let listed = if snap.source == amber_engine::format::snapshot::SourceKind::TarLayer {
         // A layer's members, read from its layout.
         amber_engine::ops::members::for_each_member_below(repo, id, prefix, r.recursive, &mut push)
+    } else if snap.source == amber_engine::format::snapshot::SourceKind::Image {
+        // The image's files, and below each layer blob its members, as `amber ls` shows them.
+        image_listing(repo, id, &snap, prefix, r.recursive, &mut push)
     } else {
         let dir = find_dir(repo, TreeId::new(snap.root), &r.path).map_err(|e| from_engine(&e))?;
         if r.recursive {
@@ -229,10 +232,58 @@ fn list_entries(
     send(&mut batch).map_err(|e| from_engine(&e))
 }
 
+fn image_listing(
+    repo: &Repository,
+    id: amber_engine::id::SnapshotId,
+    snap: &amber_engine::format::snapshot::Snapshot,
+    prefix: &[u8],
+    recursive: bool,
+    push: &mut dyn FnMut(&[u8], &amber_engine::format::tree::Entry) -> amber_engine::error::Result<()>,
+) -> amber_engine::error::Result<()> {
+    for (path, e) in amber_engine::ops::image::view::listing(repo, id, snap)? {
+        let rest = if prefix.is_empty() {
+            Some(path.as_slice())
+        } else {
+            path.strip_prefix(prefix).and_then(|r| r.strip_prefix(b"/"))
+        };
+        match rest {
+            Some(rest) if recursive || !rest.contains(&b'/') => push(&path, &e)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Two images compare as their flattened file systems (the layer-by-layer view is local).
+fn image_changes(
+    repo: &Repository,
+    a: (amber_engine::id::SnapshotId, &amber_engine::format::snapshot::Snapshot),
+    b: (amber_engine::id::SnapshotId, &amber_engine::format::snapshot::Snapshot),
+) -> amber_engine::error::Result<Vec<amber_engine::ops::diff::Change>> {
+    use amber_engine::ops::image::view;
+    let first = |(id, snap)| -> amber_engine::error::Result<view::ManifestView> {
+        view::manifests(repo, id, snap)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| amber_engine::error::Error::InvalidArgument(format!("image {id} holds no manifest")))
+    };
+    let (ma, mb) = (first(a)?, first(b)?);
+    Ok(view::diff_flattened(
+        &view::flattened(repo, &ma)?,
+        &view::flattened(repo, &mb)?,
+    ))
+}
+
 fn diff(repo: &Repository, r: &pb::DiffRequest, out: &Out<pb::DiffResponse>) -> Result<(), Status> {
-    let (_, a) = resolve(repo, &r.from_snapshot, &r.environment)?;
-    let (_, b) = resolve(repo, &r.to_snapshot, &r.environment)?;
-    let changes = diff_trees(repo, TreeId::new(a.root), TreeId::new(b.root)).map_err(|e| from_engine(&e))?;
+    let (ida, a) = resolve(repo, &r.from_snapshot, &r.environment)?;
+    let (idb, b) = resolve(repo, &r.to_snapshot, &r.environment)?;
+    let image = amber_engine::format::snapshot::SourceKind::Image;
+    let changes = if a.source == image && b.source == image {
+        image_changes(repo, (ida, &a), (idb, &b))
+    } else {
+        diff_trees(repo, TreeId::new(a.root), TreeId::new(b.root))
+    }
+    .map_err(|e| from_engine(&e))?;
     for batch in changes.chunks(BATCH) {
         let changes = batch
             .iter()
