@@ -98,11 +98,11 @@ fn remote(cli: Cli) -> Result<ExitCode> {
             include,
             apply_whiteouts,
             image,
-            format: _,
+            format,
         } => {
             include_needs_dest(&include, block.is_none() && tar.is_none() && image.is_none())?;
-            if image.is_some() {
-                client::local_only("restore --image (images are not served yet)")?;
+            if let Some(out) = image {
+                return client::pull_image::run(g, &snapshot, &out, format.as_deref());
             }
             if apply_whiteouts {
                 client::local_only("--apply-whiteouts (extracting a layer)")?;

@@ -332,15 +332,16 @@ const SCHEMA: &[(&str, Fields)] = &[
     (
         "restore-image",
         &[
-            ("snapshot", Str, Yes, No),
-            ("kind", Str, Yes, No),
-            ("target", Str, Yes, No),
-            ("target_base64", Str, Opt, No),
-            ("format", Str, Yes, No),
+            ("snapshot", Str, Yes, Yes),
+            ("kind", Str, Yes, Yes),
+            ("target", Str, Yes, Yes),
+            ("target_base64", Str, Opt, Opt),
+            ("format", Str, Yes, Yes),
             ("files", Int, Yes, No),
             ("layers", Int, Yes, No),
             ("bytes", Int, Yes, No),
-            ("duration_seconds", Num, Yes, No),
+            ("bytes_fetched", Int, No, Yes),
+            ("duration_seconds", Num, Yes, Yes),
         ],
     ),
     (

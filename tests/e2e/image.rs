@@ -432,26 +432,30 @@ fn an_image_pushed_through_a_server_sends_nothing_for_its_shared_layers() {
         .collect();
     assert_eq!(kinds.iter().filter(|k| **k == "image").count(), 2, "{kinds:?}");
 
-    // The vault restores it exactly (read locally: images are not served yet).
+    // Restored through the server, in both formats, every digest as the original's.
     let out = dir.join("restored");
-    let mut c = Command::new(crate::common::amber_bin());
-    c.arg("--repo")
-        .arg(server.data().join("vaults/default"))
-        .args(["--json", "restore", &id_of(&pushed), "--image", p(&out)])
-        .env(
-            "AMBER_PASSWORD_FILE",
-            server.data().join("server/vault-keys/default.key"),
-        )
-        .env_remove("AMBER_SERVER")
-        .env_remove("AMBER_PASSWORD");
-    let r = run_command(c);
-    assert_eq!(r.code, Some(0), "{r}");
+    let r = server.ok(&admin, &["restore", &id_of(&pushed), "--image", p(&out)]);
+    check("restore-image", &r, Mode::Server);
     same_files(&second, &out);
     let (a, b) = (
         format!("oci:{}:nb", second.display()),
         format!("oci:{}:nb", out.display()),
     );
     assert_eq!(inspect(&a, &["--raw"]), inspect(&b, &["--raw"]));
+    let archive = dir.join("restored.tar");
+    server.ok(
+        &admin,
+        &[
+            "restore",
+            &id_of(&pushed),
+            "--image",
+            p(&archive),
+            "--format",
+            "docker-archive",
+        ],
+    );
+    let docker = format!("docker-archive:{}", archive.display());
+    assert_eq!(inspect(&a, &["--config"]), inspect(&docker, &["--config"]));
 
     // A file that does not match its descriptor is refused before anything is sent (the
     // server's own checks: server::bad_input::image_headers_are_checked).

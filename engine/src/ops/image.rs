@@ -24,7 +24,7 @@ use crate::repo::writer::{BlobWriter, WriteStats};
 
 pub use source::ImageFormat;
 use source::{ImageSource, Item, read_image, sha256_of};
-pub use write::{ImageRestore, restore_image};
+pub use write::{ImageRestore, restore_image, write_image_archive};
 
 /// Metadata key holding the format an image was given in (`oci`, `docker-archive`).
 pub const FORMAT_KEY: &str = "oci.image_format";

@@ -8,6 +8,7 @@ use amber_engine::format::tree::{Content, Entry, EntryKind};
 use amber_engine::id::{ChunkId, TreeId};
 use amber_engine::ops::content::for_each_chunk;
 use amber_engine::ops::display_path;
+use amber_engine::ops::image::{ImageFormat, write_image_archive};
 use amber_engine::ops::tar::{recorded_diff_id, restore_tar};
 use amber_engine::ops::walk::{find_dir, walk};
 use amber_engine::repo::Repository;
@@ -48,6 +49,7 @@ impl Restore for RestoreService {
     type ReadPlanStream = Stream<pb::PlanMessage>;
     type ReadChunksStream = Stream<pb::ChunkPiece>;
     type ReadTarStream = Stream<pb::TarPiece>;
+    type ReadImageStream = Stream<pb::TarPiece>;
 
     async fn read_plan(&self, req: Request<pb::ReadPlanRequest>) -> Result<Response<Self::ReadPlanStream>, Status> {
         let caller = self
@@ -87,10 +89,77 @@ impl Restore for RestoreService {
             send_tar(&repo, &r, out)
         })))
     }
+
+    async fn read_image(&self, req: Request<pb::ReadImageRequest>) -> Result<Response<Self::ReadImageStream>, Status> {
+        let caller = self
+            .state
+            .authorize(&req, "/amber.v1.Restore/ReadImage", Access::Read, &req.get_ref().vault)?;
+        let r = req.into_inner();
+        let repo = caller.vault.repo.clone();
+        let target = format!(
+            "image {} as {}",
+            r.snapshot,
+            if r.format.is_empty() { "given" } else { &r.format }
+        );
+        Ok(Response::new(stream(&self.state, caller, target, move |out| {
+            send_image(&repo, &r, out)
+        })))
+    }
 }
 
 fn gone() -> Status {
     Status::cancelled("the client went away")
+}
+
+fn send_image(repo: &Repository, r: &pb::ReadImageRequest, out: &Out<pb::TarPiece>) -> Result<(), Status> {
+    let (id, _) = resolve(repo, &r.snapshot, &r.environment)?;
+    let format = match r.format.as_str() {
+        "" => None,
+        f => Some(ImageFormat::parse(f).map_err(|e| from_engine(&e))?),
+    };
+    let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut length = 0u64;
+    let mut sink = PieceWriter {
+        out,
+        skip: 0,
+        buf: Vec::with_capacity(PIECE),
+    };
+    let mut tee = Hashing {
+        inner: &mut sink,
+        sha: &mut sha,
+        length: &mut length,
+    };
+    write_image_archive(repo, id, format, &mut tee).map_err(|e| from_engine(&e))?;
+    sink.flush().map_err(|_| gone())?;
+    let digest = format!("sha256:{}", hex::encode(sha.finish().as_ref()));
+    if out.send(pb::TarPiece {
+        data: Vec::new(),
+        digest,
+        length,
+    }) {
+        Ok(())
+    } else {
+        Err(gone())
+    }
+}
+
+/// Hashes what passes through.
+struct Hashing<'a> {
+    inner: &'a mut dyn Write,
+    sha: &'a mut ring::digest::Context,
+    length: &'a mut u64,
+}
+
+impl Write for Hashing<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(data)?;
+        self.sha.update(data.get(..n).unwrap_or_default());
+        *self.length += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn plan(repo: &Repository, r: &pb::ReadPlanRequest, out: &Out<pb::PlanMessage>) -> Result<(), Status> {

@@ -528,3 +528,53 @@ fn note_long(kind: TarKind, bytes: &[u8], name: &mut Option<Vec<u8>>, link: &mut
     }
     Ok(())
 }
+
+/// Unpacks an image archive Amber wrote (regular files and symbolic links, paths confined
+/// to the root) into the empty directory `dest`; then checks that every
+/// `blobs/sha256/HEX` file hashes to HEX. Returns the files written.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a malformed archive or a blob that does not match its
+/// name; I/O errors.
+pub fn unpack_archive(archive: &Path, dest: &Path) -> Result<u64> {
+    let members = list_members(archive)?;
+    let mut files = 0u64;
+    for (name, m) in &members {
+        let rel = std::str::from_utf8(name).map_err(|_| bad("an archive path that is not UTF-8"))?;
+        let target = dest.join(rel);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent.display().to_string(), e))?;
+        }
+        if m.kind == TarKind::Symlink {
+            let link = String::from_utf8_lossy(&m.link).into_owned();
+            std::os::unix::fs::symlink(link, &target).map_err(|e| Error::io(target.display().to_string(), e))?;
+            continue;
+        }
+        let mut out = File::create(&target).map_err(|e| Error::io(target.display().to_string(), e))?;
+        std::io::copy(&mut m.span.open()?, &mut out).map_err(|e| Error::io(target.display().to_string(), e))?;
+        out.sync_all().map_err(|e| Error::io(target.display().to_string(), e))?;
+        files += 1;
+        if let Some(expected) = named_digest(name) {
+            let (actual, _) = sha256_of(
+                &mut File::open(&target).map_err(|e| Error::io(rel.to_string(), e))?,
+                rel,
+            )?;
+            if actual != expected {
+                return Err(Error::Corrupt {
+                    kind: "image blob",
+                    id: rel.to_string(),
+                    detail: format!("its bytes hash to {actual}"),
+                });
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// True when the archive has a member at `name`.
+///
+/// # Errors
+/// A malformed archive; I/O errors.
+pub fn archive_has(archive: &Path, name: &[u8]) -> Result<bool> {
+    Ok(list_members(archive)?.contains_key(name))
+}

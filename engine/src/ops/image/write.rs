@@ -78,12 +78,9 @@ pub fn restore_image(
     let root = TreeId::new(snap.root);
     match (given, format.unwrap_or(given)) {
         (ImageFormat::Oci, ImageFormat::Oci) => write_layout(repo, root, out),
-        (ImageFormat::DockerArchive, ImageFormat::DockerArchive) => write_archive(repo, root, out),
-        (ImageFormat::Oci, ImageFormat::DockerArchive) => oci_to_archive(repo, root, out),
-        (ImageFormat::DockerArchive, ImageFormat::Oci) => Err(Error::InvalidArgument(format!(
-            "snapshot {id} was given as a docker archive; it restores as one (--format docker-archive), \
-             not yet as an OCI layout"
-        ))),
+        (ImageFormat::DockerArchive, ImageFormat::DockerArchive) => archive_file(out, |w| write_archive(repo, root, w)),
+        (ImageFormat::Oci, ImageFormat::DockerArchive) => archive_file(out, |w| oci_to_archive(repo, root, w)),
+        (ImageFormat::DockerArchive, ImageFormat::Oci) => Err(no_conversion(id)),
     }
 }
 
@@ -220,12 +217,12 @@ fn split_name(name: &[u8]) -> Result<(&[u8], &[u8])> {
     ))
 }
 
-struct ArchiveWriter {
-    w: BufWriter<File>,
+struct ArchiveWriter<'w> {
+    w: &'w mut dyn Write,
     bytes: u64,
 }
 
-impl ArchiveWriter {
+impl ArchiveWriter<'_> {
     fn member(&mut self, name: &[u8], size: u64, write: &mut dyn FnMut(&mut dyn Write) -> Result<u64>) -> Result<()> {
         let io = |e| Error::io("image archive", e);
         self.w.write_all(&tar_header(name, b'0', size, b"")?).map_err(io)?;
@@ -249,16 +246,60 @@ impl ArchiveWriter {
             .map_err(|e| Error::io("image archive", e))
     }
 
-    fn end(mut self) -> Result<BufWriter<File>> {
-        self.w
-            .write_all(&[0u8; 1024])
-            .map_err(|e| Error::io("image archive", e))?;
-        Ok(self.w)
+    fn end(self) -> Result<()> {
+        let io = |e| Error::io("image archive", e);
+        self.w.write_all(&[0u8; 1024]).map_err(io)?;
+        self.w.flush().map_err(io)
     }
 }
 
-fn write_archive(repo: &Repository, root: TreeId, out: &Path) -> Result<ImageRestore> {
-    let (partial, w) = fresh_file(out)?;
+/// Writes `build`'s archive to the file `out`, through a partial file renamed at the end.
+fn archive_file(out: &Path, build: impl FnOnce(&mut dyn Write) -> Result<ImageRestore>) -> Result<ImageRestore> {
+    let (partial, mut w) = fresh_file(out)?;
+    let report = build(&mut w)?;
+    commit_file(&partial, out, w)?;
+    Ok(report)
+}
+
+/// Writes image snapshot `id` as one tar stream to `out`: the archive itself for a docker
+/// archive, the layout's files for an OCI layout (`format` `oci`), or an OCI layout
+/// converted to a docker archive. What a server sends for `restore --image`.
+///
+/// # Errors
+/// As [`restore_image`].
+pub fn write_image_archive(
+    repo: &Repository,
+    id: SnapshotId,
+    format: Option<ImageFormat>,
+    out: &mut dyn Write,
+) -> Result<ImageRestore> {
+    let snap = repo.load_snapshot(id)?;
+    if snap.source != SourceKind::Image {
+        return Err(Error::InvalidArgument(format!(
+            "snapshot {id} is a {} snapshot, not an image",
+            snap.source.name()
+        )));
+    }
+    let given = ImageFormat::parse(recorded(&snap, FORMAT_KEY).unwrap_or("oci"))?;
+    let root = TreeId::new(snap.root);
+    match (given, format.unwrap_or(given)) {
+        (ImageFormat::Oci, ImageFormat::Oci) => {
+            write_archive(repo, root, out).map(|r| ImageRestore { format: "oci", ..r })
+        }
+        (ImageFormat::DockerArchive, ImageFormat::DockerArchive) => write_archive(repo, root, out),
+        (ImageFormat::Oci, ImageFormat::DockerArchive) => oci_to_archive(repo, root, out),
+        (ImageFormat::DockerArchive, ImageFormat::Oci) => Err(no_conversion(id)),
+    }
+}
+
+fn no_conversion(id: SnapshotId) -> Error {
+    Error::InvalidArgument(format!(
+        "snapshot {id} was given as a docker archive; it restores as one (--format docker-archive), \
+         not yet as an OCI layout"
+    ))
+}
+
+fn write_archive(repo: &Repository, root: TreeId, w: &mut dyn Write) -> Result<ImageRestore> {
     let mut a = ArchiveWriter { w, bytes: 0 };
     let mut report = ImageRestore {
         format: "docker-archive",
@@ -274,7 +315,7 @@ fn write_archive(repo: &Repository, root: TreeId, out: &Path) -> Result<ImageRes
         Ok(())
     })?;
     report.bytes = a.bytes;
-    commit_file(&partial, out, a.end()?)?;
+    a.end()?;
     Ok(report)
 }
 
@@ -315,7 +356,7 @@ fn blob_of(desc: &Value) -> String {
 /// Writes the images an OCI layout's index names as a docker archive (`docker save`'s
 /// layout as skopeo writes it): `manifest.json`, each config as `<hex>.json` (the same
 /// bytes), each layer uncompressed as `<diff id hex>.tar`.
-fn oci_to_archive(repo: &Repository, root: TreeId, out: &Path) -> Result<ImageRestore> {
+fn oci_to_archive(repo: &Repository, root: TreeId, w: &mut dyn Write) -> Result<ImageRestore> {
     let (_, index) = stored_file(repo, root, "index.json")?;
     let index = json(&index, "index.json")?;
     let mut images = Vec::new();
@@ -350,7 +391,6 @@ fn oci_to_archive(repo: &Repository, root: TreeId, out: &Path) -> Result<ImageRe
         images.push(serde_json::json!({"Config": config_name, "RepoTags": tags, "Layers": layer_names}));
     }
     let manifest_json = serde_json::to_vec(&images).map_err(|e| Error::Pipeline(e.to_string()))?;
-    let (partial, w) = fresh_file(out)?;
     let mut a = ArchiveWriter { w, bytes: 0 };
     let mut report = ImageRestore {
         format: "docker-archive",
@@ -382,6 +422,6 @@ fn oci_to_archive(repo: &Repository, root: TreeId, out: &Path) -> Result<ImageRe
     })?;
     report.files += 1;
     report.bytes = a.bytes;
-    commit_file(&partial, out, a.end()?)?;
+    a.end()?;
     Ok(report)
 }
