@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod pull;
+pub mod pull_env;
 pub mod pull_image;
 pub mod pull_tar;
 pub mod push;

@@ -78,9 +78,7 @@ fn remote(cli: Cli) -> Result<ExitCode> {
         Command::Snapshot(_) => anyhow::bail!("use `amber push` to snapshot to a server"),
         Command::Snapshots => client::catalog::snapshots(g),
         Command::Env(cmd) => client::push_env::run(g, &cmd),
-        Command::Envs => {
-            client::local_only("envs (list environments with `amber snapshots --env E`)").map(|()| ExitCode::SUCCESS)
-        }
+        Command::Envs => client::pull_env::list(g),
         Command::Ls { snapshot, path } => {
             client::catalog::ls(g, &snapshot, path.as_ref().map(|p| p.as_encoded_bytes()))
         }

@@ -3,12 +3,12 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use serde_json::Value;
 
 use crate::cli::{Mode, check};
-use crate::common::{Repo, amber_bin, assert_same_tree, id_of, num, p, run_command, sample_tree};
+use crate::common::{Repo, assert_same_tree, id_of, num, p, sample_tree};
 use crate::image::{Builder, lab_image, minimal_rootfs, same_files, tool};
 use crate::server::faults::{METRICS_ENV, MIB, metric, random_tree, wait_until};
 use crate::server::harness::Server;
@@ -244,21 +244,17 @@ fn an_environment_pushed_in_parts_survives_a_killed_push_and_the_retry_sends_onl
     );
     assert_eq!(kinds(&server).iter().filter(|k| *k == "environment").count(), 1);
 
-    // The vault restores and validates it (read locally: env restore is not served yet).
+    // envs and env restore through the server, as locally.
+    let listed = server.ok(&admin, &["--env", "lab-7", "envs"]);
+    check("env-info", &listed[0], Mode::Server);
+    assert_eq!(listed[0]["id"], id_of(&retry).as_str());
     let into = dir.join("restored");
-    let mut c = Command::new(amber_bin());
-    c.arg("--repo")
-        .arg(server.data().join("vaults/default"))
-        .args(["--json", "env", "restore", &id_of(&retry), "--into", p(&into)])
-        .env(
-            "AMBER_PASSWORD_FILE",
-            server.data().join("server/vault-keys/default.key"),
-        )
-        .env_remove("AMBER_SERVER")
-        .env_remove("AMBER_PASSWORD");
-    let r = run_command(c);
-    assert_eq!(r.code, Some(0), "{r}");
-    assert_eq!(r.json()["ok"], true);
+    let r = server.ok(
+        &admin,
+        &["--env", "lab-7", "env", "restore", "latest", "--into", p(&into)],
+    );
+    check("env-restore", &r, Mode::Server);
+    assert_eq!(r["ok"], true, "{r}");
     same_files(&image, &into.join("image"));
     assert_same_tree(&data, &into.join("trees/home/researcher/notebooks"));
     assert!(fs::read(&vol).unwrap() == fs::read(into.join("volumes/opt/jupyter.img")).unwrap());

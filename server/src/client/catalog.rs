@@ -39,7 +39,7 @@ pub fn snapshots(g: &Global) -> Result<ExitCode> {
 }
 
 /// An engine snapshot from the catalog's description (without its root id).
-fn engine_snapshot(i: &pb::SnapshotInfo) -> Result<(SnapshotId, Snapshot)> {
+pub fn engine_snapshot(i: &pb::SnapshotInfo) -> Result<(SnapshotId, Snapshot)> {
     let id = SnapshotId::from_hex(&i.id).context("the server sent a malformed id")?;
     let labels = i.labels.clone().unwrap_or_default();
     let stats = i.stats.unwrap_or_default();

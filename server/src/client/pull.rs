@@ -106,43 +106,74 @@ pub fn run(g: &Global, args: &PullArgs) -> Result<ExitCode> {
             ));
         }
         // The full id: `latest` could name another snapshot by the time the plan is read.
-        let plan = read_plan(&remote, &found.id, None).await?;
-        let info = plan.start.snapshot.clone().unwrap_or_default();
-        let key: [u8; 32] = plan
-            .start
-            .verify_key
-            .as_slice()
-            .try_into()
-            .context("the server sent no verify key")?;
-        let volume = info.kind == pb::SourceKind::Volume as i32;
-        let mut tally = Tally::default();
-        let fetcher = Fetcher {
-            remote: remote.clone(),
-            key,
-        };
-        let (kind, target) = match (volume, args.dest, args.block) {
-            (true, _, Some(out)) => {
-                if !args.include.is_empty() {
-                    bail!(
-                        "--include applies to tree snapshots; snapshot {} is a block volume",
-                        info.id
-                    );
-                }
-                restore_volume(&fetcher, plan.items, out, args.seed, &mut tally).await?;
-                ("block", out)
-            }
-            (true, _, None) => bail!("snapshot {} is a block volume: restore it with --block OUT", info.id),
-            (false, Some(dest), _) => {
-                let everything = args.include.is_empty();
-                let items = select(plan.items, args.include)?;
-                let root = plan.root.filter(|_| everything);
-                restore_tree(&fetcher, items, root, dest, &mut tally).await?;
-                ("tree", dest)
-            }
-            (false, None, _) => bail!("snapshot {} is a tree: give a target directory", info.id),
-        };
+        let (info, kind, target, tally) = fetch(&remote, &found.id, args).await?;
         report(g, &info.id, kind, target, &tally, started);
         Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Restores snapshot `id` (a full id) as `args` says; returns what the plan described, the
+/// kind written, the target and the counts.
+async fn fetch<'a>(
+    remote: &Remote,
+    id: &str,
+    args: &PullArgs<'a>,
+) -> Result<(pb::SnapshotInfo, &'static str, &'a Path, Tally)> {
+    let plan = read_plan(remote, id, None).await?;
+    let info = plan.start.snapshot.clone().unwrap_or_default();
+    let key: [u8; 32] = plan
+        .start
+        .verify_key
+        .as_slice()
+        .try_into()
+        .context("the server sent no verify key")?;
+    let volume = info.kind == pb::SourceKind::Volume as i32;
+    let mut tally = Tally::default();
+    let fetcher = Fetcher {
+        remote: remote.clone(),
+        key,
+    };
+    let (kind, target) = match (volume, args.dest, args.block) {
+        (true, _, Some(out)) => {
+            if !args.include.is_empty() {
+                bail!(
+                    "--include applies to tree snapshots; snapshot {} is a block volume",
+                    info.id
+                );
+            }
+            restore_volume(&fetcher, plan.items, out, args.seed, &mut tally).await?;
+            ("block", out)
+        }
+        (true, _, None) => bail!("snapshot {} is a block volume: restore it with --block OUT", info.id),
+        (false, Some(dest), _) => {
+            let everything = args.include.is_empty();
+            let items = select(plan.items, args.include)?;
+            let root = plan.root.filter(|_| everything);
+            restore_tree(&fetcher, items, root, dest, &mut tally).await?;
+            ("tree", dest)
+        }
+        (false, None, _) => bail!("snapshot {} is a tree: give a target directory", info.id),
+    };
+    Ok((info, kind, target, tally))
+}
+
+/// Restores one part of an environment (a tree into `dest`, or a volume into `block`);
+/// returns a line saying what was written.
+///
+/// # Errors
+/// As `amber restore --server`.
+pub async fn fetch_part(remote: &Remote, id: &str, dest: Option<&Path>, block: Option<&Path>) -> Result<String> {
+    let args = PullArgs {
+        snapshot: id,
+        dest,
+        block,
+        seed: None,
+        include: &[],
+    };
+    let (_, kind, target, t) = fetch(remote, id, &args).await?;
+    Ok(match kind {
+        "block" => format!("{} bytes into {}", t.bytes, target.display()),
+        _ => format!("{} files into {}", t.files, target.display()),
     })
 }
 

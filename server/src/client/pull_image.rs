@@ -30,55 +30,8 @@ pub fn run(g: &Global, snapshot: &str, out: &Path, format: Option<&str>) -> Resu
         let remote = Remote::connect(g).await?;
         let started = Instant::now();
         let id = resolve_id(&remote, snapshot, g.env.as_deref()).await?;
-        if out.exists() && !(out.is_dir() && std::fs::read_dir(out)?.next().is_none()) {
-            bail!("{} exists and is not an empty directory", out.display());
-        }
-        let partial = PathBuf::from(format!("{}.amber-partial", out.display()));
-        let req = pb::ReadImageRequest {
-            vault: remote.vault.clone(),
-            snapshot: id.clone(),
-            format: format.unwrap_or_default().to_string(),
-            environment: String::new(),
-        };
-        let mut stream = remote
-            .restore()
-            .read_image(remote.request(req))
-            .await
-            .map_err(|s| failed("cannot read the image", &s))?
-            .into_inner();
-        let mut file = std::io::BufWriter::new(
-            std::fs::File::create(&partial).with_context(|| format!("cannot create {}", partial.display()))?,
-        );
-        let mut sha = Sha::new(&SHA256);
-        let (mut fetched, mut end) = (0u64, None);
-        while let Some(piece) = stream
-            .message()
-            .await
-            .map_err(|s| failed("reading the image failed", &s))?
-        {
-            sha.update(&piece.data);
-            file.write_all(&piece.data).context("cannot write the image")?;
-            fetched += piece.data.len() as u64;
-            if !piece.digest.is_empty() {
-                end = Some((piece.digest, piece.length));
-            }
-        }
-        file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        let (digest, length) = end.context("the image stream ended early")?;
-        let got = format!("sha256:{}", hex::encode(sha.finish().as_ref()));
-        if got != digest || fetched != length {
-            std::fs::remove_file(&partial)?;
-            bail!("the image stream has {got} ({fetched} bytes), the server sent {digest} ({length} bytes): discarded");
-        }
-        let layout = format != Some("docker-archive") && is_layout(&partial)?;
-        let written = if layout {
-            let n = unpack_archive(&partial, out);
-            std::fs::remove_file(&partial)?;
-            format!("{} files", n?)
-        } else {
-            std::fs::rename(&partial, out)?;
-            bytes(fetched)
-        };
+        let (layout, fetched) = fetch(&remote, &id, out, format).await?;
+        let written = if layout { "unpacked".to_string() } else { bytes(fetched) };
         let mut obj = restore_head(&id, "image", out);
         extend(
             &mut obj,
@@ -97,6 +50,66 @@ pub fn run(g: &Global, snapshot: &str, out: &Path, format: Option<&str>) -> Resu
         });
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Fetches image `id` (a full id) into `out`: returns whether it was an OCI layout
+/// (unpacked) rather than a docker archive (written as a file), and the bytes fetched.
+///
+/// # Errors
+/// Server and I/O errors; a stream or blob that does not match its digest.
+pub async fn fetch(remote: &Remote, id: &str, out: &Path, format: Option<&str>) -> Result<(bool, u64)> {
+    if out.exists() && !(out.is_dir() && std::fs::read_dir(out)?.next().is_none()) {
+        bail!("{} exists and is not an empty directory", out.display());
+    }
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let partial = PathBuf::from(format!("{}.amber-partial", out.display()));
+    let req = pb::ReadImageRequest {
+        vault: remote.vault.clone(),
+        snapshot: id.to_string(),
+        format: format.unwrap_or_default().to_string(),
+        environment: String::new(),
+    };
+    let mut stream = remote
+        .restore()
+        .read_image(remote.request(req))
+        .await
+        .map_err(|s| failed("cannot read the image", &s))?
+        .into_inner();
+    let mut file = std::io::BufWriter::new(
+        std::fs::File::create(&partial).with_context(|| format!("cannot create {}", partial.display()))?,
+    );
+    let mut sha = Sha::new(&SHA256);
+    let (mut fetched, mut end) = (0u64, None);
+    while let Some(piece) = stream
+        .message()
+        .await
+        .map_err(|s| failed("reading the image failed", &s))?
+    {
+        sha.update(&piece.data);
+        file.write_all(&piece.data).context("cannot write the image")?;
+        fetched += piece.data.len() as u64;
+        if !piece.digest.is_empty() {
+            end = Some((piece.digest, piece.length));
+        }
+    }
+    file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    let (digest, length) = end.context("the image stream ended early")?;
+    let got = format!("sha256:{}", hex::encode(sha.finish().as_ref()));
+    if got != digest || fetched != length {
+        std::fs::remove_file(&partial)?;
+        bail!("the image stream has {got} ({fetched} bytes), the server sent {digest} ({length} bytes): discarded");
+    }
+    let layout = format != Some("docker-archive") && is_layout(&partial)?;
+    if layout {
+        let n = unpack_archive(&partial, out);
+        std::fs::remove_file(&partial)?;
+        n?;
+    } else {
+        std::fs::rename(&partial, out)?;
+    }
+    Ok((layout, fetched))
 }
 
 /// An archive holding `oci-layout` at its root is a layout's files, not a docker archive.

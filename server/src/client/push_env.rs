@@ -26,10 +26,7 @@ type Pushing<'a> = Pin<Box<dyn Future<Output = Result<(PartKind, String, Outcome
 pub fn run(g: &Global, cmd: &EnvCommand) -> Result<ExitCode> {
     match cmd {
         EnvCommand::Snapshot(a) => block_on(snapshot(g, a)),
-        EnvCommand::Restore { .. } => {
-            crate::client::local_only("env restore (restore its parts one by one, or on the vault)")?;
-            Ok(ExitCode::SUCCESS)
-        }
+        EnvCommand::Restore { snapshot, into } => super::pull_env::restore(g, snapshot, into),
     }
 }
 

@@ -21,7 +21,7 @@ use crate::commands::EXIT_INCOMPLETE;
 use crate::context;
 use crate::output::{emit, put_time};
 
-mod validate;
+pub mod validate;
 
 /// Runs an `env` command locally.
 pub fn local(g: &Global, cmd: &EnvCommand) -> Result<ExitCode> {
@@ -209,9 +209,23 @@ fn restore(g: &Global, name: &str, into: &Path) -> Result<ExitCode> {
         let done = restore_part(g, &repo, part, into);
         report.step(part, "restore", done.map(|detail| (detail, Value::Null)));
     }
-    validate::all(&repo, &snap, &parts, into, &mut report);
+    let facts = validate::Facts::local(&repo, &parts)?;
+    validate::all(&facts, &snap, &parts, into, &mut report);
+    finish_restore(g, &id.to_hex(), &snap, into, &report, started)
+}
+
+/// Writes `DIR/environment.json`, prints the `env-restore` document, and gives the exit
+/// status (3 when a step failed).
+pub fn finish_restore(
+    g: &Global,
+    id: &str,
+    snap: &Snapshot,
+    into: &Path,
+    report: &validate::Report,
+    started: Instant,
+) -> Result<ExitCode> {
     let value = json!({
-        "snapshot": id.to_hex(),
+        "snapshot": id,
         "kind": "environment",
         "target": into.display().to_string(),
         "environment": snap.environment,
@@ -237,7 +251,7 @@ fn restore(g: &Global, name: &str, into: &Path) -> Result<ExitCode> {
     }
     std::fs::create_dir_all(into)?;
     std::fs::write(into.join("environment.json"), serde_json::to_vec_pretty(&record)?)?;
-    emit(g.json, &value, || report.text(&id.to_hex(), into));
+    emit(g.json, &value, || report.text(id, into));
     Ok(if report.ok() {
         ExitCode::SUCCESS
     } else {
@@ -296,31 +310,40 @@ pub fn list(g: &Global) -> Result<ExitCode> {
         if snap.source != SourceKind::Environment || g.env.as_deref().is_some_and(|e| e != snap.environment) {
             continue;
         }
-        let parts: Vec<Value> = parts_of(&repo, id, &snap)?
-            .iter()
-            .map(|p| {
-                json!({"kind": p.kind.name(), "mount": (!p.mount.is_empty()).then_some(p.mount.as_str()), "snapshot": p.snapshot.to_hex()})
-            })
-            .collect();
-        let mut obj = serde_json::Map::new();
-        obj.insert("id".into(), json!(id.to_hex()));
-        obj.insert("environment".into(), json!(snap.environment));
-        put_time(&mut obj, "time", snap.time_ns);
-        obj.insert("lab".into(), json!(snap.lab));
-        obj.insert("researcher".into(), json!(snap.researcher));
-        obj.insert(
-            "metadata".into(),
-            json!(
-                snap.metadata
-                    .iter()
-                    .cloned()
-                    .collect::<std::collections::BTreeMap<_, _>>()
-            ),
-        );
-        obj.insert("parts".into(), Value::Array(parts));
-        out.push(Value::Object(obj));
+        out.push(env_info_json(&id, &snap, &parts_of(&repo, id, &snap)?));
     }
-    let value = Value::Array(out);
+    print_envs(g, out);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One `env-info` document.
+pub fn env_info_json(id: &SnapshotId, snap: &Snapshot, parts: &[Part]) -> Value {
+    let parts: Vec<Value> = parts
+        .iter()
+        .map(|p| json!({"kind": p.kind.name(), "mount": (!p.mount.is_empty()).then_some(p.mount.as_str()), "snapshot": p.snapshot.to_hex()}))
+        .collect();
+    let mut obj = serde_json::Map::new();
+    obj.insert("id".into(), json!(id.to_hex()));
+    obj.insert("environment".into(), json!(snap.environment));
+    put_time(&mut obj, "time", snap.time_ns);
+    obj.insert("lab".into(), json!(snap.lab));
+    obj.insert("researcher".into(), json!(snap.researcher));
+    obj.insert(
+        "metadata".into(),
+        json!(
+            snap.metadata
+                .iter()
+                .cloned()
+                .collect::<std::collections::BTreeMap<_, _>>()
+        ),
+    );
+    obj.insert("parts".into(), Value::Array(parts));
+    Value::Object(obj)
+}
+
+/// Prints the array of `env-info` documents.
+pub fn print_envs(g: &Global, envs: Vec<Value>) {
+    let value = Value::Array(envs);
     emit(g.json, &value, || {
         value
             .as_array()
@@ -350,5 +373,4 @@ pub fn list(g: &Global) -> Result<ExitCode> {
             .collect::<Vec<_>>()
             .join("\n")
     });
-    Ok(ExitCode::SUCCESS)
 }

@@ -108,8 +108,9 @@ impl Catalog for CatalogService {
             let snapshots = all
                 .iter()
                 .filter(|(_, s)| selected(&r, s))
-                .map(|(id, s)| convert::snapshot_info(*id, s))
-                .collect();
+                .map(|(id, s)| convert::snapshot_info_in(repo, *id, s))
+                .collect::<Result<_, _>>()
+                .map_err(|e| from_engine(&e))?;
             Ok(pb::ListSnapshotsResponse { snapshots })
         })
         .await
@@ -129,7 +130,7 @@ impl Catalog for CatalogService {
         } = req.into_inner();
         self.unary(caller, format!("snapshot {name}"), move |repo| {
             let (id, snap) = resolve(repo, &name, &env)?;
-            Ok(convert::snapshot_info(id, &snap))
+            convert::snapshot_info_in(repo, id, &snap).map_err(|e| from_engine(&e))
         })
         .await
     }

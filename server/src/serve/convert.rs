@@ -190,5 +190,29 @@ pub fn snapshot_info(id: SnapshotId, s: &Snapshot) -> pb::SnapshotInfo {
             blobs_new: s.stats.blobs_new,
         }),
         skipped: s.skipped,
+        parts: Vec::new(),
     }
+}
+
+/// [`snapshot_info`] with the parts of an environment snapshot read from its root.
+///
+/// # Errors
+/// Store and corruption errors reading an environment's root.
+pub fn snapshot_info_in(
+    repo: &amber_engine::repo::Repository,
+    id: SnapshotId,
+    s: &Snapshot,
+) -> amber_engine::error::Result<pb::SnapshotInfo> {
+    let mut info = snapshot_info(id, s);
+    if s.source == SourceKind::Environment {
+        info.parts = amber_engine::ops::environment::parts_of(repo, id, s)?
+            .into_iter()
+            .map(|p| pb::EnvironmentPart {
+                kind: p.kind.name().into(),
+                snapshot_id: p.snapshot.to_hex(),
+                mount: p.mount,
+            })
+            .collect();
+    }
+    Ok(info)
 }

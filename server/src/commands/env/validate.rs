@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use amber_engine::format::snapshot::Snapshot;
+use amber_engine::id::SnapshotId;
 use amber_engine::ops::environment::{Part, PartKind};
 use amber_engine::ops::image::view;
 use amber_engine::repo::Repository;
@@ -79,8 +80,43 @@ impl Report {
     }
 }
 
+/// What validation needs to know from the vault: each part's file count, and the
+/// `*.dist-info` directory names in the image.
+#[derive(Default)]
+pub struct Facts {
+    /// Regular files per part snapshot, as recorded.
+    pub files: std::collections::HashMap<SnapshotId, u64>,
+    /// Names of the image's `*.dist-info` directories (its flattened file system).
+    pub image_dist_infos: Vec<String>,
+}
+
+impl Facts {
+    /// The facts, read from a local repository.
+    ///
+    /// # Errors
+    /// Store and corruption errors.
+    pub fn local(repo: &Repository, parts: &[Part]) -> Result<Facts> {
+        let mut facts = Facts::default();
+        for part in parts {
+            let snap = repo.load_snapshot(part.snapshot)?;
+            facts.files.insert(part.snapshot, snap.stats.files);
+            if part.kind == PartKind::Image {
+                for manifest in view::manifests(repo, part.snapshot, &snap)? {
+                    for path in view::flattened(repo, &manifest)?.keys() {
+                        let name = path.rsplit(|&b| b == b'/').next().unwrap_or_default();
+                        if name.ends_with(b".dist-info") {
+                            facts.image_dist_infos.push(String::from_utf8_lossy(name).into_owned());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(facts)
+    }
+}
+
 /// Runs every validation step (only of parts whose restore succeeded).
-pub fn all(repo: &Repository, env: &Snapshot, parts: &[Part], into: &Path, report: &mut Report) {
+pub fn all(facts: &Facts, env: &Snapshot, parts: &[Part], into: &Path, report: &mut Report) {
     let restored: Vec<&Part> = parts
         .iter()
         .filter(|p| {
@@ -95,7 +131,8 @@ pub fn all(repo: &Repository, env: &Snapshot, parts: &[Part], into: &Path, repor
             PartKind::Image => report.step(part, "digests", image_digests(&into.join("image"))),
             PartKind::Tree => {
                 let dest = mounted_at(into, "trees", &part.mount);
-                let counted = file_count(repo, part, &dest, &mut report.notebooks);
+                let expected = facts.files.get(&part.snapshot).copied().unwrap_or_default();
+                let counted = file_count(expected, part, &dest, &mut report.notebooks);
                 report.step(part, "file count", counted);
             }
             PartKind::Volume => {
@@ -111,7 +148,7 @@ pub fn all(repo: &Repository, env: &Snapshot, parts: &[Part], into: &Path, repor
         .map(|(_, v)| v.lines().filter(|l| !l.trim().is_empty()).collect())
         .unwrap_or_default();
     if !wanted.is_empty() {
-        let found = packages(repo, &restored, into, &wanted);
+        let found = packages(facts, &restored, into, &wanted);
         report.record("environment", "", "packages", found);
     }
 }
@@ -139,8 +176,7 @@ fn image_digests(layout: &Path) -> Result<(String, Value)> {
 }
 
 /// The restored tree has as many regular files as the snapshot; notebooks are listed.
-fn file_count(repo: &Repository, part: &Part, dest: &Path, notebooks: &mut Vec<String>) -> Result<(String, Value)> {
-    let expected = repo.load_snapshot(part.snapshot)?.stats.files;
+fn file_count(expected: u64, part: &Part, dest: &Path, notebooks: &mut Vec<String>) -> Result<(String, Value)> {
     let mut files = 0u64;
     let mut stack = vec![dest.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -207,19 +243,11 @@ fn installs(dist_info: &str, spec: &str) -> bool {
 }
 
 /// Each package is installed in the image (its flattened file system) or a restored tree.
-fn packages(repo: &Repository, parts: &[&Part], into: &Path, wanted: &[&str]) -> Result<(String, Value)> {
+fn packages(facts: &Facts, parts: &[&Part], into: &Path, wanted: &[&str]) -> Result<(String, Value)> {
     let mut dist_infos: Vec<String> = Vec::new();
     for part in parts {
         match part.kind {
-            PartKind::Image => {
-                let snap = repo.load_snapshot(part.snapshot)?;
-                for manifest in view::manifests(repo, part.snapshot, &snap)? {
-                    for path in view::flattened(repo, &manifest)?.keys() {
-                        let name = path.rsplit(|&b| b == b'/').next().unwrap_or_default();
-                        dist_infos.push(String::from_utf8_lossy(name).into_owned());
-                    }
-                }
-            }
+            PartKind::Image => dist_infos.extend(facts.image_dist_infos.iter().cloned()),
             PartKind::Tree => collect_dist_infos(&mounted_at(into, "trees", &part.mount), &mut dist_infos)?,
             PartKind::Volume => {}
         }
