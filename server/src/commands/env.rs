@@ -236,18 +236,7 @@ pub fn finish_restore(
     });
     let mut record = value.clone();
     if let Value::Object(obj) = &mut record {
-        put_time(obj, "time", snap.time_ns);
-        obj.insert("lab".into(), json!(snap.lab));
-        obj.insert("researcher".into(), json!(snap.researcher));
-        obj.insert(
-            "metadata".into(),
-            json!(
-                snap.metadata
-                    .iter()
-                    .cloned()
-                    .collect::<std::collections::BTreeMap<_, _>>()
-            ),
-        );
+        put_record(obj, snap);
     }
     std::fs::create_dir_all(into)?;
     std::fs::write(into.join("environment.json"), serde_json::to_vec_pretty(&record)?)?;
@@ -316,6 +305,15 @@ pub fn list(g: &Global) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The record's fields: time, lab, researcher, metadata.
+fn put_record(obj: &mut serde_json::Map<String, Value>, snap: &Snapshot) {
+    put_time(obj, "time", snap.time_ns);
+    obj.insert("lab".into(), json!(snap.lab));
+    obj.insert("researcher".into(), json!(snap.researcher));
+    let metadata: std::collections::BTreeMap<_, _> = snap.metadata.iter().cloned().collect();
+    obj.insert("metadata".into(), json!(metadata));
+}
+
 /// One `env-info` document.
 pub fn env_info_json(id: &SnapshotId, snap: &Snapshot, parts: &[Part]) -> Value {
     let parts: Vec<Value> = parts
@@ -325,18 +323,7 @@ pub fn env_info_json(id: &SnapshotId, snap: &Snapshot, parts: &[Part]) -> Value 
     let mut obj = serde_json::Map::new();
     obj.insert("id".into(), json!(id.to_hex()));
     obj.insert("environment".into(), json!(snap.environment));
-    put_time(&mut obj, "time", snap.time_ns);
-    obj.insert("lab".into(), json!(snap.lab));
-    obj.insert("researcher".into(), json!(snap.researcher));
-    obj.insert(
-        "metadata".into(),
-        json!(
-            snap.metadata
-                .iter()
-                .cloned()
-                .collect::<std::collections::BTreeMap<_, _>>()
-        ),
-    );
+    put_record(&mut obj, snap);
     obj.insert("parts".into(), Value::Array(parts));
     Value::Object(obj)
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::write::{stored_file, walk};
+use super::write::{blob_of, json, stored_file, walk};
 use super::{FORMAT_KEY, layer_ref};
 use crate::error::{Error, Result};
 use crate::format::snapshot::{Snapshot, SourceKind};
@@ -32,19 +32,6 @@ fn not_image(id: SnapshotId, snap: &Snapshot) -> Error {
         "snapshot {id} is a {} snapshot, not an image",
         snap.source.name()
     ))
-}
-
-fn json(bytes: &[u8], what: &str) -> Result<Value> {
-    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
-        kind: "image",
-        id: what.to_string(),
-        detail: format!("not JSON: {e}"),
-    })
-}
-
-fn blob_of(desc: &Value) -> String {
-    let digest = desc.get("digest").and_then(Value::as_str).unwrap_or_default();
-    format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"))
 }
 
 /// The images of image snapshot `id`, in the order its index or archive lists them.

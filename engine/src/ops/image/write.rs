@@ -67,15 +67,7 @@ pub fn restore_image(
     out: &Path,
     format: Option<ImageFormat>,
 ) -> Result<ImageRestore> {
-    let snap = repo.load_snapshot(id)?;
-    if snap.source != SourceKind::Image {
-        return Err(Error::InvalidArgument(format!(
-            "snapshot {id} is a {} snapshot, not an image",
-            snap.source.name()
-        )));
-    }
-    let given = ImageFormat::parse(recorded(&snap, FORMAT_KEY).unwrap_or("oci"))?;
-    let root = TreeId::new(snap.root);
+    let (given, root) = given_format(repo, id)?;
     match (given, format.unwrap_or(given)) {
         (ImageFormat::Oci, ImageFormat::Oci) => write_layout(repo, root, out),
         (ImageFormat::DockerArchive, ImageFormat::DockerArchive) => archive_file(out, |w| write_archive(repo, root, w)),
@@ -273,15 +265,7 @@ pub fn write_image_archive(
     format: Option<ImageFormat>,
     out: &mut dyn Write,
 ) -> Result<ImageRestore> {
-    let snap = repo.load_snapshot(id)?;
-    if snap.source != SourceKind::Image {
-        return Err(Error::InvalidArgument(format!(
-            "snapshot {id} is a {} snapshot, not an image",
-            snap.source.name()
-        )));
-    }
-    let given = ImageFormat::parse(recorded(&snap, FORMAT_KEY).unwrap_or("oci"))?;
-    let root = TreeId::new(snap.root);
+    let (given, root) = given_format(repo, id)?;
     match (given, format.unwrap_or(given)) {
         (ImageFormat::Oci, ImageFormat::Oci) => {
             write_archive(repo, root, out).map(|r| ImageRestore { format: "oci", ..r })
@@ -340,7 +324,7 @@ pub(crate) fn stored_file(repo: &Repository, root: TreeId, want: &str) -> Result
     Ok((entry, bytes))
 }
 
-fn json(bytes: &[u8], what: &str) -> Result<Value> {
+pub(super) fn json(bytes: &[u8], what: &str) -> Result<Value> {
     serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
         kind: "image",
         id: what.to_string(),
@@ -348,9 +332,22 @@ fn json(bytes: &[u8], what: &str) -> Result<Value> {
     })
 }
 
-fn blob_of(desc: &Value) -> String {
+pub(super) fn blob_of(desc: &Value) -> String {
     let digest = desc.get("digest").and_then(Value::as_str).unwrap_or_default();
     format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"))
+}
+
+/// The format image snapshot `id` was given in, and its root.
+fn given_format(repo: &Repository, id: SnapshotId) -> Result<(ImageFormat, TreeId)> {
+    let snap = repo.load_snapshot(id)?;
+    if snap.source != SourceKind::Image {
+        return Err(Error::InvalidArgument(format!(
+            "snapshot {id} is a {} snapshot, not an image",
+            snap.source.name()
+        )));
+    }
+    let given = ImageFormat::parse(recorded(&snap, FORMAT_KEY).unwrap_or("oci"))?;
+    Ok((given, TreeId::new(snap.root)))
 }
 
 /// Writes the images an OCI layout's index names as a docker archive (`docker save`'s
