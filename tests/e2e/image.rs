@@ -293,6 +293,22 @@ fn a_docker_archive_round_trips_and_keeps_its_members() {
         tool("tar", &["-xf", p(tarball), "-C", p(dir)]);
     }
     same_files(&x, &y);
+
+    // Converted to an OCI layout: the same config, the same layers.
+    let layout_out = repo.scratch("converted-oci");
+    let r = repo.ok(&["restore", &id_of(&snap), "--image", p(&layout_out), "--format", "oci"]);
+    assert_eq!(r["format"], "oci");
+    let converted = format!("oci:{}", layout_out.display());
+    assert_eq!(
+        inspect(&given, &["--config"]),
+        inspect(&converted, &["--config"]),
+        "the config"
+    );
+    assert_eq!(
+        inspect(&given, &[])["Layers"],
+        inspect(&converted, &[])["Layers"],
+        "the layers"
+    );
 }
 
 /// Bad images are refused and commit nothing.

@@ -72,7 +72,7 @@ pub fn restore_image(
         (ImageFormat::Oci, ImageFormat::Oci) => write_layout(repo, root, out),
         (ImageFormat::DockerArchive, ImageFormat::DockerArchive) => archive_file(out, |w| write_archive(repo, root, w)),
         (ImageFormat::Oci, ImageFormat::DockerArchive) => archive_file(out, |w| oci_to_archive(repo, root, w)),
-        (ImageFormat::DockerArchive, ImageFormat::Oci) => Err(no_conversion(id)),
+        (ImageFormat::DockerArchive, ImageFormat::Oci) => archive_to_layout(repo, id, out),
     }
 }
 
@@ -276,10 +276,102 @@ pub fn write_image_archive(
     }
 }
 
+/// Writes the images of a docker archive as an OCI layout: each config as a blob (the
+/// same bytes), each layer as given, a manifest per image and an index naming them with
+/// their tags.
+fn archive_to_layout(repo: &Repository, id: SnapshotId, out: &Path) -> Result<ImageRestore> {
+    fresh_dir(out)?;
+    let snap = repo.load_snapshot(id)?;
+    let root = TreeId::new(snap.root);
+    let mut report = ImageRestore {
+        format: "oci",
+        ..ImageRestore::default()
+    };
+    let put_blob = |bytes: &[u8], report: &mut ImageRestore| -> Result<(String, u64)> {
+        let digest = format!(
+            "sha256:{}",
+            hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+        );
+        write_file(&out.join(blob_path_of(&digest)), &mut |w| {
+            w.write_all(bytes).map_err(|e| Error::io("image blob", e))?;
+            Ok(bytes.len() as u64)
+        })?;
+        report.files += 1;
+        report.bytes += bytes.len() as u64;
+        Ok((digest, bytes.len() as u64))
+    };
+    let mut manifests = Vec::new();
+    for image in super::view::manifests(repo, id, &snap)? {
+        let (_, config) = stored_file(repo, root, &String::from_utf8_lossy(&image.config))?;
+        let (config_digest, config_size) = put_blob(&config, &mut report)?;
+        let mut layers = Vec::new();
+        for (_, layer) in &image.layers {
+            let size = write_file(&out.join(blob_path_of(&layer.digest)), &mut |w| {
+                rebuild_layer_as_given(repo, layer, w)
+            })?;
+            report.files += 1;
+            report.layers += 1;
+            report.bytes += size;
+            let media = match layer.compression.as_str() {
+                "gzip" => "application/vnd.oci.image.layer.v1.tar+gzip",
+                "zstd" => "application/vnd.oci.image.layer.v1.tar+zstd",
+                _ => "application/vnd.oci.image.layer.v1.tar",
+            };
+            layers.push(serde_json::json!({"mediaType": media, "digest": layer.digest, "size": size}));
+        }
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+            "layers": layers,
+        });
+        let bytes = serde_json::to_vec(&manifest).map_err(|e| Error::Pipeline(e.to_string()))?;
+        let (digest, size) = put_blob(&bytes, &mut report)?;
+        let mut desc = serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": size});
+        if let Some(name) = &image.name {
+            desc["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": name});
+        }
+        manifests.push(desc);
+    }
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": manifests});
+    for (name, bytes) in [
+        (
+            "index.json",
+            serde_json::to_vec(&index).map_err(|e| Error::Pipeline(e.to_string()))?,
+        ),
+        ("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
+    ] {
+        write_file(&out.join(name), &mut |w| {
+            w.write_all(&bytes).map_err(|e| Error::io(name, e))?;
+            Ok(bytes.len() as u64)
+        })?;
+        report.files += 1;
+    }
+    Ok(report)
+}
+
+fn blob_path_of(digest: &str) -> String {
+    format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"))
+}
+
+/// Writes one file through a partial file renamed into place; returns its length.
+fn write_file(target: &Path, write: &mut dyn FnMut(&mut dyn Write) -> Result<u64>) -> Result<u64> {
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+    }
+    if target.exists() {
+        return Ok(std::fs::metadata(target).map_err(io_err(target))?.len());
+    }
+    let (partial, mut w) = fresh_file(target)?;
+    let n = write(&mut w)?;
+    commit_file(&partial, target, w)?;
+    Ok(n)
+}
+
 fn no_conversion(id: SnapshotId) -> Error {
     Error::InvalidArgument(format!(
-        "snapshot {id} was given as a docker archive; it restores as one (--format docker-archive), \
-         not yet as an OCI layout"
+        "snapshot {id} was given as a docker archive: through a server it is read as one \
+         (--format docker-archive); restore it locally to convert it to an OCI layout"
     ))
 }
 
