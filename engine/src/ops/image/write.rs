@@ -328,8 +328,11 @@ fn archive_to_layout(repo: &Repository, id: SnapshotId, out: &Path) -> Result<Im
         let bytes = serde_json::to_vec(&manifest).map_err(|e| Error::Pipeline(e.to_string()))?;
         let (digest, size) = put_blob(&bytes, &mut report)?;
         let mut desc = serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": size});
-        if let Some(name) = &image.name {
-            desc["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": name});
+        if let (Some(name), Some(obj)) = (&image.name, desc.as_object_mut()) {
+            obj.insert(
+                "annotations".into(),
+                serde_json::json!({"org.opencontainers.image.ref.name": name}),
+            );
         }
         manifests.push(desc);
     }
