@@ -22,20 +22,30 @@ use amber_server::serve::convert;
 pub fn snapshots(g: &Global) -> Result<ExitCode> {
     let all = block_on(async {
         let remote = Remote::connect(g).await?;
-        let req = pb::ListSnapshotsRequest {
-            vault: remote.vault.clone(),
-            environment: g.env.clone(),
-            ..Default::default()
-        };
-        let list = remote
-            .catalog()
-            .list_snapshots(remote.request(req))
-            .await
-            .map_err(|s| failed("cannot list snapshots", &s))?
-            .into_inner();
-        list.snapshots.iter().map(engine_snapshot).collect::<Result<Vec<_>>>()
+        let list = list_snapshots(&remote, g.env.as_deref()).await?;
+        list.iter().map(engine_snapshot).collect::<Result<Vec<_>>>()
     })?;
     print_snapshots(g, all)
+}
+
+/// Every snapshot of the vault (of `env` when given), oldest first, as the catalog
+/// describes them.
+///
+/// # Errors
+/// Connection and server errors.
+pub async fn list_snapshots(remote: &Remote, env: Option<&str>) -> Result<Vec<pb::SnapshotInfo>> {
+    let req = pb::ListSnapshotsRequest {
+        vault: remote.vault.clone(),
+        environment: env.map(str::to_string),
+        ..Default::default()
+    };
+    let list = remote
+        .catalog()
+        .list_snapshots(remote.request(req))
+        .await
+        .map_err(|s| failed("cannot list snapshots", &s))?
+        .into_inner();
+    Ok(list.snapshots)
 }
 
 /// An engine snapshot from the catalog's description (without its root id).

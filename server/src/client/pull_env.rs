@@ -33,19 +33,8 @@ fn parts_of(info: &pb::SnapshotInfo) -> Result<Vec<Part>> {
 }
 
 async fn environments(remote: &Remote, env: Option<&str>) -> Result<Vec<pb::SnapshotInfo>> {
-    let req = pb::ListSnapshotsRequest {
-        vault: remote.vault.clone(),
-        environment: env.map(str::to_string),
-        ..Default::default()
-    };
-    let list = remote
-        .catalog()
-        .list_snapshots(remote.request(req))
-        .await
-        .map_err(|s| failed("cannot list snapshots", &s))?
-        .into_inner();
-    Ok(list
-        .snapshots
+    let all = super::catalog::list_snapshots(remote, env).await?;
+    Ok(all
         .into_iter()
         .filter(|s| s.kind == pb::SourceKind::Environment as i32)
         .collect())

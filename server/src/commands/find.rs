@@ -129,18 +129,7 @@ pub fn remote(g: &Global, pattern: &str, names: &[String]) -> Result<ExitCode> {
 async fn remote_ids(remote: &Remote, g: &Global, names: &[String]) -> Result<Vec<SnapshotId>> {
     let mut ids = Vec::new();
     if names.is_empty() {
-        let req = pb::ListSnapshotsRequest {
-            vault: remote.vault.clone(),
-            environment: g.env.clone(),
-            ..Default::default()
-        };
-        let list = remote
-            .catalog()
-            .list_snapshots(remote.request(req))
-            .await
-            .map_err(|s| failed("cannot list snapshots", &s))?
-            .into_inner();
-        for s in list.snapshots {
+        for s in crate::client::catalog::list_snapshots(remote, g.env.as_deref()).await? {
             ids.push(parse_id(&s.id)?);
         }
     } else {
