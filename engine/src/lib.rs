@@ -7,17 +7,18 @@
 //!
 //! Layers (each uses only those above it in this list):
 //! `error`, `id`, `hash` → `chunker`, `crypto`, `compress` → `format` → `backend` →
-//! `repo` → `ops`.
+//! `store` (stores named by URL) → `repo` → `ops`.
 //!
 //! ```no_run
-//! use std::sync::Arc;
-//! use amber_engine::backend::local::LocalBackend;
+//! use amber_engine::backend::s3::S3Options;
 //! use amber_engine::repo::{InitOptions, Repository};
+//! use amber_engine::store::{StoreUrl, open_store};
 //! use amber_engine::ops::ingest::{snapshot_tree, TreeOptions};
 //!
 //! # fn main() -> Result<(), amber_engine::Error> {
-//! let store = Arc::new(LocalBackend::new("/srv/amber"));
-//! let repo = Repository::init(store, "/srv/amber/cache".as_ref(), b"passphrase", &InitOptions::default())?;
+//! let url = StoreUrl::parse("s3://lab-bucket/amber".as_ref())?; // or a directory
+//! let store = open_store(&url, &S3Options::from_env().unwrap_or_default())?;
+//! let repo = Repository::init(store, "/var/cache/amber".as_ref(), b"passphrase", &InitOptions::default())?;
 //! let summary = snapshot_tree(&repo, "/home/jovyan".as_ref(), &TreeOptions::default())?;
 //! println!("snapshot {}", summary.id);
 //! # Ok(())
@@ -34,5 +35,6 @@ pub mod hash;
 pub mod id;
 pub mod ops;
 pub mod repo;
+pub mod store;
 
 pub use error::{Error, Result};

@@ -17,13 +17,15 @@ pub struct Cli {
 /// Options every command takes.
 #[derive(Debug, Args)]
 pub struct Global {
-    /// Repository directory.
+    /// Repository: a directory, file:///path, or s3://bucket/prefix (credentials and
+    /// endpoint from the AWS chain: AWS_* variables, profile, instance role).
     #[arg(long, global = true, env = "AMBER_REPO", default_value = "./amber-data")]
     pub repo: PathBuf,
     /// File holding the passphrase (else AMBER_PASSWORD).
     #[arg(long, global = true, env = "AMBER_PASSWORD_FILE")]
     pub password_file: Option<PathBuf>,
-    /// Directory for the local index cache (default: <repo>/cache).
+    /// State directory for the local index cache, deletable at any time (default:
+    /// <repo>/cache for a directory, ~/.cache/amber for a bucket).
     #[arg(long, global = true, env = "AMBER_CACHE")]
     pub cache_dir: Option<PathBuf>,
     /// Print one JSON document on stdout instead of text.

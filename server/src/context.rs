@@ -3,12 +3,13 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use amber_engine::backend::local::LocalBackend;
+use amber_engine::backend::DynBackend;
+use amber_engine::backend::s3::S3Options;
 use amber_engine::crypto::KdfParams;
 use amber_engine::repo::index::IndexMode;
 use amber_engine::repo::{OpenOptions, Repository};
+use amber_engine::store::{StoreUrl, open_store};
 use anyhow::{Context, Result, bail};
 
 use crate::cli::{Global, KdfArgs};
@@ -87,14 +88,53 @@ fn read_hidden(tty: &File, prompt: &str) -> Result<Vec<u8>> {
     Ok(line)
 }
 
-/// The cache directory for a repository.
-pub fn cache_dir(global: &Global) -> PathBuf {
-    global.cache_dir.clone().unwrap_or_else(|| global.repo.join("cache"))
+/// The store `--repo` names: a directory, `file://…` or `s3://bucket/prefix`.
+///
+/// # Errors
+/// A name that is not a store URL.
+pub fn store_url(global: &Global) -> Result<StoreUrl> {
+    Ok(StoreUrl::parse(global.repo.as_os_str())?)
 }
 
-/// The local store at `--repo`.
-pub fn backend(global: &Global) -> Arc<LocalBackend> {
-    Arc::new(LocalBackend::new(&global.repo))
+/// The state directory (the local index cache): `--cache-dir` / `AMBER_CACHE`; else for a
+/// local store `<repo>/cache` (beside the store's objects, never one of them), and for a
+/// bucket the user's cache directory (`$XDG_CACHE_HOME/amber`, else `~/.cache/amber`).
+/// The engine adds `<vault id>/index`, so one directory serves many vaults.
+pub fn cache_dir(global: &Global) -> PathBuf {
+    if let Some(dir) = &global.cache_dir {
+        return dir.clone();
+    }
+    match store_url(global) {
+        Ok(StoreUrl::Local(path)) => path.join("cache"),
+        _ => user_cache_dir(),
+    }
+}
+
+/// `$XDG_CACHE_HOME/amber`, else `$HOME/.cache/amber`, else `./amber-cache`.
+pub fn user_cache_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("amber");
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".cache").join("amber"),
+        None => PathBuf::from("amber-cache"),
+    }
+}
+
+/// S3 settings from the environment (`AMBER_S3_*`, and the AWS chain's own variables).
+///
+/// # Errors
+/// A variable that does not parse.
+pub fn s3_options() -> Result<S3Options> {
+    S3Options::from_env().map_err(anyhow::Error::msg)
+}
+
+/// The store at `--repo`.
+///
+/// # Errors
+/// A name that is not a store URL; S3 set-up errors.
+pub fn backend(global: &Global) -> Result<DynBackend> {
+    Ok(open_store(&store_url(global)?, &s3_options()?)?)
 }
 
 /// Opens the repository for writing, checking first that it exists; while another
@@ -142,18 +182,17 @@ pub fn open_read(global: &Global) -> Result<Repository> {
 }
 
 fn open_as(global: &Global, opts: &OpenOptions<'_>) -> Result<Repository> {
-    if !global.repo.join("config").exists() {
-        bail!(
-            "no repository at {}: run `amber init` first (or set --repo / AMBER_REPO)",
-            global.repo.display()
-        );
+    let url = store_url(global)?;
+    let store = open_store(&url, &s3_options()?)?;
+    if store.head("config")?.is_none() {
+        bail!("no repository at {url}: run `amber init` first (or set --repo / AMBER_REPO)");
     }
     let pass = passphrase(
         global.password_file.as_deref(),
         "AMBER_PASSWORD",
         Ask::Once("enter the repository's passphrase: "),
     )?;
-    Ok(Repository::open_with(backend(global), &cache_dir(global), &pass, opts)?)
+    Ok(Repository::open_with(store, &cache_dir(global), &pass, opts)?)
 }
 
 /// KDF parameters from the command line.

@@ -2,7 +2,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{Backend, BackendError, DynBackend, ObjectInfo, PutMode, PutOutcome};
+use super::{
+    Backend, BackendError, CasOutcome, DynBackend, ListPage, ObjectInfo, PutMode, PutOutcome, RestoreStatus,
+    RetrievalTier, StorageClass,
+};
 
 /// Forwards to an inner backend and fails the Nth put (counting from 1) and every put
 /// after it, as a full disk or a lost connection would.
@@ -42,16 +45,46 @@ impl Backend for FaultBackend {
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
         self.inner.get_range(key, offset, len)
     }
-    fn head(&self, key: &str) -> Result<Option<u64>, BackendError> {
-        self.inner.head(key)
+    fn get_ranges(&self, key: &str, ranges: &[(u64, u64)]) -> Result<Vec<Vec<u8>>, BackendError> {
+        self.inner.get_ranges(key, ranges)
     }
-    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError> {
-        self.inner.list(prefix)
+    fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, BackendError> {
+        self.inner.stat(key)
+    }
+    fn list_page(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<ListPage, BackendError> {
+        self.inner.list_page(prefix, after, limit)
+    }
+    fn put_if_match(&self, key: &str, bytes: &[u8], etag: &str) -> Result<CasOutcome, BackendError> {
+        let n = self.puts.fetch_add(1, Ordering::SeqCst) + 1;
+        if n >= self.fail_from_put {
+            return Err(BackendError::Injected(key.to_string()));
+        }
+        self.inner.put_if_match(key, bytes, etag)
+    }
+    fn set_storage_class(&self, key: &str, class: &StorageClass) -> Result<(), BackendError> {
+        self.inner.set_storage_class(key, class)
+    }
+    fn request_restore(&self, key: &str, days: u32, tier: RetrievalTier) -> Result<(), BackendError> {
+        self.inner.request_restore(key, days, tier)
+    }
+    fn restore_status(&self, key: &str) -> Result<RestoreStatus, BackendError> {
+        self.inner.restore_status(key)
     }
     fn delete(&self, key: &str) -> Result<(), BackendError> {
         self.inner.delete(key)
     }
     fn describe(&self) -> String {
         self.inner.describe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    #[test]
+    fn conformance_when_no_fault_is_due() {
+        let inner = Arc::new(super::super::memory::MemoryBackend::new());
+        super::super::conformance::run(&super::FaultBackend::failing_put(inner, u64::MAX)).unwrap();
     }
 }

@@ -1,11 +1,21 @@
 //! A local directory: write to a temporary file, fsync, then link (create-only) or
 //! rename (overwrite) into place, then fsync the directory.
+//!
+//! A directory has one storage class, `STANDARD`. An object's version tag is its file's
+//! identity (inode, change time, size): every write makes a new file, so a tag names one
+//! content. Compare-and-swap holds an advisory `flock` on `tmp/cas.lock` while it compares
+//! and renames; the kernel drops the lock when its holder dies, so a crash leaves none.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::{Backend, BackendError, ObjectInfo, PutMode, PutOutcome, validate_key};
+use std::os::unix::fs::MetadataExt;
+
+use super::{
+    Backend, BackendError, CasOutcome, ListPage, ObjectInfo, PutMode, PutOutcome, RestoreStatus, RetrievalTier,
+    StorageClass, page_of, validate_key,
+};
 use crate::crypto::random_array;
 
 /// Objects as files below a root directory.
@@ -148,16 +158,17 @@ impl Backend for LocalBackend {
         self.root.display().to_string()
     }
 
-    fn head(&self, key: &str) -> Result<Option<u64>, BackendError> {
+    fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, BackendError> {
         let path = self.path(key)?;
         match fs::metadata(&path) {
-            Ok(m) => Ok(Some(m.len())),
+            Ok(m) if m.is_file() => Ok(Some(info_of(key.to_string(), &m))),
+            Ok(_) => Ok(None),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.io_err(key, e)),
         }
     }
 
-    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError> {
+    fn list_page(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<ListPage, BackendError> {
         let mut out = Vec::new();
         // Walk the directory that contains the prefix, then filter.
         let base = match prefix.rfind('/') {
@@ -167,7 +178,52 @@ impl Backend for LocalBackend {
         walk(&self.root, base, &mut out).map_err(|e| self.io_err(prefix, e))?;
         out.retain(|o| o.key.starts_with(prefix) && !o.key.starts_with("tmp/"));
         out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+        Ok(page_of(out, after, limit))
+    }
+
+    fn put_if_match(&self, key: &str, bytes: &[u8], etag: &str) -> Result<CasOutcome, BackendError> {
+        let path = self.path(key)?;
+        let lock = self.cas_lock(key)?;
+        let current = self.stat(key)?.and_then(|o| o.etag);
+        if current.as_deref() != Some(etag) {
+            drop(lock);
+            return Ok(CasOutcome::Conflict);
+        }
+        let tmp = self.write_temp(key, bytes)?;
+        let placed = fs::rename(&tmp, &path);
+        if placed.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        placed.map_err(|e| self.io_err(key, e))?;
+        let dir = path.parent().unwrap_or(&self.root);
+        sync_dir(dir).map_err(|e| self.io_err(key, e))?;
+        let tag = self.stat(key)?.and_then(|o| o.etag);
+        drop(lock);
+        Ok(CasOutcome::Replaced(tag))
+    }
+
+    fn set_storage_class(&self, key: &str, class: &StorageClass) -> Result<(), BackendError> {
+        if self.stat(key)?.is_none() {
+            return Err(BackendError::NotFound { key: key.into() });
+        }
+        if *class == StorageClass::Standard {
+            return Ok(());
+        }
+        Err(BackendError::Unsupported {
+            store: format!("the local directory {}", self.root.display()),
+            what: format!("keep objects in the storage class {class} (a directory has only STANDARD)"),
+        })
+    }
+
+    fn request_restore(&self, key: &str, _days: u32, _tier: RetrievalTier) -> Result<(), BackendError> {
+        self.restore_status(key).map(|_| ())
+    }
+
+    fn restore_status(&self, key: &str) -> Result<RestoreStatus, BackendError> {
+        match self.stat(key)? {
+            Some(_) => Ok(RestoreStatus::Readable),
+            None => Err(BackendError::NotFound { key: key.into() }),
+        }
     }
 
     fn delete(&self, key: &str) -> Result<(), BackendError> {
@@ -181,6 +237,39 @@ impl Backend for LocalBackend {
             sync_dir(dir).map_err(|e| self.io_err(key, e))?;
         }
         Ok(())
+    }
+}
+
+/// What a file's metadata says of its object.
+fn info_of(key: String, m: &fs::Metadata) -> ObjectInfo {
+    ObjectInfo {
+        key,
+        size: m.len(),
+        modified: Some(m.mtime()),
+        etag: Some(format!(
+            "{:x}-{:x}.{:x}-{:x}",
+            m.ino(),
+            m.ctime(),
+            m.ctime_nsec(),
+            m.len()
+        )),
+        class: StorageClass::Standard,
+    }
+}
+
+impl LocalBackend {
+    /// Holds the compare-and-swap lock until the returned file is dropped.
+    fn cas_lock(&self, key: &str) -> Result<nix::fcntl::Flock<File>, BackendError> {
+        let dir = self.root.join(TMP_DIR);
+        fs::create_dir_all(&dir).map_err(|e| self.io_err(key, e))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("cas.lock"))
+            .map_err(|e| self.io_err(key, e))?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| self.io_err(key, std::io::Error::from(e)))
     }
 }
 
@@ -215,10 +304,7 @@ fn walk(root: &Path, rel: &str, out: &mut Vec<ObjectInfo>) -> std::io::Result<()
                 walk(root, &key, out)?;
             }
         } else if ft.is_file() && validate_key(&key).is_ok() {
-            out.push(ObjectInfo {
-                key,
-                size: entry.metadata()?.len(),
-            });
+            out.push(info_of(key, &entry.metadata()?));
         }
     }
     Ok(())
@@ -229,9 +315,13 @@ mod tests {
     #[test]
     fn conformance() {
         let dir = tempfile::tempdir().unwrap();
-        super::super::conformance::run(&super::LocalBackend::new(dir.path()));
+        super::super::conformance::run(&super::LocalBackend::new(dir.path())).unwrap();
         assert!(
-            !dir.path().join("tmp").read_dir().unwrap().any(|_| true),
+            !dir.path().join("tmp").read_dir().unwrap().any(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".tmp")),
             "no temp files left"
         );
     }

@@ -14,20 +14,23 @@ use crate::output::{emit, put_path, put_time};
 pub fn init(g: &Global, kdf: &KdfArgs, block_size_kib: u32) -> Result<ExitCode> {
     let ask = Ask::Twice("enter a passphrase for the new repository: ");
     let pass = passphrase(g.password_file.as_deref(), "AMBER_PASSWORD", ask)?;
-    std::fs::create_dir_all(&g.repo).with_context(|| format!("cannot create {}", g.repo.display()))?;
+    let url = context::store_url(g)?;
+    if let Some(dir) = url.local_path() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
     let opts = InitOptions {
         kdf: context::kdf(kdf),
         label: context::default_label(),
         block_size: block_size_kib.saturating_mul(1024),
         ..InitOptions::default()
     };
-    let repo = Repository::init(backend(g), &cache_dir(g), &pass, &opts)?;
+    let repo = Repository::init(backend(g)?, &cache_dir(g), &pass, &opts)?;
     let vault = repo.config().vault_id.to_hex();
     let mut value = serde_json::Map::new();
     value.insert("vault_id".into(), json!(vault));
     put_path(&mut value, "repo", g.repo.as_os_str().as_encoded_bytes());
     emit(g.json, &serde_json::Value::Object(value), || {
-        format!("created repository {vault} at {}", g.repo.display())
+        format!("created repository {vault} at {url}")
     });
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,92 @@
+"""The S3-compatible server of the tests: moto's S3 on a free loopback port.
+
+Prints the port on stdout, then serves until stdin closes (when the test process that
+started it ends, however it ends), so no server outlives its tests.
+
+Faults, for the fault tests (each counts requests to the bucket API, not the control
+endpoint):
+  --fail-every N   answer every Nth request with 503 SlowDown, as a throttled S3 does
+  --drop-part N    close the connection, without an answer, on the Nth UploadPart request
+"""
+
+import argparse
+import logging
+import sys
+import threading
+
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import make_server
+
+SLOW_DOWN = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n'
+    b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+)
+
+
+class Faults:
+    """WSGI middleware that injects the faults asked for."""
+
+    def __init__(self, app, fail_every, drop_part):
+        self.app = app
+        self.fail_every = fail_every
+        self.drop_part = drop_part
+        self.requests = 0
+        self.parts = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, environ, start_response):
+        query = environ.get("QUERY_STRING", "")
+        is_part = "partNumber=" in query and "uploadId=" in query and environ["REQUEST_METHOD"] == "PUT"
+        with self.lock:
+            self.requests += 1
+            fail = self.fail_every and self.requests % self.fail_every == 0
+            if is_part:
+                self.parts += 1
+            drop = is_part and self.drop_part and self.parts == self.drop_part
+        if fail:
+            drain(environ)
+            start_response("503 Slow Down", [("Content-Type", "application/xml")])
+            return [SLOW_DOWN]
+        if drop:
+            drain(environ)
+            return dropped(start_response)
+        return self.app(environ, start_response)
+
+
+def drain(environ):
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    stream = environ["wsgi.input"]
+    while length > 0:
+        got = stream.read(min(length, 1 << 20))
+        if not got:
+            break
+        length -= len(got)
+
+
+def dropped(start_response):
+    """Promises a body and ends the connection before sending it."""
+    start_response("200 OK", [("Content-Length", "1000")])
+    yield b""
+    raise ConnectionAbortedError("fault: connection dropped mid-multipart")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--fail-every", type=int, default=0)
+    parser.add_argument("--drop-part", type=int, default=0)
+    args = parser.parse_args()
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    app = Faults(DomainDispatcherApplication(create_backend_app), args.fail_every, args.drop_part)
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=MotoRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    print(server.server_address[1], flush=True)
+    sys.stdin.read()
+    server.shutdown()
+
+
+if __name__ == "__main__":
+    main()
