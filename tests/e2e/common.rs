@@ -153,6 +153,11 @@ pub struct Repo {
     pub password: String,
     /// Program and arguments to run amber through (for example `setpriv …`); empty: none.
     pub wrapper: Vec<String>,
+    /// The store URL when it is not the directory `path` (a bucket): amber then gets
+    /// `--repo <url> --cache-dir <tmp>/cache`.
+    pub url: Option<String>,
+    /// Environment variables every run gets (the S3 endpoint and keys).
+    pub env: Vec<(String, String)>,
 }
 
 impl Repo {
@@ -175,6 +180,17 @@ impl Repo {
             path,
             password: PASSWORD.to_string(),
             wrapper: Vec::new(),
+            url: None,
+            env: Vec::new(),
+        }
+    }
+
+    /// A temporary directory for scratch space, with the store at `url` (not initialised).
+    pub fn at_url(url: &str, env: Vec<(String, String)>) -> Repo {
+        Repo {
+            url: Some(url.to_string()),
+            env,
+            ..Repo::uninitialised()
         }
     }
 
@@ -183,7 +199,10 @@ impl Repo {
         let v = self.ok(&["init", "--kdf-memory-mib", "8", "--kdf-iterations", "1"]);
         let vault = v["vault_id"].as_str().expect("vault_id");
         assert_eq!(vault.len(), 64, "vault id is 32 bytes hex: {v}");
-        assert!(self.path.join("config").is_file(), "init wrote no config");
+        assert!(
+            self.url.is_some() || self.path.join("config").is_file(),
+            "init wrote no config"
+        );
     }
 
     /// The temporary directory (holds the repository and scratch space).
@@ -217,7 +236,14 @@ impl Repo {
         if let Some(pw) = password {
             cmd.env("AMBER_PASSWORD", pw);
         }
-        cmd.arg("--repo").arg(&self.path).arg("--json").args(args);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        match &self.url {
+            Some(url) => cmd.arg("--repo").arg(url).arg("--cache-dir").arg(self.scratch("cache")),
+            None => cmd.arg("--repo").arg(&self.path),
+        };
+        cmd.arg("--json").args(args);
         cmd.stdin(Stdio::null());
         cmd
     }

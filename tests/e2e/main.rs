@@ -18,6 +18,7 @@ mod index;
 pub mod integrity;
 mod keys;
 mod roundtrip;
+mod s3;
 mod security;
 mod server;
 mod tar;

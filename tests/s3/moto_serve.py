@@ -3,8 +3,8 @@
 Prints the port on stdout, then serves until stdin closes (when the test process that
 started it ends, however it ends), so no server outlives its tests.
 
-Faults, for the fault tests (each counts requests to the bucket API, not the control
-endpoint):
+Faults, for the fault tests (each counts requests to the bucket API; GET /_faults tells how
+many were injected, as JSON):
   --fail-every N   answer every Nth request with 503 SlowDown, as a throttled S3 does
   --drop-part N    close the connection, without an answer, on the Nth UploadPart request
 """
@@ -36,9 +36,15 @@ class Faults:
         self.drop_part = drop_part
         self.requests = 0
         self.parts = 0
+        self.failed = 0
+        self.dropped = 0
         self.lock = threading.Lock()
 
     def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") == "/_faults":
+            body = ('{"failed": %d, "dropped": %d}' % (self.failed, self.dropped)).encode()
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [body]
         query = environ.get("QUERY_STRING", "")
         is_part = "partNumber=" in query and "uploadId=" in query and environ["REQUEST_METHOD"] == "PUT"
         with self.lock:
@@ -47,6 +53,8 @@ class Faults:
             if is_part:
                 self.parts += 1
             drop = is_part and self.drop_part and self.parts == self.drop_part
+            self.failed += 1 if fail else 0
+            self.dropped += 1 if drop else 0
         if fail:
             drain(environ)
             start_response("503 Slow Down", [("Content-Type", "application/xml")])
