@@ -16,6 +16,9 @@ use clap::error::ErrorKind;
 const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
+    // Two TLS crypto providers are linked in (ring for gRPC, aws-lc for S3): choose one
+    // for the process, before any TLS is used. It fails only when one is already chosen.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage(&e),

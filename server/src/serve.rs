@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod audit;
 pub mod catalog;
+pub mod cluster;
 pub mod config;
 pub mod convert;
 pub mod ingest;
@@ -32,9 +33,14 @@ use tokio::sync::{Semaphore, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
+use amber_engine::backend::s3::S3Options;
+use amber_engine::store::{StoreUrl, open_store, sub_store};
+use cluster::ClusterKey;
 use config::ServerConfig;
 use log::Level;
 use state::State;
+use tokens::TokenStore;
+use vaults::Vaults;
 
 /// HTTP/2 flow-control window per stream, bytes.
 pub const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
@@ -68,11 +74,10 @@ pub fn run(args: &ServeArgs) -> Result<()> {
 }
 
 async fn serve(config: ServerConfig) -> Result<()> {
-    let server_dir = config.data_dir.join("server");
-    std::fs::create_dir_all(&server_dir).with_context(|| format!("cannot create {}", server_dir.display()))?;
-    let tokens = tokens::TokenStore::open(&server_dir.join("tokens.json"))?;
-    let wanted = config.vault_names();
-    let vaults = vaults::Vaults::open(&config.data_dir, &wanted, &tokens, &mut announce)?;
+    let setup = config.clone();
+    let (tokens, vaults) = tokio::task::spawn_blocking(move || open_places(&setup, &mut announce))
+        .await
+        .context("opening the vaults stopped")??;
     let state = Arc::new(State {
         tokens,
         vaults,
@@ -82,6 +87,7 @@ async fn serve(config: ServerConfig) -> Result<()> {
         streams: Arc::new(Semaphore::new(config.limits.max_streams)),
         queued: std::sync::atomic::AtomicUsize::new(0),
     });
+    tokio::spawn(refresh(state.clone(), Duration::from_secs(config.refresh_seconds)));
     let (abort_tx, abort_rx) = watch::channel(false);
     let (stop_metrics_tx, stop_metrics_rx) = watch::channel(false);
     if let Some(addr) = config.metrics_listen {
@@ -111,6 +117,70 @@ async fn serve(config: ServerConfig) -> Result<()> {
     drop(state);
     log::event(Level::Info, "-", "stopped", &[]);
     Ok(())
+}
+
+/// Opens the store, the cluster key, the tokens and every vault (blocking I/O).
+fn open_places(config: &ServerConfig, announce: &mut dyn FnMut(&str, &str)) -> Result<(TokenStore, Vaults)> {
+    let url = StoreUrl::parse(&config.store_name())?;
+    let s3 = config.s3.apply(S3Options::from_env().map_err(anyhow::Error::msg)?);
+    let store = open_store(&url, &s3)?;
+    let cluster_key = match std::env::var("AMBER_CLUSTER_KEY").ok().filter(|v| !v.is_empty()) {
+        Some(hex) => ClusterKey::from_hex(&hex).context("invalid AMBER_CLUSTER_KEY")?,
+        // A local store's server may make its own key; a cluster's servers are given theirs.
+        None => ClusterKey::load(&config.cluster_key_path(), url.local_path().is_some())?,
+    };
+    let shared = sub_store(&store, "server")?;
+    let tokens = TokenStore::open_in(shared, "tokens.json")?;
+    let state_dir = config.state_path();
+    std::fs::create_dir_all(&state_dir).with_context(|| format!("cannot create {}", state_dir.display()))?;
+    let places = vaults::Places {
+        store: &store,
+        local_root: url.local_path(),
+        state_dir: &state_dir,
+        cluster_key: &cluster_key,
+    };
+    let vaults = Vaults::open(&places, &config.vault_names(), &tokens, announce)?;
+    say(&format!("store {url}, state in {}", state_dir.display()));
+    Ok((tokens, vaults))
+}
+
+/// Every `every`: reads the tokens again (tokens made or revoked by other servers of the
+/// cluster) and brings each vault's index up to date with packs other writers stored.
+async fn refresh(state: Arc<State>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let s = state.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            if let Err(e) = s.tokens.refresh() {
+                log::event(
+                    Level::Warn,
+                    "-",
+                    "token refresh failed",
+                    &[("error", &format!("{e:#}") as &dyn std::fmt::Display)],
+                );
+            }
+            for vault in s.vaults.all() {
+                if let Err(e) = amber_engine::repo::sync::sync_index(&vault.repo) {
+                    log::event(
+                        Level::Warn,
+                        "-",
+                        "index refresh failed",
+                        &[
+                            ("vault", &vault.name as &dyn std::fmt::Display),
+                            ("error", &e.to_string()),
+                        ],
+                    );
+                }
+            }
+        })
+        .await;
+        if done.is_err() {
+            return;
+        }
+    }
 }
 
 async fn router(

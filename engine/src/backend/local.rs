@@ -10,7 +10,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
 use super::{
     Backend, BackendError, CasOutcome, ListPage, ObjectInfo, PutMode, PutOutcome, RestoreStatus, RetrievalTier,
@@ -59,7 +59,7 @@ impl LocalBackend {
             fs::create_dir_all(dir).map_err(|e| self.io_err(key, e))?;
         }
         let write = || -> std::io::Result<()> {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
             f.write_all(bytes)?;
             f.sync_all()
         };

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use crate::backend::ObjectInfo;
 use crate::error::{Error, Result};
 use crate::format::blob::{self, BlobKind};
 use crate::format::pack::{self, PackKind};
@@ -48,6 +49,11 @@ fn store_packs(repo: &Repository) -> Result<Vec<(PackId, PackKind, u64)>> {
 /// # Errors
 /// Store, index and corruption errors.
 pub fn sync_index(repo: &Repository) -> Result<SyncReport> {
+    // Segments are listed before packs. A writer stores a segment only after every pack it
+    // names, so each listed segment's packs are in the pack listing that follows, and a
+    // segment is never marked loaded with one of its packs missed (which would later be
+    // indexed by reading its directory: a ranged read that fails once the pack is archived).
+    let segments = repo.backend().list(INDEX_PREFIX)?;
     let packs = store_packs(repo)?;
     let sizes: HashMap<PackId, u64> = packs.iter().map(|p| (p.0, p.2)).collect();
     let index = repo.index();
@@ -60,7 +66,7 @@ pub fn sync_index(repo: &Repository) -> Result<SyncReport> {
         packs: packs.len() as u64,
         ..SyncReport::default()
     };
-    load_segments(repo, &sizes, &mut report)?;
+    load_segments(repo, segments, &sizes, &mut report)?;
     read_unknown_packs(repo, packs, &mut report)?;
     Ok(report)
 }
@@ -91,13 +97,20 @@ fn is_unreadable(e: &Error) -> bool {
         Error::Corrupt { .. }
             | Error::Crypto(_)
             | Error::Format(_)
-            | Error::Backend(BackendError::NotFound { .. } | BackendError::OutOfRange { .. })
+            | Error::Backend(
+                BackendError::NotFound { .. } | BackendError::OutOfRange { .. } | BackendError::Archived { .. }
+            )
     )
 }
 
-fn load_segments(repo: &Repository, in_store: &HashMap<PackId, u64>, report: &mut SyncReport) -> Result<()> {
+fn load_segments(
+    repo: &Repository,
+    segments: Vec<ObjectInfo>,
+    in_store: &HashMap<PackId, u64>,
+    report: &mut SyncReport,
+) -> Result<()> {
     let index = repo.index();
-    for obj in repo.backend().list(INDEX_PREFIX)? {
+    for obj in segments {
         let Some(h) = id_of_key(&obj.key) else { continue };
         let seg_id = SegmentId::new(h);
         if index.has_segment(&seg_id)? {

@@ -1,6 +1,6 @@
-//! `amber token` without `--server`: the server's token file edited directly, to recover
-//! when every admin token of a vault is lost. Stop the server first: it reads the file
-//! only when it starts, and writes its own copy back on its next token change.
+//! `amber token` without `--server`: the tokens in the server's store edited directly, to
+//! recover when every admin token of a vault is lost. The change is compare-and-swap, like
+//! a server's own, so servers may keep running; they see it within `refresh_seconds`.
 
 use std::process::ExitCode;
 
@@ -11,16 +11,19 @@ use crate::client::catalog::{print_created, print_revoked, print_tokens};
 use amber_server::serve::admin::info;
 use amber_server::serve::tokens::{Role, TokenStore};
 
-/// Runs a token command on the data directory `--repo` (`AMBER_REPO`).
+/// Runs a token command on the server store `--repo` (`AMBER_REPO`).
 pub fn local(g: &Global, cmd: &TokenCommand) -> Result<ExitCode> {
     let vault = g.vault.clone().unwrap_or_else(|| "default".to_string());
-    if !g.repo.join("vaults").join(&vault).join("config").exists() {
+    let root = crate::context::backend(g)?;
+    amber_server::serve::config::validate_vault_name(&vault)?;
+    if root.head(&format!("vaults/{vault}/config"))?.is_none() {
         bail!(
-            "no vault {vault:?} under {}: point --repo (AMBER_REPO) at the server's data directory",
-            g.repo.display()
+            "no vault {vault:?} in {}: point --repo (AMBER_REPO) at the server's store (its data directory, or \
+             the store URL of its configuration)",
+            crate::context::store_url(g)?
         );
     }
-    let store = TokenStore::open(&g.repo.join("server").join("tokens.json"))?;
+    let store = TokenStore::open_in(amber_engine::store::sub_store(&root, "server")?, "tokens.json")?;
     match cmd {
         TokenCommand::Create { role, name } => {
             let (token, created) = store.create(&vault, Role::parse(role)?, name)?;
@@ -32,6 +35,6 @@ pub fn local(g: &Global, cmd: &TokenCommand) -> Result<ExitCode> {
             print_revoked(g, id);
         }
     }
-    eprintln!("note: restart `amber serve` for it to see this change");
+    eprintln!("note: running servers see this change within their refresh_seconds (10 by default)");
     Ok(ExitCode::SUCCESS)
 }

@@ -6,7 +6,18 @@
 //! listen = "0.0.0.0:7207"
 //! metrics_listen = "127.0.0.1:9207"
 //! data_dir = "data"              # relative to this file's directory
+//! store = "s3://lab-bucket/amber" # default: data_dir itself (a local directory)
+//! state_dir = "/var/cache/amber"  # default: <data_dir>/state
+//! cluster_key_file = "cluster.key" # default: <data_dir>/server/cluster.key (made for a local store)
+//! refresh_seconds = 10           # how often tokens and other servers' packs are read again
 //! vaults = ["lab-a", "lab-b"]    # or [[vault]] tables with name = "..."
+//!
+//! [s3]                           # all optional; else the AWS chain and AWS_ENDPOINT_URL
+//! endpoint = "http://rgw.lab:7480"
+//! region = "us-east-1"
+//! path_style = true
+//! data_class = "STANDARD"
+//! max_concurrency = 16
 //!
 //! [tls]
 //! cert = "tls/cert.pem"
@@ -43,8 +54,21 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Address of the plain-HTTP `/metrics` listener; `None`: no metrics server.
     pub metrics_listen: Option<SocketAddr>,
-    /// Root of the server's files: `server/` and `vaults/`.
+    /// The server's local directory: the store when `store` is not set, and the default
+    /// parent of the state directory and the cluster key.
     pub data_dir: PathBuf,
+    /// The store every vault lives in (`vaults/<name>/`) with the cluster's shared state
+    /// (`server/`): a path or `s3://bucket/prefix`; `None`: `data_dir`.
+    pub store: Option<String>,
+    /// This server's own files (index caches, resume journals); deletable when stopped.
+    /// `None`: `<data_dir>/state`.
+    pub state_dir: Option<PathBuf>,
+    /// The file holding the cluster key; `AMBER_CLUSTER_KEY` (hex) wins over it.
+    pub cluster_key_file: Option<PathBuf>,
+    /// Seconds between re-reads of the tokens and of other servers' new packs.
+    pub refresh_seconds: u64,
+    /// S3 settings.
+    pub s3: S3Table,
     /// Certificate and key for TLS; `None`: plaintext gRPC.
     pub tls: Option<TlsFiles>,
     /// Vaults to create on start if missing. Empty: only [`DEFAULT_VAULT`]; see
@@ -52,6 +76,44 @@ pub struct ServerConfig {
     pub vaults: Vec<String>,
     /// Resource limits.
     pub limits: Limits,
+}
+
+/// The `[s3]` table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Table {
+    /// Endpoint of an S3-compatible server.
+    pub endpoint: Option<String>,
+    /// Region.
+    pub region: Option<String>,
+    /// Path-style addressing (default: when an endpoint is set).
+    pub path_style: Option<bool>,
+    /// Storage class of new data packs.
+    pub data_class: Option<String>,
+    /// Requests to S3 in flight at once.
+    pub max_concurrency: Option<usize>,
+}
+
+impl S3Table {
+    /// These settings over `base` (the `AMBER_S3_*` environment).
+    pub fn apply(&self, mut base: amber_engine::backend::s3::S3Options) -> amber_engine::backend::s3::S3Options {
+        if self.endpoint.is_some() {
+            base.endpoint.clone_from(&self.endpoint);
+        }
+        if self.region.is_some() {
+            base.region.clone_from(&self.region);
+        }
+        if self.path_style.is_some() {
+            base.path_style = self.path_style;
+        }
+        if let Some(class) = &self.data_class {
+            base.data_class = amber_engine::backend::StorageClass::parse(class);
+        }
+        if let Some(n) = self.max_concurrency {
+            base.max_concurrency = n.max(1);
+        }
+        base
+    }
 }
 
 /// PEM files for the gRPC listener's TLS.
@@ -104,6 +166,11 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7207)),
             metrics_listen: None,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            store: None,
+            state_dir: None,
+            cluster_key_file: None,
+            refresh_seconds: 10,
+            s3: S3Table::default(),
             tls: None,
             vaults: Vec::new(),
             limits: Limits::default(),
@@ -118,6 +185,11 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     metrics_listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
+    store: Option<String>,
+    state_dir: Option<PathBuf>,
+    cluster_key_file: Option<PathBuf>,
+    refresh_seconds: Option<u64>,
+    s3: Option<S3Table>,
     tls: Option<TlsFiles>,
     #[serde(default)]
     vaults: Vec<String>,
@@ -156,6 +228,26 @@ impl ServerConfig {
         Ok(config)
     }
 
+    /// The store's URL: `store`, else `data_dir`.
+    pub fn store_name(&self) -> std::ffi::OsString {
+        match &self.store {
+            Some(url) => url.into(),
+            None => self.data_dir.clone().into_os_string(),
+        }
+    }
+
+    /// The state directory: `state_dir`, else `<data_dir>/state`.
+    pub fn state_path(&self) -> PathBuf {
+        self.state_dir.clone().unwrap_or_else(|| self.data_dir.join("state"))
+    }
+
+    /// The cluster key file: `cluster_key_file`, else `<data_dir>/server/cluster.key`.
+    pub fn cluster_key_path(&self) -> PathBuf {
+        self.cluster_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("server").join("cluster.key"))
+    }
+
     /// The vaults to host: `vaults`, or [`DEFAULT_VAULT`] when that is empty.
     pub fn vault_names(&self) -> Vec<String> {
         if self.vaults.is_empty() {
@@ -171,6 +263,9 @@ impl ServerConfig {
     /// # Errors
     /// Names the first offending vault or limit.
     pub fn validate(&self) -> Result<()> {
+        if self.refresh_seconds == 0 {
+            bail!("refresh_seconds must be at least 1");
+        }
         let mut seen = BTreeSet::new();
         for name in &self.vaults {
             validate_vault_name(name)?;
@@ -197,6 +292,22 @@ impl ServerConfig {
         if let Some(dir) = parsed.data_dir {
             self.data_dir = resolve(dir);
         }
+        if let Some(store) = parsed.store {
+            // A relative path is relative to the file; a URL is kept as it is.
+            self.store = Some(if store.contains("://") {
+                store
+            } else {
+                resolve(PathBuf::from(store)).to_string_lossy().into_owned()
+            });
+        }
+        self.state_dir = parsed.state_dir.map(resolve).or(self.state_dir.take());
+        self.cluster_key_file = parsed.cluster_key_file.map(resolve).or(self.cluster_key_file.take());
+        if let Some(n) = parsed.refresh_seconds {
+            self.refresh_seconds = n;
+        }
+        if let Some(s3) = parsed.s3 {
+            self.s3 = s3;
+        }
         if let Some(limits) = parsed.limits {
             self.limits = limits;
         }
@@ -222,6 +333,15 @@ impl ServerConfig {
         }
         if let Some(v) = var("AMBER_REPO") {
             self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = var("AMBER_STORE") {
+            self.store = Some(v);
+        }
+        if let Some(v) = var("AMBER_STATE_DIR") {
+            self.state_dir = Some(PathBuf::from(v));
+        }
+        if let Some(v) = var("AMBER_CLUSTER_KEY_FILE") {
+            self.cluster_key_file = Some(PathBuf::from(v));
         }
         let cert = var("AMBER_TLS_CERT").map(PathBuf::from).or(tls.0);
         let key = var("AMBER_TLS_KEY").map(PathBuf::from).or(tls.1);

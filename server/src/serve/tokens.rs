@@ -1,17 +1,17 @@
-//! Bearer tokens, each scoped to one vault and one role, kept in one JSON file
-//! (`format-spec/server.md`). A token is `amber1_<id>_<secret>`: the id is 8 random bytes
+//! Bearer tokens, each scoped to one vault and one role, kept in one JSON object of the
+//! store, so every server of a cluster sees the same tokens (`format-spec/server.md`).
+//! Changes are compare-and-swap: read the object and its version, change, write it back
+//! only if the version is unchanged, else read again; no lock. A token is `amber1_<id>_<secret>`: the id is 8 random bytes
 //! and the secret 32, both as lower-case hex. The file keeps only BLAKE3 of the secret's
 //! 32 bytes, so reading it does not give anyone a usable token.
 
-use std::ffi::OsString;
 use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use amber_engine::backend::local::LocalBackend;
+use amber_engine::backend::{BackendError, CasOutcome, DynBackend, PutMode, PutOutcome};
 use anyhow::{Context, Result, anyhow, bail};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
@@ -162,32 +162,60 @@ impl Entry {
     }
 }
 
-/// The server's tokens, persisted in one file and rewritten (crash-safely) on every change.
-/// Safe to share between threads. Its methods do blocking file I/O only when they change
-/// the store (`create`, `revoke`).
+/// The server's tokens, persisted in one store object and changed by compare-and-swap.
+/// Safe to share between threads. Its methods do blocking store I/O only when they change
+/// the tokens (`create`, `revoke`) or [`TokenStore::refresh`] them.
 #[derive(Debug)]
 pub struct TokenStore {
-    path: PathBuf,
+    store: DynBackend,
+    key: String,
     entries: Mutex<Vec<Entry>>,
 }
 
+/// How often a change is tried again after another writer changed the tokens first.
+const CAS_TRIES: usize = 50;
+
 impl TokenStore {
-    /// Opens the store kept at `path`; a missing file is an empty store (the file is made
-    /// on the first change).
+    /// Opens the tokens kept in the file `path` (a local store of one object); a missing
+    /// file is an empty store (the file is made on the first change).
     ///
     /// # Errors
-    /// An unreadable file, invalid JSON, another `format` or `version`, or an invalid entry
-    /// (bad id or hash, bad vault name, duplicate id).
+    /// As [`TokenStore::open_in`].
     pub fn open(path: &Path) -> Result<TokenStore> {
-        let entries = match std::fs::read(path) {
-            Ok(bytes) => decode_file(&bytes).with_context(|| format!("invalid token file {}", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e).with_context(|| format!("cannot read token file {}", path.display())),
-        };
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| anyhow!("token file {} has no UTF-8 name", path.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        Self::open_in(Arc::new(LocalBackend::new(dir)), name)
+    }
+
+    /// Opens the tokens kept in object `key` of `store`; a missing object is an empty store.
+    ///
+    /// # Errors
+    /// An unreadable object, invalid JSON, another `format` or `version`, or an invalid entry
+    /// (bad id or hash, bad vault name, duplicate id).
+    pub fn open_in(store: DynBackend, key: &str) -> Result<TokenStore> {
+        let (entries, _) = read_entries(store.as_ref(), key)?;
         Ok(TokenStore {
-            path: path.to_path_buf(),
+            store,
+            key: key.to_string(),
             entries: Mutex::new(entries),
         })
+    }
+
+    /// Reads the tokens again, taking what other servers of the cluster changed.
+    ///
+    /// # Errors
+    /// As [`TokenStore::open_in`]; the tokens in memory are unchanged then.
+    pub fn refresh(&self) -> Result<()> {
+        let (entries, _) = read_entries(self.store.as_ref(), &self.key)?;
+        *self.lock() = entries;
+        Ok(())
     }
 
     /// Makes a token for `vault` with `role`, persists it, and returns the token text (the
@@ -200,30 +228,29 @@ impl TokenStore {
         validate_vault_name(vault)?;
         validate_name(name)?;
         let secret: [u8; SECRET_BYTES] = random()?;
-        let mut entries = self.lock();
-        let id = loop {
-            let id = hex::encode(random::<ID_BYTES>()?);
-            if !entries.iter().any(|e| e.stored.id == id) {
-                break id;
-            }
-        };
         let hash = blake3::hash(&secret);
-        let stored = Stored {
-            id: id.clone(),
-            vault: vault.to_string(),
-            role,
-            name: name.to_string(),
-            secret_blake3: hash.to_hex().to_string(),
-            created_unix: now_unix(),
-            revoked_unix: 0,
-        };
-        let entry = Entry { stored, hash };
-        let info = entry.info();
-        let mut next = entries.clone();
-        next.push(entry);
-        self.persist(&next)?;
-        *entries = next;
-        Ok((format!("{TOKEN_PREFIX}{id}_{}", hex::encode(secret)), info))
+        let info = self.update(|entries| {
+            let id = loop {
+                let id = hex::encode(random::<ID_BYTES>()?);
+                if !entries.iter().any(|e| e.stored.id == id) {
+                    break id;
+                }
+            };
+            let stored = Stored {
+                id,
+                vault: vault.to_string(),
+                role,
+                name: name.to_string(),
+                secret_blake3: hash.to_hex().to_string(),
+                created_unix: now_unix(),
+                revoked_unix: 0,
+            };
+            let entry = Entry { stored, hash };
+            let info = entry.info();
+            entries.push(entry);
+            Ok(info)
+        })?;
+        Ok((format!("{TOKEN_PREFIX}{}_{}", info.id, hex::encode(secret)), info))
     }
 
     /// Checks an `authorization` header value (`Bearer amber1_…`; the scheme is matched
@@ -270,23 +297,16 @@ impl TokenStore {
     /// No token `id` in `vault` (the same message whether or not another vault has it), or
     /// a failed write (the store is unchanged).
     pub fn revoke(&self, vault: &str, id: &str) -> Result<TokenInfo> {
-        let mut entries = self.lock();
-        let index = entries
-            .iter()
-            .position(|e| e.stored.vault == vault && e.stored.id == id)
-            .ok_or_else(|| anyhow!("vault {vault:?} has no token with id {id:?}"))?;
-        let mut next = entries.clone();
-        let entry = next
-            .get_mut(index)
-            .ok_or_else(|| anyhow!("token list changed while revoking"))?;
-        if entry.stored.revoked_unix != 0 {
-            return Ok(entry.info());
-        }
-        entry.stored.revoked_unix = now_unix().max(1);
-        let info = entry.info();
-        self.persist(&next)?;
-        *entries = next;
-        Ok(info)
+        self.update(|entries| {
+            let entry = entries
+                .iter_mut()
+                .find(|e| e.stored.vault == vault && e.stored.id == id)
+                .ok_or_else(|| anyhow!("vault {vault:?} has no token with id {id:?}"))?;
+            if entry.stored.revoked_unix == 0 {
+                entry.stored.revoked_unix = now_unix().max(1);
+            }
+            Ok(entry.info())
+        })
     }
 
     /// Whether `vault` has an admin token that is not revoked.
@@ -302,41 +322,55 @@ impl TokenStore {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Writes `<path>.tmp` (mode 0600), fsyncs it, renames it over `path`, fsyncs the
-    /// directory.
-    fn persist(&self, entries: &[Entry]) -> Result<()> {
-        let bytes = encode_file(entries)?;
-        let dir = self
-            .path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        let mut tmp = OsString::from(self.path.as_os_str());
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        write_synced(&tmp, &bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, &self.path).with_context(|| format!("cannot replace {}", self.path.display()))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("cannot sync directory {}", dir.display()))
+    /// Reads the current tokens and their version, applies `change`, and writes them back
+    /// only if nobody changed them meanwhile (create-only when there were none); on a
+    /// conflict, does it all again on what the other writer stored.
+    fn update<T>(&self, mut change: impl FnMut(&mut Vec<Entry>) -> Result<T>) -> Result<T> {
+        let _held = self.lock();
+        for _ in 0..CAS_TRIES {
+            let (mut entries, version) = read_entries(self.store.as_ref(), &self.key)?;
+            let out = change(&mut entries)?;
+            let bytes = encode_file(&entries)?;
+            let written = match &version {
+                None => self.store.put(&self.key, &bytes, PutMode::CreateOnly)? == PutOutcome::Created,
+                Some(etag) => matches!(
+                    self.store.put_if_match(&self.key, &bytes, etag)?,
+                    CasOutcome::Replaced(_)
+                ),
+            };
+            if written {
+                drop(_held);
+                *self.lock() = entries;
+                return Ok(out);
+            }
+        }
+        bail!(
+            "the tokens in {} kept changing under this change ({CAS_TRIES} tries): nothing was changed",
+            self.where_()
+        )
+    }
+
+    fn where_(&self) -> String {
+        format!("{}/{}", self.store.describe(), self.key)
     }
 }
 
-/// Creates `path` afresh with mode 0600 (a stale one from a crash is removed first, so its
-/// mode cannot be inherited), writes `bytes`, fsyncs.
-fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
+/// The tokens in `key` and the object's version (`None`: no object yet).
+fn read_entries(store: &dyn amber_engine::backend::Backend, key: &str) -> Result<(Vec<Entry>, Option<String>)> {
+    let place = || format!("{}/{key}", store.describe());
+    let Some(info) = store
+        .stat(key)
+        .with_context(|| format!("cannot read token file {}", place()))?
+    else {
+        return Ok((Vec::new(), None));
+    };
+    let bytes = match store.get(key) {
+        Ok(b) => b,
+        Err(BackendError::NotFound { .. }) => return Ok((Vec::new(), None)),
+        Err(e) => return Err(e).with_context(|| format!("cannot read token file {}", place())),
+    };
+    let entries = decode_file(&bytes).with_context(|| format!("invalid token file {}", place()))?;
+    Ok((entries, info.etag))
 }
 
 /// The file's bytes: pretty JSON (two-space indent) and a final newline.

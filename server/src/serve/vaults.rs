@@ -1,18 +1,21 @@
-//! The vaults a server hosts: one encrypted repository per lab under
-//! `<data_dir>/vaults/<name>/`, opened with a passphrase the server keeps in
-//! `<data_dir>/server/vault-keys/<name>.key`.
+//! The vaults a server hosts: one encrypted repository per lab under `vaults/<name>/` of
+//! the server's store (a directory or a bucket), opened with a passphrase that is kept,
+//! sealed under the cluster key, in the store's `server/vaults/<name>.key`, so every server
+//! of a cluster can open every vault. What is local to one server (the index cache, resume
+//! journals) lives in its state directory, `<state_dir>/vaults/<name>/`.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use amber_engine::backend::local::LocalBackend;
+use amber_engine::backend::{BackendError, DynBackend, PutMode, PutOutcome};
 use amber_engine::repo::{InitOptions, Repository};
+use amber_engine::store::sub_store;
 use anyhow::{Context, Result};
 
 use crate::serve::audit::AuditLog;
+use crate::serve::cluster::ClusterKey;
 use crate::serve::config::validate_vault_name;
 use crate::serve::tokens::{Role, TokenStore};
 
@@ -24,8 +27,8 @@ pub struct Vault {
     pub repo: Repository,
     /// Its audit log.
     pub audit: AuditLog,
-    /// Its directory.
-    pub dir: PathBuf,
+    /// Its state directory (this server's own files for it: cache, resume journals).
+    pub state: PathBuf,
 }
 
 /// Every vault, by name.
@@ -34,34 +37,48 @@ pub struct Vaults {
     map: BTreeMap<String, Arc<Vault>>,
 }
 
+/// Where a server keeps things: the store (shared by a cluster) and its state directory.
+pub struct Places<'a> {
+    /// The store's root.
+    pub store: &'a DynBackend,
+    /// Whether the store is a local directory (its audit logs then stay beside the vaults).
+    pub local_root: Option<&'a Path>,
+    /// This server's state directory.
+    pub state_dir: &'a Path,
+    /// The key that seals vault passphrases.
+    pub cluster_key: &'a ClusterKey,
+}
+
+/// Store key of the sealed passphrase of a vault (also its entry in the vault registry).
+fn key_object(name: &str) -> String {
+    format!("server/vaults/{name}.key")
+}
+
+/// How long a server waits for another server that registered a vault to create it.
+const CREATE_WAIT: Duration = Duration::from_secs(30);
+
 impl Vaults {
-    /// Opens every vault under `data_dir` and creates the `wanted` ones that are missing.
-    /// `announce(vault, token)` is called with an admin token for every vault that has no
-    /// admin token yet (a new vault): the only time that token is shown.
+    /// Opens every vault in the store's registry and creates the `wanted` ones that are
+    /// missing. `announce(vault, token)` is called with an admin token for every vault that
+    /// has no admin token yet (a new vault): the only time that token is shown.
     ///
     /// # Errors
-    /// A vault that cannot be created or opened (wrong key file, damaged config).
+    /// A vault that cannot be created or opened (wrong cluster key, damaged config).
     pub fn open(
-        data_dir: &Path,
+        places: &Places<'_>,
         wanted: &[String],
         tokens: &TokenStore,
         announce: &mut dyn FnMut(&str, &str),
     ) -> Result<Vaults> {
-        let root = data_dir.join("vaults");
-        std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
         let mut names: Vec<String> = wanted.to_vec();
-        for entry in std::fs::read_dir(&root).with_context(|| format!("cannot list {}", root.display()))? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            // Only vault directories: anything else under vaults/ is left alone.
-            let is_vault = entry.path().join("config").is_file() && validate_vault_name(&name).is_ok();
-            if is_vault && !names.contains(&name) {
+        for name in registered(places.store)? {
+            if !names.contains(&name) {
                 names.push(name);
             }
         }
         let mut map = BTreeMap::new();
         for name in names {
-            let vault = open_or_create(data_dir, &name)?;
+            let vault = open_or_create(places, &name)?;
             if !tokens.has_admin(&name) {
                 let (token, _) = tokens.create(&name, Role::Admin, "initial admin token")?;
                 announce(&name, &token);
@@ -75,38 +92,104 @@ impl Vaults {
     pub fn get(&self, name: &str) -> Option<Arc<Vault>> {
         self.map.get(name).cloned()
     }
+
+    /// Every vault.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Vault>> {
+        self.map.values()
+    }
 }
 
-fn open_or_create(data_dir: &Path, name: &str) -> Result<Vault> {
-    let dir = data_dir.join("vaults").join(name);
-    let key_path = data_dir.join("server").join("vault-keys").join(format!("{name}.key"));
-    let backend = Arc::new(LocalBackend::new(&dir));
-    let cache = dir.join("cache");
-    let repo = if dir.join("config").exists() {
-        let pass = std::fs::read(&key_path).with_context(|| format!("cannot read the key of vault {name}"))?;
-        Repository::open(backend, &cache, pass.trim_ascii()).with_context(|| format!("cannot open vault {name}"))?
-    } else {
-        let pass = new_passphrase(&key_path)?;
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+/// The vaults in the registry (`server/vaults/<name>.key`), and those of an older local
+/// data directory (`server/vault-keys/<name>.key`, an unsealed passphrase).
+fn registered(store: &DynBackend) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for prefix in ["server/vaults/", "server/vault-keys/"] {
+        for obj in store.list(prefix)? {
+            let name = obj.key.strip_prefix(prefix).and_then(|k| k.strip_suffix(".key"));
+            if let Some(name) = name.filter(|n| validate_vault_name(n).is_ok())
+                && !names.iter().any(|n| n == name)
+            {
+                names.push(name.to_string());
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// The vault's passphrase, and whether this server registered the vault just now (and so
+/// creates it). A vault is registered before it is created, so it never exists without
+/// its key.
+fn passphrase(places: &Places<'_>, name: &str) -> Result<(Vec<u8>, bool)> {
+    let store = places.store;
+    let key = places.cluster_key;
+    match store.get(&key_object(name)) {
+        Ok(sealed) => return Ok((key.open(name, &sealed)?, false)),
+        Err(BackendError::NotFound { .. }) => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read the key of vault {name}")),
+    }
+    let legacy = format!("server/vault-keys/{name}.key");
+    let (pass, fresh) = match store.get(&legacy) {
+        Ok(text) => (text.trim_ascii().to_vec(), false),
+        Err(BackendError::NotFound { .. }) => (new_passphrase()?.into_bytes(), true),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {legacy}")),
+    };
+    let sealed = key.seal(name, &pass)?;
+    match store.put(&key_object(name), &sealed, PutMode::CreateOnly)? {
+        PutOutcome::Created => Ok((pass, fresh)),
+        // Another server registered it first: its passphrase is the vault's.
+        PutOutcome::AlreadyExisted => Ok((key.open(name, &store.get(&key_object(name))?)?, false)),
+    }
+}
+
+fn open_or_create(places: &Places<'_>, name: &str) -> Result<Vault> {
+    let state = places.state_dir.join("vaults").join(name);
+    let cache = state.join("cache");
+    let vault_store = sub_store(places.store, &format!("vaults/{name}"))?;
+    let (pass, registered_here) = passphrase(places, name)?;
+    let exists = || -> Result<bool> { Ok(vault_store.head("config")?.is_some()) };
+    let repo = if exists()? {
+        Repository::open(vault_store, &cache, &pass).with_context(|| format!("cannot open vault {name}"))?
+    } else if registered_here || !wait_for_creator(&exists)? {
         let opts = InitOptions {
             label: format!("amber serve vault {name}"),
             ..InitOptions::default()
         };
-        Repository::init(backend, &cache, pass.as_bytes(), &opts)
-            .with_context(|| format!("cannot create vault {name}"))?
+        Repository::init(vault_store, &cache, &pass, &opts).with_context(|| format!("cannot create vault {name}"))?
+    } else {
+        Repository::open(vault_store, &cache, &pass).with_context(|| format!("cannot open vault {name}"))?
     };
-    prune_resume_files(&dir.join("resume"));
-    let audit = AuditLog::open(&dir.join("audit.log"))?;
+    prune_resume_files(&state.join("resume"));
+    let audit_path = match places.local_root {
+        Some(root) => root.join("vaults").join(name).join("audit.log"),
+        None => state.join("audit.log"),
+    };
+    if let Some(dir) = audit_path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let audit = AuditLog::open(&audit_path)?;
     Ok(Vault {
         name: name.to_string(),
         repo,
         audit,
-        dir,
+        state,
     })
 }
 
+/// Waits for the server that registered a vault to create it; `false` when it did not
+/// within [`CREATE_WAIT`] (it stopped half-way), and this server creates it instead.
+fn wait_for_creator(exists: &dyn Fn() -> Result<bool>) -> Result<bool> {
+    let start = Instant::now();
+    while start.elapsed() < CREATE_WAIT {
+        if exists()? {
+            return Ok(true);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(false)
+}
+
 /// How long the journal or spool of a push that was never retried is kept.
-pub const RESUME_KEEP: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+pub const RESUME_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Deletes resume files (journals, spools) untouched for [`RESUME_KEEP`]: their pushes
 /// were abandoned. They are caches, so deleting one never loses data.
@@ -125,29 +208,10 @@ fn prune_resume_files(dir: &Path) {
     }
 }
 
-/// A random passphrase, written (crash-safely, mode 0600) before the vault is created, so
-/// a vault never exists without its key.
-fn new_passphrase(path: &Path) -> Result<String> {
-    if let Ok(existing) = std::fs::read_to_string(path) {
-        return Ok(existing.trim().to_string());
-    }
+/// A random passphrase for a new vault.
+fn new_passphrase() -> Result<String> {
     let mut bytes = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
         .map_err(|_| anyhow::anyhow!("the system random number generator failed"))?;
-    let text = hex::encode(bytes);
-    let dir = path.parent().context("key path has no directory")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tmp = path.with_extension("key.tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(text)
+    Ok(hex::encode(bytes))
 }

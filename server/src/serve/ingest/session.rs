@@ -101,5 +101,5 @@ fn check_header(caller: &Caller, header: pb::PushHeader) -> Result<Push<'_>, Sta
 
 /// Where a vault keeps the journals of unfinished pushes.
 pub fn journal_dir(vault: &Vault) -> PathBuf {
-    vault.dir.join("resume")
+    vault.state.join("resume")
 }
