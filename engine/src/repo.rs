@@ -59,7 +59,12 @@ struct Inner {
     index: Index,
     slot: KeySlotId,
     gear: Arc<GearTable>,
+    /// When the index last caught up with the store on a miss ([`Repository::locate`]).
+    caught_up: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How often a lookup miss may bring the index up to date with the store.
+const CATCH_UP_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// An open vault. Cheap to clone; shared by pipeline threads.
 #[derive(Clone)]
@@ -168,6 +173,7 @@ impl Repository {
                 index,
                 slot,
                 gear,
+                caught_up: std::sync::Mutex::new(None),
             }),
         };
         if !opts.fresh_index {
@@ -236,11 +242,36 @@ impl Repository {
         result
     }
 
+    /// Where a blob is. A blob the index does not know may be in a pack another writer
+    /// stored since this process last looked (a cluster of servers, CLIs on one bucket):
+    /// the index is brought up to date, at most every [`CATCH_UP_EVERY`], and asked again.
+    fn locate(&self, id: BlobId) -> Result<index::BlobLocation> {
+        if let Some(loc) = self.index().lookup(&id)? {
+            return Ok(loc);
+        }
+        let due = {
+            let mut last = self
+                .inner
+                .caught_up
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let due = last.is_none_or(|t| t.elapsed() >= CATCH_UP_EVERY);
+            if due {
+                *last = Some(std::time::Instant::now());
+            }
+            due
+        };
+        if due
+            && sync::sync_index(self).is_ok()
+            && let Some(loc) = self.index().lookup(&id)?
+        {
+            return Ok(loc);
+        }
+        Err(Error::MissingBlob(id.to_hex()))
+    }
+
     fn read_blob_unmarked(&self, id: BlobId, kind: BlobKind) -> Result<Vec<u8>> {
-        let loc = self
-            .index()
-            .lookup(&id)?
-            .ok_or_else(|| Error::MissingBlob(id.to_hex()))?;
+        let loc = self.locate(id)?;
         let key = layout::pack_key(loc.pack_kind, &loc.pack);
         let sealed = self
             .backend()

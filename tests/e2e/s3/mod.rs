@@ -1,6 +1,7 @@
 //! Amber on S3: a real S3-compatible server (moto, started by these tests from the venv that
 //! `scripts/test` makes) on a loopback port, over real HTTP.
 
+mod cluster;
 mod faults;
 mod store;
 mod writers;
