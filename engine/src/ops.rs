@@ -13,10 +13,12 @@ pub mod ingest;
 pub mod members;
 pub mod progress;
 pub mod ranges;
+pub mod reach;
 pub mod regzip;
 pub mod restore;
 pub mod stream;
 pub mod tar;
+pub mod tier;
 pub mod volume_build;
 pub mod walk;
 

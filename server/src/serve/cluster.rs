@@ -167,7 +167,7 @@ mod tests {
 
     const VECTOR: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../format-spec/vectors/sealed-vault-key.hex"
+        "/../format-spec/vectors/server-sealed-vault-key.hex"
     );
 
     fn key() -> ClusterKey {
