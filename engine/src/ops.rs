@@ -2,6 +2,7 @@
 
 pub mod assemble;
 pub mod block;
+pub mod cold;
 pub mod content;
 pub mod diff;
 pub mod environment;

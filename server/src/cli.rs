@@ -99,6 +99,8 @@ pub enum Command {
         /// The image's format: `oci` or `docker-archive` (default: the one it was given in).
         #[arg(long, requires = "image", value_name = "FORMAT")]
         format: Option<String>,
+        #[command(flatten)]
+        cold: ColdArgs,
     },
     /// Find files by name or path in snapshots (every snapshot, those of --env, or the
     /// ones given with --snapshot).
@@ -130,6 +132,9 @@ pub enum Command {
     /// Manage passphrases (key slots).
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Move data packs between storage classes by age (S3 stores).
+    #[command(subcommand)]
+    Tier(TierCommand),
     /// Run the gRPC server (one vault per lab) on the local store.
     Serve {
         /// Address to listen on (default 127.0.0.1:7207, or the configuration's).
@@ -314,6 +319,53 @@ fn parse_meta(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TierCommand {
+    /// Show what a policy would move: packs, bytes per class and monthly cost, before and after.
+    Plan(TierArgs),
+    /// Move the packs the plan moves (never before a class's minimum storage duration
+    /// has passed, unless --force), and record the moves.
+    Apply {
+        #[command(flatten)]
+        args: TierArgs,
+        /// Move packs still within their class's minimum storage duration, paying for it.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Restoring data kept in an archive class (GLACIER, DEEP_ARCHIVE).
+#[derive(Debug, Args, Clone)]
+pub struct ColdArgs {
+    /// Ask the store to bring back the archived packs the restore needs.
+    #[arg(long)]
+    pub warm_up: bool,
+    /// Wait (polling with backoff) until the archived packs are readable, then restore.
+    #[arg(long)]
+    pub resume: bool,
+    /// Retrieval speed for --warm-up: `bulk` (cheapest) or `standard`.
+    #[arg(long, default_value = "bulk", value_name = "SPEED")]
+    pub retrieval: String,
+    /// Days the restored copies stay readable.
+    #[arg(long, default_value_t = 7)]
+    pub warm_days: u32,
+    /// With --resume, give up after this many seconds (the exit status is then 4).
+    #[arg(long, default_value_t = 172_800)]
+    pub wait_seconds: u64,
+}
+
+/// What tiering follows.
+#[derive(Debug, Args)]
+pub struct TierArgs {
+    /// Classes by age of the newest snapshot needing a pack.
+    #[arg(long, default_value = "STANDARD:30d,STANDARD_IA:365d,DEEP_ARCHIVE")]
+    pub policy: String,
+    /// A TOML price table (`[storage]` and `[retrieval_standard]`, `[retrieval_bulk]`:
+    /// class = USD per GB); default: AWS us-east-1 list prices (docs/tiering.md).
+    #[arg(long, value_name = "FILE")]
+    pub prices: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,6 +7,7 @@ mod find;
 pub mod inspect;
 pub mod restore;
 pub mod snapshot;
+mod tier;
 mod tokens;
 
 use std::process::ExitCode;
@@ -17,6 +18,8 @@ use crate::cli::{Cli, Command};
 
 /// Exit code when a snapshot skipped unreadable files or a restore failed on some paths.
 pub const EXIT_INCOMPLETE: u8 = 3;
+/// Exit status of a restore that needs data still in an archive class.
+pub const EXIT_COLD: u8 = 4;
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -39,8 +42,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             apply_whiteouts,
             image,
             format,
+            cold,
         } => {
             include_needs_dest(&include, block.is_none() && tar.is_none() && image.is_none())?;
+            if let Some(code) = tier::cold_gate(g, &snapshot, &cold)? {
+                return Ok(code);
+            }
             if let Some(out) = image {
                 return restore::image(g, &snapshot, &out, format.as_deref());
             }
@@ -56,6 +63,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Dump { snapshot, path } => dump::local(g, &snapshot, path.as_encoded_bytes()),
         Command::Index(cmd) => admin::index(g, &cmd),
         Command::Key(cmd) => admin::key(g, cmd),
+        Command::Tier(cmd) => tier::run(g, &cmd),
         Command::Serve { listen, config } => {
             amber_server::serve::run(&amber_server::serve::ServeArgs { listen, config })?;
             Ok(ExitCode::SUCCESS)
@@ -97,8 +105,12 @@ fn remote(cli: Cli) -> Result<ExitCode> {
             apply_whiteouts,
             image,
             format,
+            cold,
         } => {
             include_needs_dest(&include, block.is_none() && tar.is_none() && image.is_none())?;
+            if cold.warm_up || cold.resume {
+                client::local_only("--warm-up and --resume (restoring from an archive class run against the store)")?;
+            }
             if let Some(out) = image {
                 return client::pull_image::run(g, &snapshot, &out, format.as_deref());
             }
@@ -120,7 +132,7 @@ fn remote(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Serve { .. } => anyhow::bail!("`amber serve` runs a server; drop --server / AMBER_SERVER"),
-        Command::Init { .. } | Command::Index(_) | Command::Key(_) => {
+        Command::Init { .. } | Command::Index(_) | Command::Key(_) | Command::Tier(_) => {
             anyhow::bail!("this command works on a local repository only; drop --server / AMBER_SERVER")
         }
     }

@@ -432,6 +432,68 @@ const SCHEMA: &[(&str, Fields)] = &[
         "share",
         &[("id", Str, No, Yes), ("bytes", Int, No, Yes), ("vault", Str, No, Yes)],
     ),
+    (
+        "tier-plan",
+        &[
+            ("policy", Str, Yes, No),
+            ("now_unix", Int, Yes, No),
+            ("moves", Arr("pack-move"), Yes, No),
+            ("bytes_before", Arr("class-bytes"), Yes, No),
+            ("bytes_after", Arr("class-bytes"), Yes, No),
+            ("monthly_cost_before", Num, Yes, No),
+            ("monthly_cost_after", Num, Yes, No),
+            ("data_packs", Int, Yes, No),
+            ("unreferenced_packs", Int, Yes, No),
+        ],
+    ),
+    (
+        "pack-move",
+        &[
+            ("pack", Str, Yes, No),
+            ("bytes", Int, Yes, No),
+            ("from", Str, Yes, No),
+            ("to", Str, Yes, No),
+            ("age_days", Int, Yes, No),
+            ("days_in_class", Int, Yes, No),
+            ("minimum_left_days", Int, Yes, No),
+            ("early_cost", Num, Yes, No),
+            ("needs_restore", Bool, Yes, No),
+        ],
+    ),
+    ("class-bytes", &[("class", Str, Yes, No), ("bytes", Int, Yes, No)]),
+    (
+        "tier-apply",
+        &[
+            ("plan", Obj("tier-plan"), Yes, No),
+            ("moved", Int, Yes, No),
+            ("held_by_minimum", Int, Yes, No),
+            ("held_archived", Int, Yes, No),
+            ("early_cost", Num, Yes, No),
+            ("forced", Bool, Yes, No),
+        ],
+    ),
+    (
+        "cold-restore",
+        &[
+            ("snapshot", Str, Yes, No),
+            ("packs_needed", Int, Yes, No),
+            ("archived", Arr("cold-pack"), Yes, No),
+            ("bytes_waiting", Int, Yes, No),
+            ("retrieval", Str, Yes, No),
+            ("estimated_cost", Num, Yes, No),
+            ("expected_wait", Str, Yes, No),
+            ("requested", Int, Yes, No),
+        ],
+    ),
+    (
+        "cold-pack",
+        &[
+            ("pack", Str, Yes, No),
+            ("bytes", Int, Yes, No),
+            ("class", Str, Yes, No),
+            ("status", Str, Yes, No),
+        ],
+    ),
 ];
 
 /// Where a document came from.

@@ -292,14 +292,23 @@ mod tests {
     #[test]
     fn policies_parse_and_give_classes_by_age() {
         let p = TierPolicy::parse("STANDARD:30d, STANDARD_IA:365d, DEEP_ARCHIVE").unwrap();
-        assert_eq!(p, TierPolicy::parse("STANDARD 30d → STANDARD_IA 365d → DEEP_ARCHIVE").unwrap());
+        assert_eq!(
+            p,
+            TierPolicy::parse("STANDARD 30d → STANDARD_IA 365d → DEEP_ARCHIVE").unwrap()
+        );
         assert_eq!(p.class_at(0), StorageClass::Standard);
         assert_eq!(p.class_at(29), StorageClass::Standard);
         assert_eq!(p.class_at(30), StorageClass::StandardIa);
         assert_eq!(p.class_at(394), StorageClass::StandardIa);
         assert_eq!(p.class_at(395), StorageClass::DeepArchive);
         assert_eq!(p.to_string(), "STANDARD 30d → STANDARD_IA 365d → DEEP_ARCHIVE");
-        for bad in ["", "COLD:3d,STANDARD", "STANDARD,DEEP_ARCHIVE", "STANDARD:x,GLACIER", "GLACIER:3d"] {
+        for bad in [
+            "",
+            "COLD:3d,STANDARD",
+            "STANDARD,DEEP_ARCHIVE",
+            "STANDARD:x,GLACIER",
+            "GLACIER:3d",
+        ] {
             assert!(TierPolicy::parse(bad).is_err(), "{bad}");
         }
     }

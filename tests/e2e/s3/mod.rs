@@ -4,6 +4,7 @@
 mod cluster;
 mod faults;
 mod store;
+mod tiering;
 mod writers;
 
 use std::io::{BufRead, BufReader};
