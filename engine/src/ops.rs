@@ -4,6 +4,7 @@ pub mod assemble;
 pub mod block;
 pub mod cold;
 pub mod content;
+pub mod copy;
 pub mod diff;
 pub mod environment;
 pub mod exclude;
@@ -48,6 +49,9 @@ pub struct Labels {
     /// The host the data came from; `None`: this machine (a server receiving a push
     /// records the client's).
     pub hostname: Option<String>,
+    /// When the snapshot was taken (ns since the epoch); `None`: now. A copy keeps the
+    /// original's time.
+    pub time_ns: Option<i64>,
 }
 
 impl Labels {
@@ -64,7 +68,7 @@ impl Labels {
             source,
             root,
             parent,
-            time_ns: ingest::now_ns(),
+            time_ns: self.time_ns.unwrap_or_else(ingest::now_ns),
             environment: self.environment.clone(),
             lab: self.lab.clone(),
             researcher: self.researcher.clone(),

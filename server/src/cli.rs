@@ -132,6 +132,21 @@ pub enum Command {
     /// Manage passphrases (key slots).
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Copy snapshots into another repository (another bucket or region, a local
+    /// directory): only what the target lacks is stored; already copied ones are skipped.
+    Copy {
+        /// Snapshots (ids, prefixes, `latest`); none: every snapshot.
+        snapshots: Vec<String>,
+        /// The target repository (initialised with `amber init`): a directory or s3://bucket/prefix.
+        #[arg(long, value_name = "STORE")]
+        to: std::ffi::OsString,
+        /// File holding the target's passphrase (else AMBER_TO_PASSWORD, else a prompt).
+        #[arg(long, env = "AMBER_TO_PASSWORD_FILE")]
+        to_password_file: Option<PathBuf>,
+        /// The target's state directory (default: as --cache-dir for that store).
+        #[arg(long)]
+        to_cache_dir: Option<PathBuf>,
+    },
     /// Move data packs between storage classes by age (S3 stores).
     #[command(subcommand)]
     Tier(TierCommand),

@@ -1,6 +1,7 @@
 //! One module per group of commands.
 
 mod admin;
+mod copy;
 mod dump;
 pub mod env;
 mod find;
@@ -64,6 +65,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Index(cmd) => admin::index(g, &cmd),
         Command::Key(cmd) => admin::key(g, cmd),
         Command::Tier(cmd) => tier::run(g, &cmd),
+        Command::Copy {
+            snapshots,
+            to,
+            to_password_file,
+            to_cache_dir,
+        } => copy::run(g, &snapshots, &to, to_password_file.as_deref(), to_cache_dir),
         Command::Serve { listen, config } => {
             amber_server::serve::run(&amber_server::serve::ServeArgs { listen, config })?;
             Ok(ExitCode::SUCCESS)
@@ -132,7 +139,7 @@ fn remote(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Serve { .. } => anyhow::bail!("`amber serve` runs a server; drop --server / AMBER_SERVER"),
-        Command::Init { .. } | Command::Index(_) | Command::Key(_) | Command::Tier(_) => {
+        Command::Init { .. } | Command::Index(_) | Command::Key(_) | Command::Tier(_) | Command::Copy { .. } => {
             anyhow::bail!("this command works on a local repository only; drop --server / AMBER_SERVER")
         }
     }

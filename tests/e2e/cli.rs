@@ -433,6 +433,19 @@ const SCHEMA: &[(&str, Fields)] = &[
         &[("id", Str, No, Yes), ("bytes", Int, No, Yes), ("vault", Str, No, Yes)],
     ),
     (
+        "copy",
+        &[
+            ("copied", Arr("copied"), Yes, No),
+            ("skipped", ArrOfStr, Yes, No),
+            ("refused", Arr("unreadable-snapshot"), Yes, No),
+        ],
+    ),
+    (
+        "copied",
+        &[("from", Str, Yes, No), ("to", Str, Yes, No), ("bytes", Int, Yes, No)],
+    ),
+    ("unreadable-snapshot", &[("id", Str, Yes, No), ("error", Str, Yes, No)]),
+    (
         "tier-plan",
         &[
             ("policy", Str, Yes, No),

@@ -45,6 +45,7 @@ pub fn part_labels(g: &Global, a: &EnvSnapshotArgs) -> Result<Labels> {
         tags: a.tags.clone(),
         metadata: a.metadata.clone(),
         hostname: None,
+        time_ns: None,
     })
 }
 

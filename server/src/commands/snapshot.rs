@@ -100,6 +100,7 @@ fn labels(g: &Global, args: &SnapshotArgs) -> Labels {
         tags: args.tags.clone(),
         metadata: args.metadata.clone(),
         hostname: None,
+        time_ns: None,
     }
 }
 

@@ -147,6 +147,7 @@ pub fn labels(l: Option<&pb::Labels>, hostname: &str) -> Labels {
         tags: l.tags,
         metadata: l.metadata.into_iter().map(|m| (m.key, m.value)).collect(),
         hostname: Some(hostname.to_string()),
+        time_ns: None,
     }
 }
 

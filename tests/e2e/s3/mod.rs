@@ -2,6 +2,7 @@
 //! `scripts/test` makes) on a loopback port, over real HTTP.
 
 mod cluster;
+mod copy;
 mod faults;
 mod store;
 mod tiering;
