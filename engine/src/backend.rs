@@ -423,3 +423,36 @@ pub fn validate_key(key: &str) -> Result<(), BackendError> {
         Err(BackendError::InvalidKey(key.to_string()))
     }
 }
+
+/// Checks that `store` honours create-only writes and compare-and-swap, which several
+/// writers sharing it rely on (`format-spec/s3.md`): a second create-only write of a key
+/// must not replace it, and a compare-and-swap with a stale version must not write. The
+/// probe object is `tmp/probe-<random>` (never listed), deleted afterwards.
+///
+/// # Errors
+/// Store errors; `Ok(Err(why))` when the store ignores a precondition.
+pub fn probe_conditional_writes(store: &dyn Backend) -> Result<Result<(), String>, BackendError> {
+    let name: [u8; 8] = crate::crypto::random_array().map_err(|_| BackendError::Unsupported {
+        store: store.describe(),
+        what: "draw a random probe name".into(),
+    })?;
+    let key = format!("tmp/probe-{}", hex::encode(name));
+    let verdict = (|| {
+        store.put(&key, b"first", PutMode::CreateOnly)?;
+        let second = store.put(&key, b"second", PutMode::CreateOnly)?;
+        if second != PutOutcome::AlreadyExisted || store.get(&key)? != b"first" {
+            return Ok(Err(
+                "a second create-only write (If-None-Match: *) replaced the object".to_string()
+            ));
+        }
+        let stale = store.put_if_match(&key, b"third", "\"amber-probe-stale-version\"")?;
+        if stale != CasOutcome::Conflict || store.get(&key)? != b"first" {
+            return Ok(Err(
+                "a compare-and-swap with a stale version (If-Match) wrote".to_string()
+            ));
+        }
+        Ok(Ok(()))
+    })();
+    let _ = store.delete(&key);
+    verdict
+}

@@ -94,6 +94,15 @@ impl Repository {
         if backend.head(CONFIG_KEY)?.is_some() {
             return Err(Error::AlreadyExists(backend.describe()));
         }
+        // Several writers may share a store; that is safe only where preconditions hold.
+        if let Err(why) = crate::backend::probe_conditional_writes(backend.as_ref())? {
+            return Err(Error::InvalidArgument(format!(
+                "{} does not honour conditional writes ({why}); Amber needs them so that several writers cannot \
+                 overwrite each other's objects. Use a store that does (AWS S3, MinIO, Ceph RGW with \
+                 conditional writes enabled)",
+                backend.describe()
+            )));
+        }
         let vault_id = VaultId::new(Hash32::from_bytes(random_array()?));
         if !opts.block_size.is_power_of_two() || !(4096..=16 << 20).contains(&opts.block_size) {
             return Err(Error::InvalidArgument(format!(

@@ -7,6 +7,45 @@ use super::{
     RetrievalTier, StorageClass,
 };
 
+/// A store that ignores preconditions, as some S3-compatible servers do: create-only
+/// writes replace, compare-and-swap always writes. For the probe's tests.
+#[derive(Debug)]
+pub struct NoPreconditions(pub DynBackend);
+
+impl Backend for NoPreconditions {
+    fn put(&self, key: &str, bytes: &[u8], _mode: PutMode) -> Result<PutOutcome, BackendError> {
+        self.0.put(key, bytes, PutMode::Overwrite)
+    }
+    fn get(&self, key: &str) -> Result<Vec<u8>, BackendError> {
+        self.0.get(key)
+    }
+    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
+        self.0.get_range(key, offset, len)
+    }
+    fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, BackendError> {
+        self.0.stat(key)
+    }
+    fn list_page(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<ListPage, BackendError> {
+        self.0.list_page(prefix, after, limit)
+    }
+    fn put_if_match(&self, key: &str, bytes: &[u8], _etag: &str) -> Result<CasOutcome, BackendError> {
+        self.0.put(key, bytes, PutMode::Overwrite)?;
+        Ok(CasOutcome::Replaced(None))
+    }
+    fn set_storage_class(&self, key: &str, class: &StorageClass) -> Result<(), BackendError> {
+        self.0.set_storage_class(key, class)
+    }
+    fn request_restore(&self, key: &str, days: u32, tier: RetrievalTier) -> Result<(), BackendError> {
+        self.0.request_restore(key, days, tier)
+    }
+    fn restore_status(&self, key: &str) -> Result<RestoreStatus, BackendError> {
+        self.0.restore_status(key)
+    }
+    fn delete(&self, key: &str) -> Result<(), BackendError> {
+        self.0.delete(key)
+    }
+}
+
 /// Forwards to an inner backend and fails the Nth put (counting from 1) and every put
 /// after it, as a full disk or a lost connection would.
 #[derive(Debug)]
@@ -81,6 +120,17 @@ impl Backend for FaultBackend {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    use super::super::Backend;
+
+    #[test]
+    fn the_probe_tells_a_store_that_ignores_preconditions() {
+        let good = Arc::new(super::super::memory::MemoryBackend::new());
+        assert_eq!(super::super::probe_conditional_writes(good.as_ref()).unwrap(), Ok(()));
+        assert!(good.list("tmp/").unwrap().is_empty(), "the probe object is left");
+        let bad = super::NoPreconditions(good);
+        assert!(super::super::probe_conditional_writes(&bad).unwrap().is_err());
+    }
 
     #[test]
     fn conformance_when_no_fault_is_due() {

@@ -32,9 +32,9 @@ fn two_servers_on_one_bucket_share_vaults_tokens_and_snapshots() {
     let moto = Moto::shared();
     let bucket = moto.bucket("cluster");
     let store = format!("s3://{bucket}/amber");
-    let one = start(&moto, &store);
+    let one = start(moto, &store);
     let admin = one.admin();
-    let two = start(&moto, &store);
+    let two = start(moto, &store);
     assert!(two.admin_tokens.is_empty(), "the second server created the vault again");
 
     // A real Python environment through the first server: tree, layer, volume.
