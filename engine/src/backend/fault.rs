@@ -130,6 +130,14 @@ mod tests {
         assert!(good.list("tmp/").unwrap().is_empty(), "the probe object is left");
         let bad = super::NoPreconditions(good);
         assert!(super::super::probe_conditional_writes(&bad).unwrap().is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let refused =
+            crate::repo::Repository::init(Arc::new(bad), dir.path(), b"pw", &crate::repo::InitOptions::default())
+                .unwrap_err();
+        assert!(
+            refused.to_string().contains("does not honour conditional writes"),
+            "{refused}"
+        );
     }
 
     #[test]
