@@ -53,6 +53,17 @@ impl MemoryBackend {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Runs `change` on the object under `key`.
+    fn with_object<T>(&self, key: &str, change: impl FnOnce(&mut Object) -> T) -> Result<T, BackendError> {
+        validate_key(key)?;
+        let mut state = self.lock();
+        let obj = state
+            .objects
+            .get_mut(key)
+            .ok_or_else(|| BackendError::NotFound { key: key.into() })?;
+        Ok(change(obj))
+    }
+
     fn readable<'a>(key: &str, obj: Option<&'a Object>) -> Result<&'a Object, BackendError> {
         let obj = obj.ok_or_else(|| BackendError::NotFound { key: key.into() })?;
         if obj.class.is_archive() && obj.restore != Some(0) {
@@ -152,46 +163,32 @@ impl Backend for MemoryBackend {
     }
 
     fn set_storage_class(&self, key: &str, class: &StorageClass) -> Result<(), BackendError> {
-        validate_key(key)?;
-        let mut state = self.lock();
-        let obj = state
-            .objects
-            .get_mut(key)
-            .ok_or_else(|| BackendError::NotFound { key: key.into() })?;
-        obj.class = class.clone();
-        obj.restore = None;
-        Ok(())
+        self.with_object(key, |obj| {
+            obj.class = class.clone();
+            obj.restore = None;
+        })
     }
 
     fn request_restore(&self, key: &str, _days: u32, _tier: RetrievalTier) -> Result<(), BackendError> {
-        validate_key(key)?;
-        let mut state = self.lock();
-        let obj = state
-            .objects
-            .get_mut(key)
-            .ok_or_else(|| BackendError::NotFound { key: key.into() })?;
-        if obj.class.is_archive() && obj.restore.is_none() {
-            obj.restore = Some(self.restore_polls);
-        }
-        Ok(())
+        self.with_object(key, |obj| {
+            if obj.class.is_archive() && obj.restore.is_none() {
+                obj.restore = Some(self.restore_polls);
+            }
+        })
     }
 
     fn restore_status(&self, key: &str) -> Result<RestoreStatus, BackendError> {
-        validate_key(key)?;
-        let mut state = self.lock();
-        let obj = state
-            .objects
-            .get_mut(key)
-            .ok_or_else(|| BackendError::NotFound { key: key.into() })?;
-        if !obj.class.is_archive() {
-            return Ok(RestoreStatus::Readable);
-        }
-        Ok(match obj.restore {
-            None => RestoreStatus::Archived,
-            Some(0) => RestoreStatus::Readable,
-            Some(n) => {
-                obj.restore = Some(n - 1);
-                RestoreStatus::InProgress
+        self.with_object(key, |obj| {
+            if !obj.class.is_archive() {
+                return RestoreStatus::Readable;
+            }
+            match obj.restore {
+                None => RestoreStatus::Archived,
+                Some(0) => RestoreStatus::Readable,
+                Some(n) => {
+                    obj.restore = Some(n - 1);
+                    RestoreStatus::InProgress
+                }
             }
         })
     }

@@ -3,12 +3,11 @@
 //! directories of their own, and each sees what the other committed.
 
 use std::fs;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use amber_engine::backend::Backend;
 
-use super::Moto;
+use super::{Moto, sh};
 use crate::common::{assert_same_tree, contains, id_of, p, python_venv, sample_tree};
 use crate::server::harness::Server;
 
@@ -20,11 +19,6 @@ fn start(moto: &Moto, store: &str) -> Server {
     env.push(("AMBER_CLUSTER_KEY".into(), CLUSTER_KEY.into()));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     Server::start_with(&[], &env)
-}
-
-fn sh(cmd: &str) {
-    let out = Command::new("sh").args(["-c", cmd]).output().unwrap();
-    assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

@@ -2,18 +2,12 @@
 //! bit-exact, sending only what each target lacks; a second run copies nothing.
 
 use std::fs;
-use std::process::Command;
 
 use serde_json::Value;
 
-use super::Moto;
+use super::{Moto, sh};
 use crate::cli::{Mode, check};
 use crate::common::{Repo, assert_same_tree, id_of, p, run_command, sample_tree};
-
-fn sh(cmd: &str) {
-    let out = Command::new("sh").args(["-c", cmd]).output().unwrap();
-    assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
-}
 
 fn copy(from: &Repo, to: &str, to_password: &str, extra: &[&str]) -> Value {
     let mut args = vec!["copy", "--to", to];

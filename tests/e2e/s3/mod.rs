@@ -37,6 +37,12 @@ fn moto_python() -> PathBuf {
     python
 }
 
+/// Runs a shell command, which must succeed.
+pub fn sh(cmd: &str) {
+    let out = Command::new("sh").args(["-c", cmd]).output().expect("run sh");
+    assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// One moto server. It stops when this process ends: it serves until its stdin closes.
 pub struct Moto {
     child: Mutex<Child>,

@@ -4,12 +4,11 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
 use amber_engine::backend::conformance;
 use amber_engine::backend::{Backend, PutMode, PutOutcome};
 
-use super::Moto;
+use super::{Moto, sh};
 use crate::common::{Rng, assert_same_tree, contains, id_of, p, python_venv};
 
 #[test]
@@ -56,11 +55,6 @@ fn large_objects_go_up_in_parts_create_only() {
     assert_eq!(ranges[0], big[5..15]);
     assert_eq!(ranges[1], big[100..103]);
     assert_eq!(ranges[2], big[19 << 20..(19 << 20) + 7]);
-}
-
-fn sh(cmd: &str) {
-    let out = Command::new("sh").args(["-c", cmd]).output().unwrap();
-    assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Known plaintext of the environment: names and file contents that must not be in the bucket.
