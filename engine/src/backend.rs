@@ -307,6 +307,31 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
             .collect()
     }
 
+    /// Up to `len` bytes at `offset`: fewer when the object ends first (at least one when
+    /// `offset` is inside it).
+    ///
+    /// # Errors
+    /// [`BackendError::OutOfRange`] when `offset` is at or past the end; as [`Backend::get_range`].
+    fn get_range_upto(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
+        let size = self
+            .stat(key)?
+            .ok_or_else(|| BackendError::NotFound { key: key.into() })?
+            .size;
+        if offset >= size {
+            return Err(BackendError::OutOfRange {
+                key: key.into(),
+                offset,
+                len,
+            });
+        }
+        self.get_range(key, offset, len.min(size - offset))
+    }
+
+    /// Whether each request is costly (a network store): reads then fetch larger windows.
+    fn prefers_large_reads(&self) -> bool {
+        false
+    }
+
     /// What the store knows of an object, or `None` when absent.
     ///
     /// # Errors

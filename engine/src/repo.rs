@@ -4,6 +4,7 @@ pub mod index;
 pub mod keys;
 pub mod layout;
 pub mod sync;
+pub mod window;
 pub mod writer;
 
 use std::path::Path;
@@ -61,6 +62,8 @@ struct Inner {
     gear: Arc<GearTable>,
     /// When the index last caught up with the store on a miss ([`Repository::locate`]).
     caught_up: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Windows of packs read last, for stores where requests are costly.
+    windows: window::WindowCache,
 }
 
 /// How often a lookup miss may bring the index up to date with the store.
@@ -183,6 +186,7 @@ impl Repository {
                 slot,
                 gear,
                 caught_up: std::sync::Mutex::new(None),
+                windows: window::WindowCache::default(),
             }),
         };
         if !opts.fresh_index {
@@ -282,9 +286,12 @@ impl Repository {
     fn read_blob_unmarked(&self, id: BlobId, kind: BlobKind) -> Result<Vec<u8>> {
         let loc = self.locate(id)?;
         let key = layout::pack_key(loc.pack_kind, &loc.pack);
-        let sealed = self
-            .backend()
-            .get_range(&key, u64::from(loc.offset), u64::from(loc.sealed_len))?;
+        let (offset, len) = (u64::from(loc.offset), u64::from(loc.sealed_len));
+        let sealed = if self.backend().prefers_large_reads() {
+            self.inner.windows.read(self.backend().as_ref(), &key, offset, len)?
+        } else {
+            self.backend().get_range(&key, offset, len)?
+        };
         let plain = blob::open_blob(&self.keys().seal_key, kind, id.hash(), &sealed, loc.raw_len as usize)
             .map_err(|e| in_pack(e, kind, id, &loc.pack))?;
         if self.id_key(kind).is_some_and(|k| k.hash(&plain) != *id.hash()) {

@@ -70,6 +70,17 @@ fn reads_and_create_only(b: &dyn Backend) -> Result<(), Failure> {
         ranges == vec![b"o".to_vec(), b"he".to_vec(), b"e".to_vec()],
         "get_ranges gave {ranges:?}"
     );
+    let upto = b
+        .get_range_upto("data/aa/x", 3, 100)
+        .map_err(|e| err("get_range_upto", &e))?;
+    check!(upto == b"lo", "get_range_upto past the end gave {upto:?}");
+    check!(
+        matches!(
+            b.get_range_upto("data/aa/x", 5, 1),
+            Err(BackendError::OutOfRange { .. })
+        ),
+        "get_range_upto at the end is not OutOfRange"
+    );
     let info = b.stat("data/aa/x").map_err(|e| err("stat", &e))?;
     let Some(info) = info else {
         return Err("stat of a written key gave None".into());

@@ -51,6 +51,12 @@ impl Backend for PrefixBackend {
     fn get_ranges(&self, key: &str, ranges: &[(u64, u64)]) -> Result<Vec<Vec<u8>>, BackendError> {
         self.inner.get_ranges(&self.outer(key)?, ranges)
     }
+    fn get_range_upto(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
+        self.inner.get_range_upto(&self.outer(key)?, offset, len)
+    }
+    fn prefers_large_reads(&self) -> bool {
+        self.inner.prefers_large_reads()
+    }
     fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, BackendError> {
         Ok(self.inner.stat(&self.outer(key)?)?.map(|o| self.inner_info(o)))
     }

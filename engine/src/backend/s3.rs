@@ -461,6 +461,39 @@ impl S3Backend {
         req.send().await.map(|_| ()).map_err(|e| failure(&e))
     }
 
+    /// Up to `len` (≥ 1) bytes at `offset`: S3 answers a range past the end with what there is.
+    async fn get_span_upto(&self, full: &str, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
+        let _permit = self.permits.acquire().await;
+        let req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .range(format!("bytes={offset}-{}", offset + len - 1));
+        let out = match req.send().await {
+            Ok(out) => out,
+            Err(e) => {
+                let f = failure(&e);
+                if f.status == Some(416) || f.code == "InvalidRange" {
+                    return Err(BackendError::OutOfRange {
+                        key: full.to_string(),
+                        offset,
+                        len,
+                    });
+                }
+                return Err(f.into_error("GetObject", full));
+            }
+        };
+        let bytes = out.body.collect().await.map_err(|e| BackendError::Remote {
+            op: "GetObject",
+            key: full.to_string(),
+            status: None,
+            code: "BodyReadFailed".into(),
+            message: e.to_string(),
+        })?;
+        Ok(bytes.into_bytes().to_vec())
+    }
+
     async fn get_span(&self, full: &str, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
         let out_of_range = || BackendError::OutOfRange {
             key: full.to_string(),
@@ -626,6 +659,16 @@ impl Backend for S3Backend {
         }
         let me = self.clone();
         run(async move { me.get_span(&full, offset, len).await })
+    }
+
+    fn get_range_upto(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
+        let full = self.full_key(key)?;
+        let me = self.clone();
+        run(async move { me.get_span_upto(&full, offset, len.max(1)).await })
+    }
+
+    fn prefers_large_reads(&self) -> bool {
+        true
     }
 
     fn get_ranges(&self, key: &str, ranges: &[(u64, u64)]) -> Result<Vec<Vec<u8>>, BackendError> {
