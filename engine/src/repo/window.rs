@@ -12,10 +12,13 @@ pub const WINDOW: u64 = 4 << 20;
 /// Windows kept.
 pub const WINDOWS: usize = 8;
 
+/// One kept window: the object's key, where the window starts, its bytes.
+type Window = (String, u64, Arc<Vec<u8>>);
+
 /// The windows read last, newest last.
 #[derive(Debug, Default)]
 pub struct WindowCache {
-    windows: Mutex<Vec<(String, u64, Arc<Vec<u8>>)>>,
+    windows: Mutex<Vec<Window>>,
 }
 
 impl WindowCache {
