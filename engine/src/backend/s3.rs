@@ -494,44 +494,15 @@ impl S3Backend {
         Ok(bytes.into_bytes().to_vec())
     }
 
+    /// Exactly `len` (≥ 1) bytes at `offset`.
     async fn get_span(&self, full: &str, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
-        let out_of_range = || BackendError::OutOfRange {
-            key: full.to_string(),
-            offset,
-            len,
-        };
-        let _permit = self.permits.acquire().await;
-        let mut req = self.client.get_object().bucket(&self.bucket).key(full);
-        if len > 0 {
-            req = req.range(format!("bytes={offset}-{}", offset + len - 1));
-        }
-        let out = match req.send().await {
-            Ok(out) => out,
-            Err(e) => {
-                let f = failure(&e);
-                if f.status == Some(416) || f.code == "InvalidRange" {
-                    return Err(out_of_range());
-                }
-                return Err(f.into_error("GetObject", full));
-            }
-        };
-        let bytes = out.body.collect().await.map_err(|e| BackendError::Remote {
-            op: "GetObject",
-            key: full.to_string(),
-            status: None,
-            code: "BodyReadFailed".into(),
-            message: e.to_string(),
-        })?;
-        let bytes = bytes.into_bytes().to_vec();
-        if len == 0 {
-            return if offset == 0 {
-                Ok(Vec::new())
-            } else {
-                Err(out_of_range())
-            };
-        }
+        let bytes = self.get_span_upto(full, offset, len).await?;
         if bytes.len() as u64 != len {
-            return Err(out_of_range());
+            return Err(BackendError::OutOfRange {
+                key: full.to_string(),
+                offset,
+                len,
+            });
         }
         Ok(bytes)
     }
