@@ -73,16 +73,19 @@ impl Admin for AdminService {
             .state
             .authorize(&req, "/amber.v1.Admin/CreateToken", Access::Admin, &req.get_ref().vault)?;
         let r = req.into_inner();
-        let result = role(r.role).and_then(|role| {
-            let (token, created) = self
-                .state
-                .tokens
-                .create(&caller.vault.name, role, &r.name)
-                .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
-            Ok(pb::CreateTokenResponse {
-                token,
-                info: Some(info(&created)),
-            })
+        let (state, vault) = (self.state.clone(), caller.vault.name.clone());
+        // The token object is in the store (a bucket, perhaps): its compare-and-swap is
+        // blocking I/O, kept off the async executor.
+        let made = match role(r.role) {
+            Ok(role) => tokio::task::spawn_blocking(move || state.tokens.create(&vault, role, &r.name))
+                .await
+                .map_err(|e| Status::internal(format!("token creation stopped: {e}")))
+                .and_then(|made| made.map_err(|e| Status::invalid_argument(format!("{e:#}")))),
+            Err(status) => Err(status),
+        };
+        let result = made.map(|(token, created)| pb::CreateTokenResponse {
+            token,
+            info: Some(info(&created)),
         });
         let target = match &result {
             Ok(r) => format!("token {}", r.info.as_ref().map(|i| i.id.as_str()).unwrap_or_default()),
@@ -110,12 +113,15 @@ impl Admin for AdminService {
             .state
             .authorize(&req, "/amber.v1.Admin/RevokeToken", Access::Admin, &req.get_ref().vault)?;
         let id = req.into_inner().id;
-        let result = self
-            .state
-            .tokens
-            .revoke(&caller.vault.name, &id)
-            .map(|t| pb::RevokeTokenResponse { info: Some(info(&t)) })
-            .map_err(|e| Status::not_found(format!("{e:#}")));
+        let (state, vault, which) = (self.state.clone(), caller.vault.name.clone(), id.clone());
+        let result = tokio::task::spawn_blocking(move || state.tokens.revoke(&vault, &which))
+            .await
+            .map_err(|e| Status::internal(format!("token revocation stopped: {e}")))
+            .and_then(|revoked| {
+                revoked
+                    .map(|t| pb::RevokeTokenResponse { info: Some(info(&t)) })
+                    .map_err(|e| Status::not_found(format!("{e:#}")))
+            });
         self.done(&caller, &format!("token {id}"), result)
     }
 
