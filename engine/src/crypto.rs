@@ -135,6 +135,7 @@ impl MasterKey {
                 layout: id(b"amber v1 tar layout id")?,
             },
             seal_key: SealKey::new(&self.derive(vault, b"amber v1 blob key")?)?,
+            audit_key: SealKey::new(&self.derive(vault, b"amber v1 audit key")?)?,
             config_mac: self.derive(vault, b"amber v1 config mac")?,
             chunker_key: self.derive(vault, b"amber v1 chunker gear")?,
         })
@@ -168,6 +169,8 @@ pub struct VaultKeys {
     pub ids: IdKeys,
     /// Seals every blob, pack directory, index segment and snapshot.
     pub seal_key: SealKey,
+    /// Seals the records of the audit log (`format-spec/audit.md`).
+    pub audit_key: SealKey,
     /// Authenticates the plaintext config.
     pub config_mac: [u8; 32],
     /// Keys the chunker's gear table.

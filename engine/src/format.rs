@@ -2,6 +2,7 @@
 //!
 //! Each layout is specified in `format-spec/`; the golden vectors there are read by the tests.
 
+pub mod audit;
 pub mod blob;
 pub mod chunklist;
 pub mod codec;

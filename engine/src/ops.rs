@@ -21,6 +21,7 @@ pub mod restore;
 pub mod stream;
 pub mod tar;
 pub mod tier;
+pub mod verify;
 pub mod volume_build;
 pub mod walk;
 
@@ -113,6 +114,22 @@ pub(crate) fn worker_pool(threads: usize, name: &'static str) -> Result<rayon::T
         .thread_name(move |i| format!("amber-{name}-{i}"))
         .build()
         .map_err(|e| Error::Pipeline(format!("cannot start the {name} pool: {e}")))
+}
+
+/// Threads a restore from a store where requests are costly (S3) runs when the caller
+/// does not choose: most of them wait on the store, so many more than there are cores keep
+/// several window reads in flight (`repo::window`).
+pub const IO_THREADS: usize = 16;
+
+/// The pool a restore reads and writes with: `threads`, or when 0, one per core for a
+/// local store and [`IO_THREADS`] for a costly one.
+pub(crate) fn reading_pool(
+    repo: &crate::repo::Repository,
+    threads: usize,
+    name: &'static str,
+) -> Result<rayon::ThreadPool> {
+    let costly = repo.backend().prefers_large_reads();
+    worker_pool(if threads == 0 && costly { IO_THREADS } else { threads }, name)
 }
 
 /// Worker threads for CPU work when the caller does not choose.

@@ -1,13 +1,15 @@
 //! An open vault: config, keys, the index cache, and reading and committing objects.
 
+pub mod audit;
 pub mod index;
 pub mod keys;
 pub mod layout;
+pub mod objcache;
 pub mod sync;
 pub mod window;
 pub mod writer;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::backend::{DynBackend, PutMode, PutOutcome};
@@ -64,6 +66,10 @@ struct Inner {
     caught_up: std::sync::Mutex<Option<std::time::Instant>>,
     /// Windows of packs read last, for stores where requests are costly.
     windows: window::WindowCache,
+    /// Local copies of snapshots and metadata packs, for stores where requests are costly.
+    objects: Option<objcache::ObjectCache>,
+    /// This vault's part of the state directory (`<cache dir>/<vault id>`).
+    state_dir: PathBuf,
 }
 
 /// How often a lookup miss may bring the index up to date with the store.
@@ -167,7 +173,8 @@ impl Repository {
         if !config.verify(&mac, &keys.config_mac) {
             return Err(corrupt_config("its MAC does not match: it was changed".into()));
         }
-        let index_dir = cache_dir.join(config.vault_id.to_hex()).join("index");
+        let state_dir = cache_dir.join(config.vault_id.to_hex());
+        let index_dir = state_dir.join("index");
         if opts.fresh_index {
             Index::destroy(&index_dir)?;
         }
@@ -176,6 +183,9 @@ impl Repository {
         }
         let index = open_index(&index_dir, opts)?;
         let gear = Arc::new(GearTable::keyed(&keys.chunker_key));
+        let objects = backend
+            .prefers_large_reads()
+            .then(|| objcache::ObjectCache::new(state_dir.join("objects")));
         let repo = Repository {
             inner: Arc::new(Inner {
                 backend,
@@ -187,12 +197,19 @@ impl Repository {
                 gear,
                 caught_up: std::sync::Mutex::new(None),
                 windows: window::WindowCache::default(),
+                objects,
+                state_dir,
             }),
         };
         if !opts.fresh_index {
             sync::sync_index(&repo)?;
         }
         Ok(repo)
+    }
+
+    /// This vault's part of the state directory: local, deletable, rebuilt as needed.
+    pub fn state_dir(&self) -> &Path {
+        &self.inner.state_dir
     }
 
     /// The vault config.
@@ -285,13 +302,59 @@ impl Repository {
 
     fn read_blob_unmarked(&self, id: BlobId, kind: BlobKind) -> Result<Vec<u8>> {
         let loc = self.locate(id)?;
+        let cached = self.meta_copy(&loc);
+        if let Some(cache) = cached {
+            match self.open_located(id, kind, &loc, Some(cache)) {
+                Ok(plain) => return Ok(plain),
+                // The local copy may be what is damaged: forget it and ask the store.
+                Err(e) if is_damage(&e) => cache.remove(&layout::pack_key(loc.pack_kind, &loc.pack)),
+                Err(e) => return Err(e),
+            }
+        }
+        self.open_located(id, kind, &loc, None)
+    }
+
+    /// The local copy to read a metadata pack through, for a store where requests are
+    /// costly.
+    fn meta_copy(&self, loc: &index::BlobLocation) -> Option<&objcache::ObjectCache> {
+        self.inner
+            .objects
+            .as_ref()
+            .filter(|_| loc.pack_kind == crate::format::pack::PackKind::Meta)
+    }
+
+    /// The sealed bytes of a located blob: from the local copy of its pack when `copy` is
+    /// given (fetching and keeping the whole pack first), else from the store.
+    fn sealed_bytes(&self, loc: &index::BlobLocation, copy: Option<&objcache::ObjectCache>) -> Result<Vec<u8>> {
         let key = layout::pack_key(loc.pack_kind, &loc.pack);
         let (offset, len) = (u64::from(loc.offset), u64::from(loc.sealed_len));
-        let sealed = if self.backend().prefers_large_reads() {
+        if let Some(cache) = copy {
+            if let Some(bytes) = cache.get_range(&key, offset, len) {
+                return Ok(bytes);
+            }
+            let whole = self.backend().get(&key)?;
+            cache.put_pack(&key, &loc.pack, &whole);
+            let range = usize::try_from(offset).ok().zip(usize::try_from(offset + len).ok());
+            return range
+                .and_then(|(from, to)| whole.get(from..to))
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| crate::backend::BackendError::OutOfRange { key, offset, len }.into());
+        }
+        Ok(if self.backend().prefers_large_reads() {
             self.inner.windows.read(self.backend().as_ref(), &key, offset, len)?
         } else {
             self.backend().get_range(&key, offset, len)?
-        };
+        })
+    }
+
+    fn open_located(
+        &self,
+        id: BlobId,
+        kind: BlobKind,
+        loc: &index::BlobLocation,
+        copy: Option<&objcache::ObjectCache>,
+    ) -> Result<Vec<u8>> {
+        let sealed = self.sealed_bytes(loc, copy)?;
         let plain = blob::open_blob(&self.keys().seal_key, kind, id.hash(), &sealed, loc.raw_len as usize)
             .map_err(|e| in_pack(e, kind, id, &loc.pack))?;
         if self.id_key(kind).is_some_and(|k| k.hash(&plain) != *id.hash()) {
@@ -351,18 +414,36 @@ impl Repository {
         Ok(id)
     }
 
-    /// Reads, opens and verifies one snapshot object.
+    /// Reads, opens and verifies one snapshot object (from its local copy when the store is
+    /// costly to ask and the copy verifies).
     ///
     /// # Errors
     /// Store, crypto and format errors naming the snapshot.
     pub fn load_snapshot(&self, id: SnapshotId) -> Result<Snapshot> {
+        let key = snapshot_key(&id);
+        let cache = self.inner.objects.as_ref();
+        if let Some(bytes) = cache.and_then(|c| c.get(&key)) {
+            match self.decode_snapshot(id, &bytes) {
+                Ok(snap) => return Ok(snap),
+                Err(_) => cache.into_iter().for_each(|c| c.remove(&key)),
+            }
+        }
+        let bytes = self.backend().get(&key)?;
+        let snap = self.decode_snapshot(id, &bytes)?;
+        if let Some(cache) = cache {
+            cache.put(&key, &bytes);
+        }
+        Ok(snap)
+    }
+
+    /// Opens, verifies and decodes the bytes of snapshot object `id`.
+    fn decode_snapshot(&self, id: SnapshotId, bytes: &[u8]) -> Result<Snapshot> {
         let corrupt = |detail: String| Error::Corrupt {
             kind: "snapshot",
             id: id.to_hex(),
             detail,
         };
-        let bytes = self.backend().get(&snapshot_key(&id))?;
-        let body = snapshot::open_file(&self.keys().seal_key, &id, &bytes)?;
+        let body = snapshot::open_file(&self.keys().seal_key, &id, bytes)?;
         if self.keys().ids.snapshot.hash(&body) != *id.hash() {
             return Err(corrupt("content does not hash to its id".into()));
         }

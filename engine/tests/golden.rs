@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use amber_engine::chunker::{ChunkerParams, GearTable, chunk_all};
 use amber_engine::crypto::{KdfParams, MasterKey, SealKey, VaultKeys, derive_kek};
+use amber_engine::format::audit::{self, AuditEvent, AuditRecord};
 use amber_engine::format::blob::{self, BlobKind};
 use amber_engine::format::chunklist::{self, ListBuilder, ListEntry, ListNode};
 use amber_engine::format::config::{self, VaultConfig};
@@ -57,6 +58,7 @@ const NONCE_PACK_DIRECTORY: u8 = 0x04;
 const NONCE_SNAPSHOT: u8 = 0x05;
 const NONCE_SEGMENT: u8 = 0x06;
 const NONCE_KEYSLOT: u8 = 0x07;
+const NONCE_AUDIT: u8 = 0x08;
 
 const CREATED: i64 = 1_700_000_000;
 const PACK_SHUFFLE_SEED: u64 = 0x5eed_0000_0000_0001;
@@ -112,6 +114,8 @@ const ALL_VECTORS: &[&str] = &[
     "chunker-gear",
     "config",
     "keyslot",
+    "audit-record-plain",
+    "audit-record",
     "blob-compressible",
     "blob-incompressible",
     "pack",
@@ -1632,4 +1636,48 @@ fn environment_node() {
     for (entry, (want, _)) in node.entries().iter().zip([&parts[2], &parts[1], &parts[0]]) {
         assert_eq!(&part_of_entry(entry).unwrap(), want);
     }
+}
+
+/// The second record of a chain: a denied admin call whose detail pins the text encoding.
+fn golden_audit_record() -> AuditRecord {
+    AuditRecord {
+        seq: 1,
+        prev: Hash32::from_bytes([0xa1; 32]),
+        time_unix_ms: 1_700_000_001_000,
+        event: AuditEvent {
+            request_id: "00112233445566bb".into(),
+            token_id: "0123456789abcdef".into(),
+            role: "sidecar".into(),
+            call: "/amber.v1.Admin/CreateToken".into(),
+            target: "lab-a".into(),
+            result: "permission_denied".into(),
+            detail: "name \"ci\"\nline two é".into(),
+        },
+    }
+}
+
+#[test]
+fn audit_record() {
+    let mut v = Vectors::default();
+    let keys = keys();
+    let record = golden_audit_record();
+    let plain = v.golden("audit-record-plain", &record.encode());
+    assert_eq!(plain[0], 1, "plaintext version 1");
+    assert_eq!(&plain[1..9], &1u64.to_le_bytes());
+    assert_eq!(AuditRecord::decode(&plain).unwrap(), record);
+    let key = audit::record_key(0x0123_4567_89ab_cdef, 1);
+    assert_eq!(key, "audit/0123456789abcdef/0000000000000001");
+    let fresh = audit::seal_record_with_nonce(&keys.audit_key, nonce(NONCE_AUDIT), &key, &plain).unwrap();
+    let file = v.golden("audit-record", &fresh);
+    assert_eq!(&file[..12], b"AMBRAUDT\x01\x00\x00\x00");
+    assert_eq!(&file[12..24], &nonce(NONCE_AUDIT));
+    assert_eq!(file.len(), 12 + 12 + plain.len() + 16);
+    assert_eq!(audit::open_record(&keys.audit_key, &key, &file).unwrap(), plain);
+    // The seal covers the header and the key: the record opens nowhere else.
+    let aad = [&file[..12], key.as_bytes()].concat();
+    assert_eq!(keys.audit_key.open(&aad, &file[12..], String::new).unwrap(), plain);
+    assert!(audit::open_record(&keys.audit_key, &audit::record_key(0x0123_4567_89ab_cdef, 2), &file).is_err());
+    assert!(audit::open_record(&keys.seal_key, &key, &file).is_err(), "its own key");
+    // The next record of the chain names the BLAKE3 of this plaintext.
+    assert_eq!(audit::chain_hash(&plain).as_bytes(), blake3::hash(&plain).as_bytes());
 }

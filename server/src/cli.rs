@@ -150,6 +150,10 @@ pub enum Command {
     /// Move data packs between storage classes by age (S3 stores).
     #[command(subcommand)]
     Tier(TierCommand),
+    /// Check that every snapshot can be restored: name what is damaged or lost and every
+    /// snapshot, path and byte range it affects (exit 0 clean, 3 damaged, 1 could not run).
+    #[command(alias = "check")]
+    Verify(VerifyArgs),
     /// Run the gRPC server (one vault per lab) on the local store.
     Serve {
         /// Address to listen on (default 127.0.0.1:7207, or the configuration's).
@@ -170,6 +174,14 @@ pub enum Command {
     /// --server directly in the data directory --repo of a stopped server (recovery).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Show the vault's audit log (every call on a server's vault, from every server of a
+    /// cluster), checking that no record is missing, damaged or out of place (exit 3 if so).
+    Audit {
+        /// Only records since this age before now (`12h`, `7d`, `4w`) or this time
+        /// (RFC 3339, e.g. 2026-12-01T08:00:00Z).
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+    },
     /// Copy a snapshot into another vault on the server (admin tokens of both vaults:
     /// AMBER_TOKEN for this one, AMBER_TARGET_TOKEN for the other).
     Share {
@@ -349,6 +361,23 @@ pub enum TierCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// What `amber verify` reads.
+#[derive(Debug, Args, Clone)]
+pub struct VerifyArgs {
+    /// Also read every pack whole and re-hash every blob in it (archived packs need
+    /// --warm-up and a later run).
+    #[arg(long)]
+    pub read_data: bool,
+    /// Read only part of the packs: `N/M` (part N of M, by pack id) or `P%` (the next P
+    /// percent after those the previous run read, so repeated runs cover everything).
+    #[arg(long, value_name = "N/M|P%", conflicts_with = "read_data")]
+    pub read_data_subset: Option<String>,
+    /// Ask the store to bring back archived packs, so that a later --read-data run can
+    /// read them (checking them needs no restore: their listing is checked every time).
+    #[arg(long)]
+    pub warm_up: bool,
 }
 
 /// Restoring data kept in an archive class (GLACIER, DEEP_ARCHIVE).

@@ -1,6 +1,7 @@
 //! One module per group of commands.
 
 mod admin;
+mod audit;
 mod copy;
 mod dump;
 pub mod env;
@@ -10,6 +11,7 @@ pub mod restore;
 pub mod snapshot;
 mod tier;
 mod tokens;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -65,6 +67,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Index(cmd) => admin::index(g, &cmd),
         Command::Key(cmd) => admin::key(g, cmd),
         Command::Tier(cmd) => tier::run(g, &cmd),
+        Command::Verify(args) => verify::run(g, &args),
         Command::Copy {
             snapshots,
             to,
@@ -76,6 +79,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Token(cmd) => tokens::local(g, &cmd),
+        Command::Audit { since } => audit::run(g, since.as_deref()),
         Command::Env(cmd) => env::local(g, &cmd),
         Command::Envs => env::list(g),
         Command::Push(_) | Command::Share { .. } => {
@@ -99,6 +103,7 @@ fn remote(cli: Cli) -> Result<ExitCode> {
         }
         Command::Diff { a, b } => client::catalog::diff(g, &a, &b),
         Command::Token(cmd) => client::catalog::token(g, &cmd),
+        Command::Audit { since } => audit::run(g, since.as_deref()),
         Command::Share { snapshot, to } => client::catalog::share(g, &snapshot, &to),
         Command::Find { pattern, snapshots } => find::remote(g, &pattern, &snapshots),
         Command::Dump { snapshot, path } => dump::remote(g, &snapshot, path.as_encoded_bytes()),
@@ -139,7 +144,12 @@ fn remote(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Serve { .. } => anyhow::bail!("`amber serve` runs a server; drop --server / AMBER_SERVER"),
-        Command::Init { .. } | Command::Index(_) | Command::Key(_) | Command::Tier(_) | Command::Copy { .. } => {
+        Command::Init { .. }
+        | Command::Index(_)
+        | Command::Key(_)
+        | Command::Tier(_)
+        | Command::Verify(_)
+        | Command::Copy { .. } => {
             anyhow::bail!("this command works on a local repository only; drop --server / AMBER_SERVER")
         }
     }

@@ -135,7 +135,6 @@ fn open_places(config: &ServerConfig, announce: &mut dyn FnMut(&str, &str)) -> R
     std::fs::create_dir_all(&state_dir).with_context(|| format!("cannot create {}", state_dir.display()))?;
     let places = vaults::Places {
         store: &store,
-        local_root: url.local_path(),
         state_dir: &state_dir,
         cluster_key: &cluster_key,
     };

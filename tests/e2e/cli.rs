@@ -429,6 +429,30 @@ const SCHEMA: &[(&str, Fields)] = &[
     ),
     ("token-revoked", &[("revoked", Str, Yes, Yes)]),
     (
+        "audit",
+        &[
+            ("records", Arr("audit-record"), Yes, Yes),
+            ("problems", Arr("audit-problem"), Yes, Yes),
+        ],
+    ),
+    (
+        "audit-record",
+        &[
+            ("time", Str, Yes, Yes),
+            ("time_unix_nanos", Int, Yes, Yes),
+            ("writer", Str, Yes, Yes),
+            ("seq", Int, Yes, Yes),
+            ("request_id", Str, Yes, Yes),
+            ("token_id", Str, Yes, Yes),
+            ("role", Str, Yes, Yes),
+            ("call", Str, Yes, Yes),
+            ("target", Str, Yes, Yes),
+            ("result", Str, Yes, Yes),
+            ("detail", Str, Yes, Yes),
+        ],
+    ),
+    ("audit-problem", &[("key", Str, Yes, Yes), ("detail", Str, Yes, Yes)]),
+    (
         "share",
         &[("id", Str, No, Yes), ("bytes", Int, No, Yes), ("vault", Str, No, Yes)],
     ),
@@ -443,6 +467,43 @@ const SCHEMA: &[(&str, Fields)] = &[
     (
         "copied",
         &[("from", Str, Yes, No), ("to", Str, Yes, No), ("bytes", Int, Yes, No)],
+    ),
+    (
+        "verify",
+        &[
+            ("clean", Bool, Yes, No),
+            ("snapshots", Int, Yes, No),
+            ("chunks", Int, Yes, No),
+            ("packs", Int, Yes, No),
+            ("packs_read", Int, Yes, No),
+            ("bytes_read", Int, Yes, No),
+            ("cold_not_read", Int, Yes, No),
+            ("warm_up_requested", Int, Yes, No),
+            ("unreferenced_packs", Int, Yes, No),
+            ("damaged_snapshots", ArrOfStr, Yes, No),
+            ("problems", Arr("verify-problem"), Yes, No),
+        ],
+    ),
+    (
+        "verify-problem",
+        &[
+            ("kind", Str, Yes, No),
+            ("pack", StrOrNull, Yes, No),
+            ("object", StrOrNull, Yes, No),
+            ("detail", Str, Yes, No),
+            ("affected", Arr("verify-place"), Yes, No),
+            ("affected_total", Int, Yes, No),
+        ],
+    ),
+    (
+        "verify-place",
+        &[
+            ("snapshot", Str, Yes, No),
+            ("path", Str, Yes, No),
+            ("path_base64", Str, Opt, No),
+            ("offset", Int, Opt, No),
+            ("length", Int, Opt, No),
+        ],
     ),
     ("unreadable-snapshot", &[("id", Str, Yes, No), ("error", Str, Yes, No)]),
     (
@@ -953,7 +1014,13 @@ fn check_errors(c: &Ctx) {
 
 fn admin_documents(c: &Ctx) {
     let m = c.mode;
+    let audit = c.ok(&["audit"]);
+    check("audit", &audit, m);
+    if m == Mode::Server {
+        assert!(!audit["records"].as_array().unwrap().is_empty(), "{audit}");
+    }
     if m == Mode::Local {
+        check("verify", &c.ok(&["verify", "--read-data"]), m);
         check("index-rebuild", &c.ok(&["index", "rebuild"]), m);
         let pass = c.path("new-pass");
         fs::write(&pass, "another passphrase\n").unwrap();

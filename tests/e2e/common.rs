@@ -12,6 +12,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use amber_engine::backend::DynBackend;
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -158,6 +159,8 @@ pub struct Repo {
     pub url: Option<String>,
     /// Environment variables every run gets (the S3 endpoint and keys).
     pub env: Vec<(String, String)>,
+    /// The store itself when it is not the directory `path`, for the tests to look into.
+    pub store: Option<DynBackend>,
 }
 
 impl Repo {
@@ -182,14 +185,17 @@ impl Repo {
             wrapper: Vec::new(),
             url: None,
             env: Vec::new(),
+            store: None,
         }
     }
 
-    /// A temporary directory for scratch space, with the store at `url` (not initialised).
-    pub fn at_url(url: &str, env: Vec<(String, String)>) -> Repo {
+    /// A temporary directory for scratch space, with the store at `url` (not initialised),
+    /// which `store` reaches directly.
+    pub fn at_url(url: &str, env: Vec<(String, String)>, store: DynBackend) -> Repo {
         Repo {
             url: Some(url.to_string()),
             env,
+            store: Some(store),
             ..Repo::uninitialised()
         }
     }
@@ -298,9 +304,67 @@ impl Repo {
         store_listing(&self.path)
     }
 
-    /// Total size of the files under `<repo>/<sub>`.
+    /// Total size of the objects under `<sub>/` of the store (a directory or a bucket).
     pub fn size_of(&self, sub: &str) -> u64 {
-        dir_size(&self.path.join(sub))
+        match &self.store {
+            Some(store) => store
+                .list(&format!("{sub}/"))
+                .expect("list the store")
+                .iter()
+                .map(|o| o.size)
+                .sum(),
+            None => dir_size(&self.path.join(sub)),
+        }
+    }
+}
+
+impl Repo {
+    /// Keys of the store's objects under `prefix` (`data/`, `meta/`, …), sorted.
+    pub fn object_keys(&self, prefix: &str) -> Vec<String> {
+        let mut keys: Vec<String> = match &self.store {
+            Some(store) => store
+                .list(prefix)
+                .expect("list the store")
+                .into_iter()
+                .map(|o| o.key)
+                .collect(),
+            None => store_listing(&self.path)
+                .into_keys()
+                .filter(|k| k.starts_with(prefix) && !k.ends_with('/'))
+                .collect(),
+        };
+        keys.sort();
+        keys
+    }
+
+    /// Replaces object `key` of the store with what `change` makes of its bytes (damage
+    /// done behind amber's back).
+    pub fn rewrite_object(&self, key: &str, change: impl FnOnce(&mut Vec<u8>)) {
+        match &self.store {
+            Some(store) => {
+                let mut bytes = store.get(key).expect("read the object");
+                change(&mut bytes);
+                store.delete(key).expect("delete the object");
+                store
+                    .put(key, &bytes, amber_engine::backend::PutMode::CreateOnly)
+                    .expect("write the object");
+            }
+            None => {
+                let path = self.path.join(key);
+                let mut bytes = fs::read(&path).expect("read the object");
+                change(&mut bytes);
+                fs::remove_file(&path).expect("remove the object");
+                fs::write(&path, &bytes).expect("write the object");
+            }
+        }
+    }
+
+    /// Deletes object `key` of the store.
+    pub fn delete_object(&self, key: &str) {
+        match &self.store {
+            Some(store) => store.delete(key).expect("delete the object"),
+            None => fs::remove_file(self.path.join(key)).expect("remove the object"),
+        }
     }
 }
 

@@ -1,11 +1,13 @@
 //! Crash safety: `amber snapshot` killed with SIGKILL at any moment leaves a consistent
-//! store, and the next snapshot reuses the packs the killed one managed to write.
+//! store, and the next snapshot reuses the packs the killed one managed to write: on the
+//! local store and on S3.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::common::{Repo, Rng, assert_same_tree, id_of, num, p, sample_tree, write_random};
+use crate::stores::{Store, on_every_store};
 
 const MIB: u64 = 1024 * 1024;
 /// 40 files of 8 MiB: 320 MiB of random data, about 2 s or more to snapshot here.
@@ -43,9 +45,12 @@ fn snapshot_killed_after(repo: &Repo, dir: &std::path::Path, delay: Duration) ->
     }
 }
 
-#[test]
-fn killed_snapshots_leave_the_store_consistent() {
-    let repo = Repo::init();
+on_every_store! {
+    killed_snapshots_leave_the_store_consistent => killed_snapshots_on,
+}
+
+fn killed_snapshots_on(store: Store) {
+    let repo = store.repo("crash");
     let small = repo.scratch("small");
     sample_tree(&small, 20);
     let earlier = id_of(&repo.snapshot(&small, &[]));

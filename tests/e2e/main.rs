@@ -21,4 +21,6 @@ mod roundtrip;
 mod s3;
 mod security;
 mod server;
+mod stores;
 mod tar;
+mod verify;

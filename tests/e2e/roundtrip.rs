@@ -1,5 +1,5 @@
 //! Snapshot → restore gives back the same tree: a real Python environment, a varied small
-//! tree, partial restores, and `diff`.
+//! tree, partial restores, and `diff`; the last three on the local store and on S3.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -9,6 +9,13 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::common::{Kind, Node, Repo, assert_same_tree, id_of, num, python_venv, sample_tree, walk_tree};
+use crate::stores::{Store, on_every_store};
+
+on_every_store! {
+    varied_tree_round_trip => varied_tree_round_trip_on,
+    restore_include_restores_only_matching_paths => restore_include_restores_only_matching_paths_on,
+    incremental_snapshot_and_diff => incremental_snapshot_and_diff_on,
+}
 
 /// Checks `amber ls` against the tree on disk: same paths, types, sizes, mtimes, targets.
 fn assert_ls_matches(repo: &Repo, snapshot: &str, tree: &BTreeMap<PathBuf, Node>) {
@@ -119,9 +126,8 @@ fn python_environment_round_trip() {
     assert_ls_matches(&repo, &id[..12], &tree);
 }
 
-#[test]
-fn varied_tree_round_trip() {
-    let repo = Repo::init();
+fn varied_tree_round_trip_on(store: Store) {
+    let repo = store.repo("varied");
     let src = repo.scratch("src");
     let entries = sample_tree(&src, 1);
     let snap = repo.snapshot(&src, &[]);
@@ -151,9 +157,8 @@ fn varied_tree_round_trip() {
     assert_eq!(paths, ["pkg0/sub/deeper", "pkg0/sub/deeper/data.bin"], "{sub}");
 }
 
-#[test]
-fn restore_include_restores_only_matching_paths() {
-    let repo = Repo::init();
+fn restore_include_restores_only_matching_paths_on(store: Store) {
+    let repo = store.repo("include");
     let src = repo.scratch("src");
     sample_tree(&src, 2);
     repo.snapshot(&src, &[]);
@@ -183,9 +188,8 @@ fn restore_include_restores_only_matching_paths() {
     ));
 }
 
-#[test]
-fn incremental_snapshot_and_diff() {
-    let repo = Repo::init();
+fn incremental_snapshot_and_diff_on(store: Store) {
+    let repo = store.repo("incremental");
     let src = repo.scratch("src");
     sample_tree(&src, 3);
     let a = repo.snapshot(&src, &[]);

@@ -7,9 +7,12 @@ Faults, for the fault tests (each counts requests to the bucket API; GET /_fault
 many were injected, as JSON):
   --fail-every N   answer every Nth request with 503 SlowDown, as a throttled S3 does
   --drop-part N    close the connection, without an answer, on the Nth UploadPart request
+  --record         keep every request line; GET /_requests returns them as a JSON array of
+                   "METHOD /bucket/key?query" strings (for tests that count requests)
 """
 
 import argparse
+import json
 import logging
 import sys
 import threading
@@ -30,8 +33,10 @@ SLOW_DOWN = (
 class Faults:
     """WSGI middleware that injects the faults asked for."""
 
-    def __init__(self, app, fail_every, drop_part):
+    def __init__(self, app, fail_every, drop_part, record):
         self.app = app
+        self.record = record
+        self.lines = []
         self.fail_every = fail_every
         self.drop_part = drop_part
         self.requests = 0
@@ -45,10 +50,18 @@ class Faults:
             body = ('{"failed": %d, "dropped": %d}' % (self.failed, self.dropped)).encode()
             start_response("200 OK", [("Content-Type", "application/json")])
             return [body]
+        if environ.get("PATH_INFO") == "/_requests":
+            with self.lock:
+                body = json.dumps(self.lines).encode()
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [body]
         query = environ.get("QUERY_STRING", "")
         is_part = "partNumber=" in query and "uploadId=" in query and environ["REQUEST_METHOD"] == "PUT"
         with self.lock:
             self.requests += 1
+            if self.record:
+                line = "%s %s" % (environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""))
+                self.lines.append(line + ("?" + query if query else ""))
             fail = self.fail_every and self.requests % self.fail_every == 0
             if is_part:
                 self.parts += 1
@@ -86,9 +99,10 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--fail-every", type=int, default=0)
     parser.add_argument("--drop-part", type=int, default=0)
+    parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    app = Faults(DomainDispatcherApplication(create_backend_app), args.fail_every, args.drop_part)
+    app = Faults(DomainDispatcherApplication(create_backend_app), args.fail_every, args.drop_part, args.record)
     server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=MotoRequestHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     print(server.server_address[1], flush=True)

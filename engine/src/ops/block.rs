@@ -24,7 +24,7 @@ use crate::ops::content::ChunkCursor;
 use crate::ops::fsmeta::{self, NameCache};
 use crate::ops::progress::Progress;
 use crate::ops::ranges::{BlockSet, ByteRange};
-use crate::ops::{Labels, worker_pool};
+use crate::ops::{Labels, reading_pool, worker_pool};
 use crate::repo::Repository;
 use crate::repo::writer::{BlobWriter, WriteStats};
 
@@ -416,7 +416,7 @@ fn fill_output(
     output: &mut Output,
     opts: &BlockRestoreOptions,
 ) -> Result<BlockRestoreReport> {
-    let pool = worker_pool(opts.threads, "block")?;
+    let pool = reading_pool(repo, opts.threads, "block")?;
     let progress = opts.progress.clone().unwrap_or_default();
     let mut report = BlockRestoreReport {
         size: entry.size,

@@ -21,7 +21,7 @@ use crate::id::TreeId;
 use crate::ops::content::for_each_chunk;
 use crate::ops::fsmeta;
 use crate::ops::progress::Progress;
-use crate::ops::{join_rel, worker_pool};
+use crate::ops::{join_rel, reading_pool};
 use crate::repo::Repository;
 
 /// Files being written at once, per worker thread.
@@ -137,7 +137,7 @@ struct LaterLink {
 pub fn restore_tree(repo: &Repository, root: TreeId, dest: &Path, opts: &RestoreOptions) -> Result<RestoreReport> {
     let dest_existed = dest.exists();
     fs::create_dir_all(dest).map_err(|e| Error::io(dest, e))?;
-    let pool = worker_pool(opts.threads, "restore")?;
+    let pool = reading_pool(repo, opts.threads, "restore")?;
     let threads = pool.current_num_threads();
     let shared = Arc::new(Shared {
         repo: repo.clone(),

@@ -6,7 +6,11 @@ use amber_proto::v1 as pb;
 use amber_proto::v1::admin_server::Admin;
 use tonic::{Request, Response, Status};
 
-use crate::serve::reader::blocking;
+use amber_engine::format::audit::AuditEvent;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::serve::audit;
+use crate::serve::reader::{Out, blocking, stream};
 use crate::serve::share::share_snapshot;
 use crate::serve::state::{Access, Caller, State};
 use crate::serve::tokens::{Role, TokenInfo};
@@ -154,24 +158,29 @@ impl Admin for AdminService {
             caller.vault.name, caller.principal.token_id
         );
         let code = result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
-        let other = crate::serve::audit::AuditEvent {
-            request_id: &caller.request_id,
-            token_id: &caller.principal.token_id,
-            role: "admin",
-            call: caller.method,
-            target: &target,
-            result: crate::serve::status::code_name(code),
-            detail: &detail,
+        let other = AuditEvent {
+            request_id: caller.request_id.clone(),
+            token_id: caller.principal.token_id.clone(),
+            role: "admin".into(),
+            call: caller.method.to_string(),
+            target: target.clone(),
+            result: crate::serve::status::code_name(code).to_string(),
+            detail,
         };
-        if let Err(e) = target_vault.audit.record(&other) {
-            crate::serve::log::event(
-                crate::serve::log::Level::Error,
-                &caller.request_id,
-                "audit log write failed",
-                &[("error", &e)],
-            );
-        }
+        audit::record(&target_vault, &other);
         self.done(&caller, &target, result)
+    }
+
+    type ListAuditStream = ReceiverStream<Result<pb::ListAuditResponse, Status>>;
+
+    async fn list_audit(&self, req: Request<pb::ListAuditRequest>) -> Result<Response<Self::ListAuditStream>, Status> {
+        let caller = self
+            .state
+            .authorize(&req, "/amber.v1.Admin/ListAudit", Access::Admin, &req.get_ref().vault)?;
+        let since = req.into_inner().since_unix_ms;
+        let vault = caller.vault.clone();
+        let produce = move |out: &Out<pb::ListAuditResponse>| audit::send_log(&vault, since, out);
+        Ok(Response::new(stream(&self.state, caller, "audit log".into(), produce)))
     }
 }
 

@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use amber_engine::format::audit::AuditEvent;
 use tokio::sync::Semaphore;
 use tonic::{Code, Request, Status};
 
-use crate::serve::audit::AuditEvent;
+use crate::serve::audit;
 use crate::serve::config::Limits;
 use crate::serve::log::{self, Level};
 use crate::serve::metrics::Metrics;
@@ -156,22 +157,15 @@ impl Caller {
             state.metrics.error(result);
         }
         let event = AuditEvent {
-            request_id: &self.request_id,
-            token_id: &self.principal.token_id,
-            role: self.principal.role.as_str(),
-            call: self.method,
-            target,
-            result,
-            detail,
+            request_id: self.request_id.clone(),
+            token_id: self.principal.token_id.clone(),
+            role: self.principal.role.as_str().to_string(),
+            call: self.method.to_string(),
+            target: target.to_string(),
+            result: result.to_string(),
+            detail: detail.to_string(),
         };
-        if let Err(e) = self.vault.audit.record(&event) {
-            log::event(
-                Level::Error,
-                &self.request_id,
-                "audit log write failed",
-                &[("error", &e)],
-            );
-        }
+        audit::record(&self.vault, &event);
         let level = if code == Code::Ok { Level::Info } else { Level::Warn };
         let ms = elapsed.as_millis();
         log::event(

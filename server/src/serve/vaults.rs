@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use amber_engine::backend::{BackendError, DynBackend, PutMode, PutOutcome};
+use amber_engine::repo::audit::AuditWriter;
 use amber_engine::repo::{InitOptions, Repository};
 use amber_engine::store::sub_store;
 use anyhow::{Context, Result};
 
-use crate::serve::audit::AuditLog;
 use crate::serve::cluster::ClusterKey;
 use crate::serve::config::validate_vault_name;
 use crate::serve::tokens::{Role, TokenStore};
@@ -25,8 +25,8 @@ pub struct Vault {
     pub name: String,
     /// Its repository.
     pub repo: Repository,
-    /// Its audit log.
-    pub audit: AuditLog,
+    /// This server's chain of the vault's audit log (in the vault's store).
+    pub audit: AuditWriter,
     /// Its state directory (this server's own files for it: cache, resume journals).
     pub state: PathBuf,
 }
@@ -41,8 +41,6 @@ pub struct Vaults {
 pub struct Places<'a> {
     /// The store's root.
     pub store: &'a DynBackend,
-    /// Whether the store is a local directory (its audit logs then stay beside the vaults).
-    pub local_root: Option<&'a Path>,
     /// This server's state directory.
     pub state_dir: &'a Path,
     /// The key that seals vault passphrases.
@@ -159,14 +157,7 @@ fn open_or_create(places: &Places<'_>, name: &str) -> Result<Vault> {
         Repository::open(vault_store, &cache, &pass).with_context(|| format!("cannot open vault {name}"))?
     };
     prune_resume_files(&state.join("resume"));
-    let audit_path = match places.local_root {
-        Some(root) => root.join("vaults").join(name).join("audit.log"),
-        None => state.join("audit.log"),
-    };
-    if let Some(dir) = audit_path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let audit = AuditLog::open(&audit_path)?;
+    let audit = AuditWriter::new(repo.backend().clone())?;
     Ok(Vault {
         name: name.to_string(),
         repo,

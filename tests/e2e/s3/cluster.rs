@@ -101,6 +101,23 @@ fn two_servers_on_one_bucket_share_vaults_tokens_and_snapshots() {
     one.ok(&admin, &["restore", &ids[1], p(&back)]);
     assert_same_tree(&dirs[1], &back);
 
+    // One audit log for the vault, in the bucket: either server shows what both answered.
+    let records = one.audit(&admin);
+    let writers: std::collections::BTreeSet<&str> = records.iter().map(|r| r["writer"].as_str().unwrap()).collect();
+    assert_eq!(writers.len(), 2, "a chain from each server: {records:#?}");
+    let pushes = |w: &str| {
+        records
+            .iter()
+            .filter(|r| r["writer"] == w && r["call"] == "/amber.v1.Ingest/Push" && r["result"] == "ok")
+            .count()
+    };
+    assert!(writers.iter().all(|w| pushes(w) >= 1), "{records:#?}");
+    assert_eq!(
+        two.audit(&admin).len(),
+        records.len() + 1,
+        "the same log, and the first read in it"
+    );
+
     // The bucket holds the vault, the registry with the sealed key and the tokens; nothing
     // in it is a passphrase, a token secret, or the environment's plaintext.
     let objects = moto.backend(&bucket, "amber").list("").unwrap();

@@ -1,6 +1,7 @@
 //! Amber on S3: a real S3-compatible server (moto, started by these tests from the venv that
 //! `scripts/test` makes) on a loopback port, over real HTTP.
 
+mod cache;
 mod cluster;
 mod copy;
 mod faults;
@@ -12,7 +13,7 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use amber_engine::backend::s3::{S3Backend, S3Options};
 
@@ -92,6 +93,16 @@ impl Moto {
         (v["failed"].as_u64().unwrap_or(0), v["dropped"].as_u64().unwrap_or(0))
     }
 
+    /// Every request line the server saw ("METHOD /bucket/key?query"), when started with
+    /// `--record`.
+    pub fn requests(&self) -> Vec<String> {
+        let out = Command::new("curl")
+            .args(["-sf", &format!("{}/_requests", self.endpoint)])
+            .output()
+            .expect("run curl");
+        serde_json::from_slice(&out.stdout).expect("request lines")
+    }
+
     /// The environment amber runs with to reach this server.
     pub fn env(&self) -> Vec<(String, String)> {
         [
@@ -135,8 +146,14 @@ impl Moto {
     /// A repository (not initialised) at `s3://<new bucket>/<prefix>`.
     pub fn repo(&self, hint: &str, prefix: &str) -> (Repo, String) {
         let bucket = self.bucket(hint);
+        (self.repo_at(&bucket, prefix), bucket)
+    }
+
+    /// A repository (not initialised) at `s3://<bucket>/<prefix>`, with scratch space of its
+    /// own.
+    pub fn repo_at(&self, bucket: &str, prefix: &str) -> Repo {
         let url = format!("s3://{bucket}/{prefix}");
-        (Repo::at_url(&url, self.env()), bucket)
+        Repo::at_url(&url, self.env(), Arc::new(self.backend(bucket, prefix)))
     }
 }
 

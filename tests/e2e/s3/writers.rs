@@ -7,7 +7,7 @@ use std::path::Path;
 use amber_engine::backend::Backend;
 
 use super::Moto;
-use crate::common::{Repo, Rng, id_of, p, sample_tree, walk_tree, write_random};
+use crate::common::{Rng, id_of, p, sample_tree, walk_tree, write_random};
 
 const ROUNDS: usize = 20;
 
@@ -25,10 +25,9 @@ fn grow(dir: &Path, w: u64, r: usize) {
 fn two_writers_ingest_into_one_vault_for_twenty_rounds_and_a_third_sees_everything() {
     let moto = Moto::shared();
     let bucket = moto.bucket("writers");
-    let url = format!("s3://{bucket}/vault");
-    let first = Repo::at_url(&url, moto.env());
+    let first = moto.repo_at(&bucket, "vault");
     first.init_here();
-    let second = Repo::at_url(&url, moto.env());
+    let second = moto.repo_at(&bucket, "vault");
     let writers = [&first, &second];
     let trees: Vec<_> = writers
         .iter()
@@ -62,7 +61,7 @@ fn two_writers_ingest_into_one_vault_for_twenty_rounds_and_a_third_sees_everythi
     });
 
     // A third process, with a state directory of its own, lists and restores them all.
-    let third = Repo::at_url(&url, moto.env());
+    let third = moto.repo_at(&bucket, "vault");
     let listed: Vec<String> = third.snapshots().iter().map(id_of).collect();
     assert_eq!(listed.len(), 2 * ROUNDS, "{listed:?}");
     for (w, snaps) in ids.iter().enumerate() {

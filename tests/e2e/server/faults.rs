@@ -1,7 +1,8 @@
 //! Faults during a push: the client killed, the server killed, the server stopped with
 //! SIGTERM (drained, or cut when the drain period is over). Nothing half-done is listed,
 //! earlier snapshots stay whole, and a retry of the same `amber push DIR` resumes: it
-//! sends only what the server had not made durable.
+//! sends only what the server had not made durable. The client and server kills run on the
+//! local store and on S3.
 //!
 //! Progress is read from the server's `/metrics` (`AMBER_METRICS_LISTEN=127.0.0.1:0`):
 //! `amber_bytes_received_total` counts the content bytes the push session has taken from
@@ -18,6 +19,7 @@ use serde_json::Value;
 
 use super::harness::{Server, s};
 use crate::common::{Out, Rng, assert_same_tree, num, sample_tree, write_random};
+use crate::stores::{Store, on_every_store};
 
 pub(crate) const MIB: u64 = 1024 * 1024;
 /// Largest file of the big trees: a push in progress has at most this much of one file
@@ -175,9 +177,13 @@ fn push_then_pause(server: &Server, token: &str, dir: &Path, tree_bytes: u64, af
     (child, received)
 }
 
-#[test]
-fn a_client_killed_mid_push_leaves_no_snapshot_and_the_retry_resumes() {
-    let server = Server::start_with(&[], &[METRICS_ENV]);
+on_every_store! {
+    a_client_killed_mid_push_leaves_no_snapshot_and_the_retry_resumes => client_killed_on,
+    a_server_killed_mid_push_keeps_its_checkpoints => server_killed_on,
+}
+
+fn client_killed_on(store: Store) {
+    let server = store.server("client-kill", &[], &[METRICS_ENV]);
     let admin = server.admin();
     let small = server.scratch("small");
     small_tree(&small, 41);
@@ -238,9 +244,8 @@ fn a_client_killed_mid_push_leaves_no_snapshot_and_the_retry_resumes() {
     restore_exact(&server, &admin, &earlier, &small, "earlier-again");
 }
 
-#[test]
-fn a_server_killed_mid_push_keeps_its_checkpoints() {
-    let mut server = Server::start_with(&[], &[METRICS_ENV]);
+fn server_killed_on(store: Store) {
+    let mut server = store.server("server-kill", &[], &[METRICS_ENV]);
     let admin = server.admin();
     let small = server.scratch("small");
     small_tree(&small, 42);

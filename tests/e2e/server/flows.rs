@@ -3,7 +3,8 @@
 //! that send next to nothing (by the client's count and by the server's own metric); tar
 //! layers plain and gzip; same-named streams with different content; block volumes with and
 //! without changed ranges and seeded restores; catalog calls against local semantics;
-//! sharing between vaults; and restores that resume over a damaged target.
+//! sharing between vaults; and restores that resume over a damaged target. Those that touch
+//! the store's every path run on the local store and on S3.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -18,13 +19,28 @@ use super::harness::{Server, s};
 use crate::common::{
     Repo, Rng, assert_same_tree, dir_size, python_venv, run_command, same_content, sample_tree, set_mtime, write_random,
 };
+use crate::stores::{Store, on_every_store};
 
 /// Environment that makes the server print its metrics address.
 const METRICS_ENV: [(&str, &str); 1] = [("AMBER_METRICS_LISTEN", "127.0.0.1:0")];
 
 /// A server with a `/metrics` listener.
 fn server_with_metrics() -> Server {
-    Server::start_with(&[], &METRICS_ENV)
+    Store::Local.server("", &[], &METRICS_ENV)
+}
+
+/// A server with a `/metrics` listener on `store`.
+fn server_with_metrics_on(store: Store, hint: &str) -> Server {
+    store.server(hint, &[], &METRICS_ENV)
+}
+
+on_every_store! {
+    tree_push_restores_bit_exact => tree_push_restores_bit_exact_on,
+    tar_layers_plain_and_gzip_restore_exactly_and_dedup => tar_layers_on,
+    block_volume_changed_ranges_digests_and_seed => block_volume_on,
+    catalog_matches_local_semantics => catalog_on,
+    share_copies_a_snapshot_into_another_vault => share_on,
+    restore_resumes_over_a_damaged_target => restore_resumes_on,
 }
 
 /// One counter of the server's `/metrics`, read with a plain HTTP GET.
@@ -139,9 +155,8 @@ fn an_interrupted_layer_download_resumes_and_a_damaged_one_is_discarded() {
 
 /// Fails while the hard-link bug described at `hard_links_restore_via_the_server` stands
 /// (the sample tree holds a hard-linked pair).
-#[test]
-fn tree_push_restores_bit_exact() {
-    let server = Server::start();
+fn tree_push_restores_bit_exact_on(store: Store) {
+    let server = store.server("tree", &[], &[]);
     let admin = server.admin();
     let src = server.scratch("src");
     sample_tree(&src, 11);
@@ -313,9 +328,8 @@ fn assert_repush_skipped(server: &Server, token: &str, layer: &Path, id: &str) {
     assert!(grew < 64 * 1024, "server received {grew} bytes");
 }
 
-#[test]
-fn tar_layers_plain_and_gzip_restore_exactly_and_dedup() {
-    let server = server_with_metrics();
+fn tar_layers_on(store: Store) {
+    let server = server_with_metrics_on(store, "layers");
     let admin = server.admin();
     let (tar, gz) = make_layer(&server, 21);
     let v = push_and_check_layer(&server, &admin, &tar, &tar);
@@ -454,9 +468,8 @@ fn write_ranges(path: &Path, ranges: &[(u64, u64)]) {
     fs::write(path, text).unwrap();
 }
 
-#[test]
-fn block_volume_changed_ranges_digests_and_seed() {
-    let server = server_with_metrics();
+fn block_volume_on(store: Store) {
+    let server = server_with_metrics_on(store, "block");
     let admin = server.admin();
     let size = 64 * MIB;
     let img = server.scratch("disk.img");
@@ -558,9 +571,8 @@ fn comparable_snapshot(v: &Value) -> Value {
     })
 }
 
-#[test]
-fn catalog_matches_local_semantics() {
-    let server = Server::start();
+fn catalog_on(store: Store) {
+    let server = store.server("catalog", &[], &[]);
     let admin = server.admin();
     let repo = Repo::init();
     let src = server.scratch("tree");
@@ -629,26 +641,16 @@ fn catalog_matches_local_semantics() {
         .expect_error(&["(NotFound)"]);
 }
 
-fn two_vault_server() -> (Server, tempfile::TempDir) {
+fn two_vault_server(store: Store) -> (Server, tempfile::TempDir) {
     let cfg_dir = tempfile::tempdir().unwrap();
     let cfg = cfg_dir.path().join("amber.toml");
     fs::write(&cfg, "vaults = [\"lab-a\", \"lab-b\"]\n").unwrap();
-    let server = Server::start_with(&["--config", s(&cfg)], &[]);
+    let server = store.server("share", &["--config", s(&cfg)], &[]);
     (server, cfg_dir)
 }
 
-fn audit_lines(server: &Server, vault: &str) -> Vec<Value> {
-    let path = server.data().join("vaults").join(vault).join("audit.log");
-    fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line {l:?}: {e}")))
-        .collect()
-}
-
-#[test]
-fn share_copies_a_snapshot_into_another_vault() {
-    let (server, _cfg) = two_vault_server();
+fn share_on(store: Store) {
+    let (server, _cfg) = two_vault_server(store);
     let (a, b) = (server.admin_of("lab-a"), server.admin_of("lab-b"));
     let src = server.scratch("tree");
     sample_tree(&src, 62);
@@ -670,8 +672,8 @@ fn share_copies_a_snapshot_into_another_vault() {
     // lab-a still holds only its own.
     assert_eq!(server.snapshot_ids(&a), vec![id.clone()]);
 
-    for vault in ["lab-a", "lab-b"] {
-        let lines = audit_lines(&server, vault);
+    for (vault, admin) in [("lab-a", &a), ("lab-b", &b)] {
+        let lines = server.audit(admin);
         assert!(
             lines
                 .iter()
@@ -689,7 +691,7 @@ fn share_copies_a_snapshot_into_another_vault() {
 
 #[test]
 fn layers_and_volumes_are_shared_too() {
-    let (server, _cfg) = two_vault_server();
+    let (server, _cfg) = two_vault_server(Store::Local);
     let (a, b) = (server.admin_of("lab-a"), server.admin_of("lab-b"));
     let share = |id: &str| {
         let mut cmd = server.client(&a, &["--json", "share", id, "--to", "lab-b"]);
@@ -726,9 +728,8 @@ fn layers_and_volumes_are_shared_too() {
 // ---------------------------------------------------------------------------------------
 // 7. Resumed restore.
 
-#[test]
-fn restore_resumes_over_a_damaged_target() {
-    let server = Server::start();
+fn restore_resumes_on(store: Store) {
+    let server = store.server("resume", &[], &[]);
     let admin = server.admin();
     let src = server.scratch("tree");
     let mut rng = Rng::new(71);

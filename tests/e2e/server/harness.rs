@@ -210,6 +210,14 @@ impl Server {
             .collect()
     }
 
+    /// The records of the vault's audit log (`amber audit --server`, with an admin token of
+    /// the vault), after checking that the log is intact.
+    pub fn audit(&self, admin: &str) -> Vec<Value> {
+        let v = self.ok(admin, &["audit"]);
+        assert_eq!(v["problems"], serde_json::json!([]), "the audit log is intact");
+        v["records"].as_array().expect("records").clone()
+    }
+
     /// The server's peak resident set (VmHWM) in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");

@@ -35,15 +35,6 @@ fn run(server: &Server, token: &str, args: &[&str]) -> Out {
     server.run(token, &all)
 }
 
-fn audit(server: &Server, vault: &str) -> Vec<Value> {
-    let path = server.data().join("vaults").join(vault).join("audit.log");
-    fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 #[test]
 fn a_sidecar_only_pushes_and_a_restore_token_only_reads() {
     let server = Server::start();
@@ -145,15 +136,14 @@ fn another_vault_is_refused_whether_or_not_the_snapshot_exists() {
     assert!(!dest.exists() || fs::read_dir(&dest).unwrap().next().is_none());
 
     // Every refusal is in lab-a's audit log, none in lab-b's.
-    let denied_a = audit(&server, "lab-a")
+    let denied_a = server
+        .audit(&a)
         .iter()
         .filter(|l| l["result"] == "permission_denied")
         .count();
     assert!(denied_a >= 10, "lab-a's audit log records the refusals ({denied_a})");
     assert!(
-        audit(&server, "lab-b")
-            .iter()
-            .all(|l| l["result"] != "permission_denied"),
+        server.audit(&b).iter().all(|l| l["result"] != "permission_denied"),
         "lab-b's log has no record of lab-a's attempts"
     );
 }
@@ -227,7 +217,7 @@ fn the_audit_log_records_a_refused_attempt() {
     let reader = server.token(&admin, "restore");
     run(&server, &reader, &["push", s(&small_tree(&server, "t"))]).expect_error(&["(PermissionDenied)"]);
 
-    let lines = audit(&server, "default");
+    let lines = server.audit(&admin);
     let denied: Vec<&Value> = lines.iter().filter(|l| l["result"] == "permission_denied").collect();
     assert!(
         denied
@@ -249,13 +239,26 @@ fn the_audit_log_records_a_refused_attempt() {
         );
         assert!(!l["detail"].as_str().unwrap().is_empty(), "{l}");
     }
-    // Tokens never appear in the log.
-    let raw = fs::read_to_string(server.data().join("vaults/default/audit.log")).unwrap();
+    // Tokens never appear in the log, and nothing of it is readable in the store.
+    let raw = serde_json::to_string(&lines).unwrap();
+    let stored = crate::common::files_under(&server.data().join("vaults/default/audit"));
+    assert!(stored.len() >= lines.len(), "one object per record");
     for t in [&admin, &sidecar, &reader] {
         assert!(
             !raw.contains(t.rsplit('_').next().unwrap()),
             "a token secret in the audit log"
         );
+    }
+    for file in &stored {
+        let bytes = fs::read(file).unwrap();
+        assert!(bytes.starts_with(b"AMBRAUDT"), "{}", file.display());
+        for plain in [&b"ListSnapshots"[..], b"permission_denied", b"sidecar"] {
+            assert!(
+                !bytes.windows(plain.len()).any(|w| w == plain),
+                "{} holds plaintext",
+                file.display()
+            );
+        }
     }
 }
 
@@ -294,4 +297,53 @@ fn a_lost_admin_token_is_recovered_offline_in_the_data_directory() {
             .any(|t| t["id"] == old_id.as_str() && !t["revoked_unix_nanos"].is_null())
     );
     server.run(&old, &["snapshots"]).expect_error(&["Unauthenticated"]);
+}
+
+/// The audit log is in the vault's store, one sealed object per record, a chain per server
+/// start; `amber audit` reads every chain, and a deleted, changed or moved record is named.
+#[test]
+fn the_audit_log_lives_in_the_store_and_damage_to_it_is_named() {
+    let mut server = Server::start();
+    let admin = server.admin();
+    let sidecar = server.token(&admin, "sidecar");
+    server.push(&sidecar, &[s(&small_tree(&server, "t1"))]);
+    server.snapshot_ids(&admin);
+    server.restart();
+    server.push(&sidecar, &[s(&small_tree(&server, "t2"))]);
+    let records = server.audit(&admin);
+    let writers: std::collections::BTreeSet<&str> = records.iter().map(|r| r["writer"].as_str().unwrap()).collect();
+    assert_eq!(writers.len(), 2, "one chain per server start: {records:#?}");
+    let pushes = records
+        .iter()
+        .filter(|r| r["call"] == "/amber.v1.Ingest/Push" && r["result"] == "ok")
+        .count();
+    assert_eq!(pushes, 2, "both pushes, across the restart");
+    let none = server.ok(&admin, &["audit", "--since", "2099-01-01T00:00:00Z"]);
+    assert_eq!(none["records"], serde_json::json!([]));
+
+    // Damage: delete record 1 of one chain, flip a byte of record 0 of the other, and move
+    // a record of the first chain into the second's place 5.
+    let dir = server.data().join("vaults/default/audit");
+    let chains: Vec<String> = writers.iter().map(|w| w.to_string()).collect();
+    let record = |w: &str, seq: u64| dir.join(w).join(format!("{seq:016x}"));
+    fs::remove_file(record(&chains[0], 1)).unwrap();
+    let mut bytes = fs::read(record(&chains[1], 0)).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(record(&chains[1], 0), &bytes).unwrap();
+    fs::copy(record(&chains[0], 2), record(&chains[1], 50)).unwrap();
+
+    let out = server.run(&admin, &["--json", "audit"]);
+    out.expect_code(3);
+    let problems = out.json()["problems"].as_array().unwrap().clone();
+    let named = |w: &str, seq: u64, what: &str| {
+        let key = format!("audit/{w}/{seq:016x}");
+        problems
+            .iter()
+            .any(|p| p["key"] == key.as_str() && p["detail"].as_str().unwrap().contains(what))
+    };
+    assert!(named(&chains[0], 1, "missing"), "{problems:#?}");
+    assert!(named(&chains[1], 0, "damaged"), "{problems:#?}");
+    assert!(named(&chains[1], 50, "damaged"), "{problems:#?}");
+    assert!(out.stderr.contains("audit log damaged at"), "{}", out.stderr);
 }
