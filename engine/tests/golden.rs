@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use amber_engine::chunker::{ChunkerParams, GearTable, chunk_all};
 use amber_engine::crypto::{KdfParams, MasterKey, SealKey, VaultKeys, derive_kek};
-use amber_engine::format::audit::{self, AuditEvent, AuditRecord};
+use amber_engine::format::audit::{self, AuditEvent, AuditHead, AuditRecord};
 use amber_engine::format::blob::{self, BlobKind};
 use amber_engine::format::chunklist::{self, ListBuilder, ListEntry, ListNode};
 use amber_engine::format::config::{self, VaultConfig};
@@ -59,6 +59,7 @@ const NONCE_SNAPSHOT: u8 = 0x05;
 const NONCE_SEGMENT: u8 = 0x06;
 const NONCE_KEYSLOT: u8 = 0x07;
 const NONCE_AUDIT: u8 = 0x08;
+const NONCE_AUDIT_HEAD: u8 = 0x09;
 
 const CREATED: i64 = 1_700_000_000;
 const PACK_SHUFFLE_SEED: u64 = 0x5eed_0000_0000_0001;
@@ -116,6 +117,8 @@ const ALL_VECTORS: &[&str] = &[
     "keyslot",
     "audit-record-plain",
     "audit-record",
+    "audit-head-plain",
+    "audit-head",
     "blob-compressible",
     "blob-incompressible",
     "pack",
@@ -1680,4 +1683,37 @@ fn audit_record() {
     assert!(audit::open_record(&keys.seal_key, &key, &file).is_err(), "its own key");
     // The next record of the chain names the BLAKE3 of this plaintext.
     assert_eq!(audit::chain_hash(&plain).as_bytes(), blake3::hash(&plain).as_bytes());
+}
+
+#[test]
+fn audit_head() {
+    let mut v = Vectors::default();
+    let keys = keys();
+    // The head of the chain whose record 1 is the golden record.
+    let record_plain = golden_audit_record().encode();
+    let head = AuditHead {
+        seq: 1,
+        hash: audit::chain_hash(&record_plain),
+    };
+    let plain = v.golden("audit-head-plain", &head.encode());
+    assert_eq!(plain.len(), audit::AUDIT_HEAD_PLAIN_LEN);
+    assert_eq!(plain[0], 1, "plaintext version 1");
+    assert_eq!(&plain[1..9], &1u64.to_le_bytes());
+    assert_eq!(&plain[9..], blake3::hash(&record_plain).as_bytes());
+    assert_eq!(AuditHead::decode(&plain).unwrap(), head);
+    let key = audit::head_key(0x0123_4567_89ab_cdef);
+    assert_eq!(key, "audit/0123456789abcdef/head");
+    assert_eq!(audit::parse_head_key(&key), Some(0x0123_4567_89ab_cdef));
+    assert_eq!(audit::parse_record_key(&key), None, "a head is not a record");
+    let fresh = audit::seal_head_with_nonce(&keys.audit_key, nonce(NONCE_AUDIT_HEAD), &key, &plain).unwrap();
+    let file = v.golden("audit-head", &fresh);
+    assert_eq!(&file[..12], b"AMBRAUDH\x01\x00\x00\x00");
+    assert_eq!(&file[12..24], &nonce(NONCE_AUDIT_HEAD));
+    assert_eq!(file.len(), 12 + 12 + plain.len() + 16);
+    let aad = [&file[..12], key.as_bytes()].concat();
+    assert_eq!(keys.audit_key.open(&aad, &file[12..], String::new).unwrap(), plain);
+    assert_eq!(audit::open_head(&keys.audit_key, &key, &file).unwrap(), plain);
+    // A head does not pass for a record, nor opens at another chain's head.
+    assert!(audit::open_record(&keys.audit_key, &key, &file).is_err());
+    assert!(audit::open_head(&keys.audit_key, &audit::head_key(7), &file).is_err());
 }

@@ -7,6 +7,7 @@ mod dump;
 pub mod env;
 mod find;
 pub mod inspect;
+mod local_audit;
 pub mod restore;
 pub mod snapshot;
 mod tier;
@@ -30,7 +31,17 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     if g.server.is_some() {
         return remote(cli);
     }
-    match cli.command {
+    let audited = local_audit::call(&cli.command);
+    let result = local(g, cli.command);
+    if let Some((call, target)) = audited {
+        local_audit::record(call, &target, &result);
+    }
+    result
+}
+
+/// Runs a command on the repository.
+fn local(g: &crate::cli::Global, command: Command) -> Result<ExitCode> {
+    match command {
         Command::Init { kdf, block_size_kib } => admin::init(g, &kdf, block_size_kib),
         Command::Snapshot(args) => snapshot::run(g, &args),
         Command::Snapshots => inspect::snapshots(g),
@@ -103,6 +114,7 @@ fn remote(cli: Cli) -> Result<ExitCode> {
         }
         Command::Diff { a, b } => client::catalog::diff(g, &a, &b),
         Command::Token(cmd) => client::catalog::token(g, &cmd),
+        Command::Verify(args) => verify::run(g, &args),
         Command::Audit { since } => audit::run(g, since.as_deref()),
         Command::Share { snapshot, to } => client::catalog::share(g, &snapshot, &to),
         Command::Find { pattern, snapshots } => find::remote(g, &pattern, &snapshots),
@@ -144,12 +156,7 @@ fn remote(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Serve { .. } => anyhow::bail!("`amber serve` runs a server; drop --server / AMBER_SERVER"),
-        Command::Init { .. }
-        | Command::Index(_)
-        | Command::Key(_)
-        | Command::Tier(_)
-        | Command::Verify(_)
-        | Command::Copy { .. } => {
+        Command::Init { .. } | Command::Index(_) | Command::Key(_) | Command::Tier(_) | Command::Copy { .. } => {
             anyhow::bail!("this command works on a local repository only; drop --server / AMBER_SERVER")
         }
     }

@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use amber_engine::backend::DynBackend;
 use amber_engine::backend::s3::S3Options;
@@ -181,6 +182,23 @@ pub fn open_read(global: &Global) -> Result<Repository> {
     open_as(global, &opts)
 }
 
+/// The first repository this process opened: where a command's audit record goes.
+static OPENED: Mutex<Option<Repository>> = Mutex::new(None);
+/// What the command acted on, when it names more than its arguments do (a new snapshot).
+static TARGET: Mutex<Option<String>> = Mutex::new(None);
+
+/// Notes what the running command acted on, for its audit record.
+pub fn audit_target(target: &str) {
+    *TARGET.lock().unwrap_or_else(PoisonError::into_inner) = Some(target.to_string());
+}
+
+/// The first repository opened and the noted target, taken (for the audit record).
+pub fn take_audited() -> (Option<Repository>, Option<String>) {
+    let repo = OPENED.lock().unwrap_or_else(PoisonError::into_inner).take();
+    let target = TARGET.lock().unwrap_or_else(PoisonError::into_inner).take();
+    (repo, target)
+}
+
 fn open_as(global: &Global, opts: &OpenOptions<'_>) -> Result<Repository> {
     let url = store_url(global)?;
     let store = open_store(&url, &s3_options()?)?;
@@ -192,7 +210,12 @@ fn open_as(global: &Global, opts: &OpenOptions<'_>) -> Result<Repository> {
         "AMBER_PASSWORD",
         Ask::Once("enter the repository's passphrase: "),
     )?;
-    Ok(Repository::open_with(store, &cache_dir(global), &pass, opts)?)
+    let repo = Repository::open_with(store, &cache_dir(global), &pass, opts)?;
+    OPENED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get_or_insert_with(|| repo.clone());
+    Ok(repo)
 }
 
 /// KDF parameters from the command line.

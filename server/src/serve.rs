@@ -16,6 +16,7 @@ pub mod state;
 pub mod status;
 pub mod tokens;
 pub mod vaults;
+pub mod verify;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -88,6 +89,10 @@ async fn serve(config: ServerConfig) -> Result<()> {
         queued: std::sync::atomic::AtomicUsize::new(0),
     });
     tokio::spawn(refresh(state.clone(), Duration::from_secs(config.refresh_seconds)));
+    if config.verify_every_seconds > 0 {
+        let every = Duration::from_secs(config.verify_every_seconds);
+        tokio::spawn(verify::scheduled(state.clone(), every, config.verify_subset.clone()));
+    }
     let (abort_tx, abort_rx) = watch::channel(false);
     let (stop_metrics_tx, stop_metrics_rx) = watch::channel(false);
     if let Some(addr) = config.metrics_listen {

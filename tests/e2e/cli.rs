@@ -471,38 +471,38 @@ const SCHEMA: &[(&str, Fields)] = &[
     (
         "verify",
         &[
-            ("clean", Bool, Yes, No),
-            ("snapshots", Int, Yes, No),
-            ("chunks", Int, Yes, No),
-            ("packs", Int, Yes, No),
-            ("packs_read", Int, Yes, No),
-            ("bytes_read", Int, Yes, No),
-            ("cold_not_read", Int, Yes, No),
-            ("warm_up_requested", Int, Yes, No),
-            ("unreferenced_packs", Int, Yes, No),
-            ("damaged_snapshots", ArrOfStr, Yes, No),
-            ("problems", Arr("verify-problem"), Yes, No),
+            ("clean", Bool, Yes, Yes),
+            ("snapshots", Int, Yes, Yes),
+            ("chunks", Int, Yes, Yes),
+            ("packs", Int, Yes, Yes),
+            ("packs_read", Int, Yes, Yes),
+            ("bytes_read", Int, Yes, Yes),
+            ("cold_not_read", Int, Yes, Yes),
+            ("warm_up_requested", Int, Yes, Yes),
+            ("unreferenced_packs", Int, Yes, Yes),
+            ("damaged_snapshots", ArrOfStr, Yes, Yes),
+            ("problems", Arr("verify-problem"), Yes, Yes),
         ],
     ),
     (
         "verify-problem",
         &[
-            ("kind", Str, Yes, No),
-            ("pack", StrOrNull, Yes, No),
-            ("object", StrOrNull, Yes, No),
-            ("detail", Str, Yes, No),
-            ("affected", Arr("verify-place"), Yes, No),
-            ("affected_total", Int, Yes, No),
+            ("kind", Str, Yes, Yes),
+            ("pack", StrOrNull, Yes, Yes),
+            ("object", StrOrNull, Yes, Yes),
+            ("detail", Str, Yes, Yes),
+            ("affected", Arr("verify-place"), Yes, Yes),
+            ("affected_total", Int, Yes, Yes),
         ],
     ),
     (
         "verify-place",
         &[
-            ("snapshot", Str, Yes, No),
-            ("path", Str, Yes, No),
-            ("path_base64", Str, Opt, No),
-            ("offset", Int, Opt, No),
-            ("length", Int, Opt, No),
+            ("snapshot", Str, Yes, Yes),
+            ("path", Str, Yes, Yes),
+            ("path_base64", Str, Opt, Opt),
+            ("offset", Int, Opt, Opt),
+            ("length", Int, Opt, Opt),
         ],
     ),
     ("unreadable-snapshot", &[("id", Str, Yes, No), ("error", Str, Yes, No)]),
@@ -1019,8 +1019,8 @@ fn admin_documents(c: &Ctx) {
     if m == Mode::Server {
         assert!(!audit["records"].as_array().unwrap().is_empty(), "{audit}");
     }
+    check("verify", &c.ok(&["verify", "--read-data"]), m);
     if m == Mode::Local {
-        check("verify", &c.ok(&["verify", "--read-data"]), m);
         check("index-rebuild", &c.ok(&["index", "rebuild"]), m);
         let pass = c.path("new-pass");
         fs::write(&pass, "another passphrase\n").unwrap();
@@ -1229,6 +1229,16 @@ fn every_flag_means_the_same_in_both_modes() {
             let out = c.run(&refused);
             out.expect_code(1);
             assert!(out.stderr.contains("--include"), "{out}");
+        }
+        for args in [
+            &["verify"][..],
+            &["verify", "--read-data"],
+            &["verify", "--read-data-subset", "1/1"],
+        ] {
+            let v = c.ok(args);
+            let all_read = v["packs_read"] == v["packs"];
+            let kept = serde_json::json!({"clean": v["clean"], "snapshots": v["snapshots"], "all_read": all_read});
+            docs.insert(args.last().unwrap(), kept);
         }
         seen.push(docs);
     }

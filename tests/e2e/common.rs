@@ -299,9 +299,12 @@ impl Repo {
         v
     }
 
-    /// Files (with sizes) and directories of the store, excluding the index cache.
+    /// Files (with sizes) and directories of the store, excluding the index cache and the
+    /// audit log (which grows by a record with every recorded command, refused ones too).
     pub fn listing(&self) -> BTreeMap<String, u64> {
-        store_listing(&self.path)
+        let mut listing = store_listing(&self.path);
+        listing.retain(|k, _| !k.starts_with("audit/"));
+        listing
     }
 
     /// Total size of the objects under `<sub>/` of the store (a directory or a bucket).

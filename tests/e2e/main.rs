@@ -6,6 +6,7 @@
 // `#[test]` functions; the shared helpers need them too.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod audit_local;
 mod bad_input;
 mod block;
 mod cli;

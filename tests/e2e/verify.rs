@@ -214,3 +214,95 @@ fn subsets_on(store: Store) {
     let bad = repo.run(&["verify", "--read-data-subset", "3/2"]);
     bad.expect_error(&["--read-data-subset", "1 ≤ N ≤ M"]);
 }
+
+/// Through `amber serve`, with an admin token: the same report (the server's audit log
+/// records the call); other roles are refused.
+#[test]
+fn verify_through_a_server_names_the_same_damage() {
+    use crate::server::harness::{Server, s};
+    let server = Server::start();
+    let admin = server.admin();
+    let mut rng = Rng::new(0x5E7F);
+    let src = server.scratch("tree");
+    write_random(&src.join("weights.bin"), 2 << 20, &mut rng);
+    write_random(&src.join("dir/small.txt"), 9_000, &mut rng);
+    let id = id_of(&server.push(&admin, &[s(&src)]));
+
+    let clean = server.ok(&admin, &["verify", "--read-data"]);
+    assert_eq!(clean["clean"], true, "{clean}");
+    assert_eq!(num(&clean, "packs_read"), num(&clean, "packs"), "{clean}");
+    let sidecar = server.token(&admin, "sidecar");
+    let refused = server.run(&sidecar, &["--json", "verify"]);
+    refused.expect_error(&["(PermissionDenied)"]);
+
+    let store = server.data().join("vaults/default");
+    let data: Vec<_> = crate::common::files_under(&store.join("data"));
+    assert_eq!(data.len(), 1, "{data:?}");
+    let mut bytes = fs::read(&data[0]).unwrap();
+    bytes[1 << 20] ^= 0x04;
+    fs::remove_file(&data[0]).unwrap();
+    fs::write(&data[0], &bytes).unwrap();
+
+    let out = server.run(&admin, &["--json", "verify", "--read-data"]);
+    out.expect_code(3);
+    let found = out.json();
+    crate::cli::check("verify", &found, crate::cli::Mode::Server);
+    assert_eq!(
+        affected(&found, "damaged-blob"),
+        BTreeSet::from([(id.clone(), "weights.bin".to_string())]),
+        "{found}"
+    );
+    assert_eq!(found["damaged_snapshots"], serde_json::json!([id]), "{found}");
+    let calls: Vec<String> = server
+        .audit(&admin)
+        .iter()
+        .map(|r| r["call"].as_str().unwrap().to_string())
+        .collect();
+    assert!(calls.iter().any(|c| c == "/amber.v1.Admin/Verify"), "{calls:?}");
+}
+
+/// `amber serve` verifies its vaults on a schedule and records each result in the audit
+/// log: clean first, then, once a pack is damaged, `data_loss` naming the problem.
+#[test]
+fn a_server_verifies_on_a_schedule_and_records_the_result() {
+    use crate::server::harness::{Server, s};
+    let server = Server::start_with(
+        &[],
+        &[("AMBER_VERIFY_EVERY_SECONDS", "1"), ("AMBER_VERIFY_SUBSET", "100%")],
+    );
+    let admin = server.admin();
+    let mut rng = Rng::new(0x5C4E);
+    let src = server.scratch("tree");
+    write_random(&src.join("w.bin"), 1 << 20, &mut rng);
+    server.push(&admin, &[s(&src)]);
+    let scheduled = |result: &str| -> Option<Value> {
+        server
+            .audit(&admin)
+            .into_iter()
+            .find(|r| r["call"] == "scheduled verify" && r["result"] == result)
+    };
+    let wait_for = |result: &str| -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Some(r) = scheduled(result) {
+                return r;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no scheduled verification with result {result}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    let ok = wait_for("ok");
+    assert_eq!(ok["role"], "server", "{ok}");
+    assert!(ok["detail"].as_str().unwrap().contains("0 problems"), "{ok}");
+
+    let data = crate::common::files_under(&server.data().join("vaults/default/data"));
+    let mut bytes = fs::read(&data[0]).unwrap();
+    bytes[1000] ^= 0x80;
+    fs::remove_file(&data[0]).unwrap();
+    fs::write(&data[0], &bytes).unwrap();
+    let bad = wait_for("data_loss");
+    assert!(bad["detail"].as_str().unwrap().contains("first: damaged-"), "{bad}");
+}

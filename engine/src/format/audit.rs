@@ -6,6 +6,10 @@
 //! under the vault's audit key with the 12 header bytes and the object's key as associated
 //! data, so a record cannot be moved to another place in a chain.
 //!
+//! Each chain also has a head, `audit/<writer>/head`, framed the same way with magic
+//! `"AMBRAUDH"`, replaced after every record: `u8 version (1) ‖ u64 seq ‖ id hash` of the
+//! chain's last record, so records cut off the end of a chain are noticed.
+//!
 //! ```text
 //! u8  version (1)
 //! u64 seq               position in the writer's chain, from 0
@@ -35,6 +39,12 @@ pub const MAX_FIELD: usize = 1024;
 const MAX_SHORT_FIELD: usize = 256;
 /// The key prefix of audit records in a vault's store.
 pub const AUDIT_PREFIX: &str = "audit/";
+/// Magic of a chain's head object (`audit/<writer>/head`).
+pub const AUDIT_HEAD_MAGIC: &[u8; 8] = b"AMBRAUDH";
+/// Plaintext version of a head.
+const AUDIT_HEAD_VERSION: u8 = 1;
+/// Bytes of a head's plaintext: version, seq, hash.
+pub const AUDIT_HEAD_PLAIN_LEN: usize = 1 + 8 + 32;
 
 /// What an audited action was. The writer adds the time and the chain fields.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -84,6 +94,61 @@ pub fn parse_record_key(key: &str) -> Option<(u64, u64)> {
             .flatten()
     };
     Some((hex16(writer)?, hex16(seq)?))
+}
+
+/// Store key of the head of chain `writer`.
+pub fn head_key(writer: u64) -> String {
+    format!("{AUDIT_PREFIX}{writer:016x}/head")
+}
+
+/// The writer whose head a store key is; `None` for anything else.
+pub fn parse_head_key(key: &str) -> Option<u64> {
+    let writer = key.strip_prefix(AUDIT_PREFIX)?.strip_suffix("/head")?;
+    let hex = writer.len() == 16 && writer.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    hex.then(|| u64::from_str_radix(writer, 16).ok()).flatten()
+}
+
+/// A chain's head: its last record as the writer last recorded it, so that records cut
+/// off the end of the chain are noticed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditHead {
+    /// Sequence number of the chain's last record.
+    pub seq: u64,
+    /// [`chain_hash`] of that record's plaintext.
+    pub hash: Hash32,
+}
+
+impl AuditHead {
+    /// The plaintext bytes: `u8 version (1) ‖ u64 seq ‖ id hash`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u8(AUDIT_HEAD_VERSION);
+        w.u64(self.seq);
+        w.id(&self.hash);
+        w.into_bytes()
+    }
+
+    /// Decodes plaintext bytes.
+    ///
+    /// # Errors
+    /// [`FormatError`] for an unknown version, truncation or trailing bytes.
+    pub fn decode(bytes: &[u8]) -> Result<AuditHead, FormatError> {
+        let mut r = Reader::new(bytes);
+        let version = r.u8("audit head version")?;
+        if version != AUDIT_HEAD_VERSION {
+            return Err(FormatError::UnsupportedVersion {
+                object: "audit head",
+                version: u16::from(version),
+                supported: u16::from(AUDIT_HEAD_VERSION),
+            });
+        }
+        let head = AuditHead {
+            seq: r.u64("seq")?,
+            hash: r.id("hash")?,
+        };
+        r.finish()?;
+        Ok(head)
+    }
 }
 
 impl AuditRecord {
@@ -152,9 +217,9 @@ pub fn chain_hash(plaintext: &[u8]) -> Hash32 {
     Hash32::from_bytes(*blake3::hash(plaintext).as_bytes())
 }
 
-fn header() -> [u8; AUDIT_HEADER_LEN] {
+fn header(magic: &[u8; 8]) -> [u8; AUDIT_HEADER_LEN] {
     let mut out = [0u8; AUDIT_HEADER_LEN];
-    out[..8].copy_from_slice(AUDIT_MAGIC);
+    out[..8].copy_from_slice(magic);
     out[8..10].copy_from_slice(&AUDIT_FILE_VERSION.to_le_bytes());
     out
 }
@@ -183,7 +248,46 @@ pub fn seal_record_with_nonce(
     key: &str,
     plaintext: &[u8],
 ) -> Result<Vec<u8>, Error> {
-    let header = header();
+    seal_framed(AUDIT_MAGIC, seal, nonce, key, plaintext)
+}
+
+/// The head object stored at `key` (see [`head_key`]) for `plaintext`.
+///
+/// # Errors
+/// [`Error::Crypto`] when no nonce could be drawn.
+pub fn seal_head(seal: &SealKey, key: &str, plaintext: &[u8]) -> Result<Vec<u8>, Error> {
+    seal_head_with_nonce(seal, random_array()?, key, plaintext)
+}
+
+/// As [`seal_head`] with a fixed nonce: for golden vectors only.
+///
+/// # Errors
+/// [`Error::Crypto`] if sealing fails.
+pub fn seal_head_with_nonce(
+    seal: &SealKey,
+    nonce: [u8; NONCE_LEN],
+    key: &str,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, Error> {
+    seal_framed(AUDIT_HEAD_MAGIC, seal, nonce, key, plaintext)
+}
+
+/// Opens the head object stored at `key` and returns its plaintext.
+///
+/// # Errors
+/// As [`open_record`].
+pub fn open_head(seal: &SealKey, key: &str, bytes: &[u8]) -> Result<Vec<u8>, Error> {
+    open_framed(AUDIT_HEAD_MAGIC, "audit head", seal, key, bytes)
+}
+
+fn seal_framed(
+    magic: &[u8; 8],
+    seal: &SealKey,
+    nonce: [u8; NONCE_LEN],
+    key: &str,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, Error> {
+    let header = header(magic);
     let sealed = seal.seal_with_nonce(nonce, &aad(&header, key), plaintext.to_vec())?;
     let mut file = header.to_vec();
     file.extend_from_slice(&sealed);
@@ -196,13 +300,23 @@ pub fn seal_record_with_nonce(
 /// [`Error::Format`] for a bad header, [`Error::Crypto`] when the bytes were changed or
 /// belong at another key.
 pub fn open_record(seal: &SealKey, key: &str, bytes: &[u8]) -> Result<Vec<u8>, Error> {
+    open_framed(AUDIT_MAGIC, "audit record", seal, key, bytes)
+}
+
+fn open_framed(
+    magic: &'static [u8; 8],
+    what: &'static str,
+    seal: &SealKey,
+    key: &str,
+    bytes: &[u8],
+) -> Result<Vec<u8>, Error> {
     let (header, sealed) = bytes
         .split_at_checked(AUDIT_HEADER_LEN)
-        .ok_or(FormatError::Truncated("audit record header"))?;
+        .ok_or(FormatError::Truncated("audit object header"))?;
     let mut r = Reader::new(header);
-    expect_header(&mut r, AUDIT_MAGIC, "audit record", AUDIT_FILE_VERSION)?;
-    expect_zeros(&mut r, 2, "audit record reserved bytes")?;
-    Ok(seal.open(&aad(header, key), sealed, || format!("audit record {key}"))?)
+    expect_header(&mut r, magic, what, AUDIT_FILE_VERSION)?;
+    expect_zeros(&mut r, 2, "audit object reserved bytes")?;
+    Ok(seal.open(&aad(header, key), sealed, || format!("{what} {key}"))?)
 }
 
 /// `text` cut to at most `max` bytes at a character boundary, ending in `…` when cut.

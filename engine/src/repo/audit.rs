@@ -1,7 +1,8 @@
 //! The audit log of a vault, kept in its store beside the data: one create-only sealed
 //! object per record, in chains (one per writer) linked by hashes
-//! (`format-spec/audit.md`). Nothing is ever rewritten, so many servers and commands can
-//! append to one vault's log at once without a lock.
+//! (`format-spec/audit.md`). No record is ever rewritten, so many servers and commands
+//! can append to one vault's log at once without a lock; each chain's head (replaced by
+//! its one writer after every record) names its last record, so a cut end is noticed.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -13,7 +14,8 @@ use crate::backend::{Backend, BackendError, DynBackend, PutMode, PutOutcome};
 use crate::crypto::{SealKey, random_array};
 use crate::error::{Error, Result};
 use crate::format::audit::{
-    AUDIT_PREFIX, AuditEvent, AuditRecord, chain_hash, open_record, parse_record_key, record_key, seal_record,
+    AUDIT_PREFIX, AuditEvent, AuditHead, AuditRecord, chain_hash, head_key, open_head, open_record, parse_head_key,
+    parse_record_key, record_key, seal_head, seal_record,
 };
 use crate::id::Hash32;
 
@@ -82,6 +84,7 @@ impl AuditWriter {
                         seq: tip.seq + 1,
                         prev: chain_hash(&plain),
                     };
+                    self.put_head(key, record.seq, tip.prev)?;
                     return Ok(record);
                 }
                 PutOutcome::AlreadyExisted => {
@@ -97,6 +100,16 @@ impl AuditWriter {
             "audit chain {:016x}: {TAKEN_RETRIES} keys in a row were already taken",
             self.writer
         )))
+    }
+}
+
+impl AuditWriter {
+    /// Replaces the chain's head (only this writer writes it) to name record `seq`.
+    fn put_head(&self, key: &SealKey, seq: u64, hash: Hash32) -> Result<()> {
+        let object = head_key(self.writer);
+        let file = seal_head(key, &object, &AuditHead { seq, hash }.encode())?;
+        self.backend.put(&object, &file, PutMode::Overwrite)?;
+        Ok(())
     }
 }
 
@@ -138,9 +151,13 @@ pub struct AuditLog {
 /// log only when it is missing or damaged, not when the store fails).
 pub fn read_audit(backend: &dyn Backend, key: &SealKey, since_unix_ms: Option<i64>) -> Result<AuditLog> {
     let mut chains: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    let mut heads: Vec<u64> = Vec::new();
     for object in backend.list(AUDIT_PREFIX)? {
         if let Some((writer, seq)) = parse_record_key(&object.key) {
             chains.entry(writer).or_default().push(seq);
+        } else if let Some(writer) = parse_head_key(&object.key) {
+            chains.entry(writer).or_default();
+            heads.push(writer);
         }
     }
     let mut log = AuditLog::default();
@@ -150,7 +167,18 @@ pub fn read_audit(backend: &dyn Backend, key: &SealKey, since_unix_ms: Option<i6
             .par_iter()
             .map(|&seq| read_one(backend, key, writer, seq))
             .collect::<Result<Vec<_>>>()?;
+        let head = if heads.contains(&writer) {
+            Some(read_head(backend, key, writer)?)
+        } else {
+            None
+        };
+        let hashes: BTreeMap<u64, Hash32> = seqs
+            .iter()
+            .zip(&opened)
+            .filter_map(|(&seq, o)| o.as_ref().ok().map(|(plain, _)| (seq, chain_hash(plain))))
+            .collect();
         check_chain(writer, &seqs, opened, &mut log);
+        check_end(writer, &seqs, &hashes, head, &mut log);
     }
     if let Some(since) = since_unix_ms {
         log.entries.retain(|e| e.record.time_unix_ms >= since);
@@ -177,6 +205,51 @@ fn read_one(backend: &dyn Backend, key: &SealKey, writer: u64, seq: u64) -> Resu
     Ok(AuditRecord::decode(&plain)
         .map(|record| (plain, record))
         .map_err(|e| format!("damaged: {e}")))
+}
+
+/// A chain's head as read back, or why it could not be had.
+type OpenedHead = std::result::Result<AuditHead, String>;
+
+fn read_head(backend: &dyn Backend, key: &SealKey, writer: u64) -> Result<OpenedHead> {
+    let object = head_key(writer);
+    let bytes = match backend.get(&object) {
+        Ok(bytes) => bytes,
+        Err(BackendError::NotFound { .. }) => return Ok(Err("listed but gone".into())),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(open_head(key, &object, &bytes)
+        .map_err(|e| e.to_string())
+        .and_then(|plain| AuditHead::decode(&plain).map_err(|e| e.to_string()))
+        .map_err(|e| format!("damaged: {e}")))
+}
+
+/// Checks the end of a chain against its head: records cut off the end, or a last
+/// record replaced, show here (the links between records cannot show them).
+fn check_end(writer: u64, seqs: &[u64], hashes: &BTreeMap<u64, Hash32>, head: Option<OpenedHead>, log: &mut AuditLog) {
+    let mut problem = |key: String, detail: String| log.problems.push(AuditProblem { key, detail });
+    let head = match head {
+        None if seqs.is_empty() => return,
+        None => {
+            let detail = "the chain has no head, so records cut off its end could not be noticed \
+                          (or its writer stopped between its first record and its head)";
+            return problem(head_key(writer), detail.into());
+        }
+        Some(Err(detail)) => return problem(head_key(writer), detail),
+        Some(Ok(head)) => head,
+    };
+    let first_missing = seqs.last().map_or(0, |last| last + 1);
+    if first_missing <= head.seq {
+        let detail = format!(
+            "records {first_missing} to {} at the end of the chain are missing (its head names record {})",
+            head.seq, head.seq
+        );
+        problem(record_key(writer, first_missing), detail);
+    } else if hashes.get(&head.seq).is_some_and(|h| *h != head.hash) {
+        problem(
+            record_key(writer, head.seq),
+            "is not the record the chain's head names (replaced)".into(),
+        );
+    }
 }
 
 fn check_chain(writer: u64, seqs: &[u64], opened: Vec<Opened>, log: &mut AuditLog) {
@@ -339,5 +412,50 @@ mod tests {
         let log = read_audit(store.as_ref(), &key, None).unwrap();
         assert_eq!(log.problems, vec![]);
         assert_eq!(log.entries.len(), 2);
+    }
+
+    #[test]
+    fn records_cut_off_the_end_and_a_replaced_last_record_are_found_by_the_head() {
+        let (store, key) = setup();
+        let w = AuditWriter::new(store.clone()).unwrap();
+        for i in 0..5 {
+            w.append(&key, &event(&format!("call {i}"))).unwrap();
+        }
+        let k = |seq| record_key(w.writer_id(), seq);
+        assert_eq!(read_audit(store.as_ref(), &key, None).unwrap().problems, vec![]);
+        // The last two records deleted: the links of the rest are intact, the head is not.
+        let (three, four) = (store.get(&k(3)).unwrap(), store.get(&k(4)).unwrap());
+        store.delete(&k(3)).unwrap();
+        store.delete(&k(4)).unwrap();
+        let log = read_audit(store.as_ref(), &key, None).unwrap();
+        assert_eq!(log.problems.len(), 1, "{log:#?}");
+        assert_eq!(log.problems[0].key, k(3));
+        assert!(log.problems[0].detail.contains("records 3 to 4 at the end"), "{log:#?}");
+        // Record 3 back, and a forged record 4 chained from it in the place of the real one.
+        store.put(&k(3), &three, PutMode::CreateOnly).unwrap();
+        let prev = chain_hash(&open_record(&key, &k(3), &three).unwrap());
+        let forged = AuditRecord {
+            seq: 4,
+            prev,
+            time_unix_ms: 9,
+            event: event("forged"),
+        };
+        let file = seal_record(&key, &k(4), &forged.encode()).unwrap();
+        store.put(&k(4), &file, PutMode::CreateOnly).unwrap();
+        let log = read_audit(store.as_ref(), &key, None).unwrap();
+        assert_eq!(log.problems.len(), 1, "{log:#?}");
+        assert!(
+            log.problems[0].key == k(4) && log.problems[0].detail.contains("replaced"),
+            "{log:#?}"
+        );
+        // The real one back: clean. Then the head deleted (with the tail, to hide it): named.
+        store.delete(&k(4)).unwrap();
+        store.put(&k(4), &four, PutMode::CreateOnly).unwrap();
+        assert_eq!(read_audit(store.as_ref(), &key, None).unwrap().problems, vec![]);
+        store.delete(&head_key(w.writer_id())).unwrap();
+        store.delete(&k(4)).unwrap();
+        let log = read_audit(store.as_ref(), &key, None).unwrap();
+        assert_eq!(log.problems.len(), 1, "{log:#?}");
+        assert!(log.problems[0].key.ends_with("/head") && log.problems[0].detail.contains("no head"));
     }
 }

@@ -151,6 +151,7 @@ pub fn run(g: &Global, args: &SnapshotArgs) -> Result<ExitCode> {
         skipped: s.skipped.len() as u64,
         duration_seconds: started.elapsed().as_secs_f64(),
     };
+    crate::context::audit_target(&created.id);
     let mut value = created.json();
     local_fields(&mut value, &s.snapshot, &s.written, &s.skipped);
     extend_value(
@@ -228,6 +229,7 @@ fn block(g: &Global, repo: &Repository, image: &std::path::Path, args: &Snapshot
         skipped: 0,
         duration_seconds: started.elapsed().as_secs_f64(),
     };
+    crate::context::audit_target(&created.id);
     let mut value = created.json();
     local_fields(&mut value, &s.snapshot, &s.written, &[]);
     let extra = json!({
@@ -283,6 +285,7 @@ fn tar(g: &Global, repo: &Repository, layer: &std::path::Path, args: &SnapshotAr
         skipped: 0,
         duration_seconds: started.elapsed().as_secs_f64(),
     };
+    crate::context::audit_target(&created.id);
     let mut value = created.json();
     local_fields(&mut value, &s.snapshot, &s.written, &[]);
     let extra = json!({
@@ -338,6 +341,7 @@ fn image(g: &Global, repo: &Repository, path: &std::path::Path, args: &SnapshotA
         skipped: 0,
         duration_seconds: started.elapsed().as_secs_f64(),
     };
+    crate::context::audit_target(&created.id);
     let mut value = created.json();
     local_fields(&mut value, &s.snapshot, &s.written, &[]);
     let layers: Vec<Value> = s.layers.iter().map(image_layer_json).collect();

@@ -1,92 +1,143 @@
-//! `amber verify` (also `amber check`): is every snapshot restorable? Prints what is
+//! `amber verify` (also `amber check`): is every snapshot restorable? On the repository
+//! (with the passphrase) or through `--server` (an admin token), the same report: what is
 //! damaged or lost with what it affects; exits 0 when clean, 3 when damaged, 1 when the
 //! check could not run.
 
 use std::process::ExitCode;
 
 use amber_engine::ops::display_path;
-use amber_engine::ops::verify::{self, Affected, DataCheck, Problem, Subset, VerifyOptions, VerifyReport};
-use anyhow::Result;
+use amber_engine::ops::verify::verify;
+use amber_proto::v1 as pb;
+use amber_server::serve::verify::{options, to_wire};
+use anyhow::{Result, bail};
 use serde_json::{Map, Value, json};
 
 use crate::cli::{Global, VerifyArgs};
+use crate::client::{Remote, block_on, failed};
 use crate::commands::EXIT_INCOMPLETE;
 use crate::context;
 use crate::output::{bytes, emit, put_path};
 
-/// Runs `amber verify` on the repository.
+/// A verification as both modes print it.
+#[derive(Default)]
+struct Found {
+    summary: pb::VerifySummary,
+    problems: Vec<pb::VerifyProblem>,
+}
+
+impl Found {
+    fn clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Runs `amber verify` on the repository, or on `--server`.
 ///
 /// # Errors
-/// A bad `--read-data-subset`; when the store or the index cannot be read at all.
+/// A bad `--read-data-subset`; when the store, the index or the server cannot be used.
 pub fn run(g: &Global, args: &VerifyArgs) -> Result<ExitCode> {
-    let read_data = match (&args.read_data_subset, args.read_data) {
-        (Some(s), _) => DataCheck::Subset(Subset::parse(s)?),
-        (None, true) => DataCheck::All,
-        (None, false) => DataCheck::None,
+    let subset = args.read_data_subset.clone().unwrap_or_default();
+    let found = if g.server.is_some() {
+        remote(g, args, &subset)?
+    } else {
+        let opts = options(args.read_data, &subset, args.warm_up)?;
+        let repo = context::open(g)?;
+        let (summary, problems) = to_wire(&verify(&repo, &opts)?);
+        Found { summary, problems }
     };
-    let opts = VerifyOptions {
-        read_data,
-        warm_up: args.warm_up,
-    };
-    let repo = context::open(g)?;
-    let report = verify::verify(&repo, &opts)?;
-    for p in &report.problems {
+    for p in &found.problems {
         eprintln!("amber: {}", problem_line(p));
     }
-    emit(g.json, &report_json(&report), || report_text(&report));
-    Ok(if report.clean() {
+    emit(g.json, &report_json(&found), || report_text(&found));
+    Ok(if found.clean() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_INCOMPLETE)
     })
 }
 
-fn report_json(r: &VerifyReport) -> Value {
-    json!({
-        "clean": r.clean(),
-        "snapshots": r.snapshots,
-        "chunks": r.chunks,
-        "packs": r.packs,
-        "packs_read": r.packs_read,
-        "bytes_read": r.bytes_read,
-        "cold_not_read": r.cold_not_read,
-        "warm_up_requested": r.warm_up_requested,
-        "unreferenced_packs": r.unreferenced_packs,
-        "damaged_snapshots": r.damaged_snapshots.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "problems": r.problems.iter().map(problem_json).collect::<Vec<_>>(),
+fn remote(g: &Global, args: &VerifyArgs, subset: &str) -> Result<Found> {
+    block_on(async {
+        let remote = Remote::connect(g).await?;
+        let req = pb::VerifyRequest {
+            vault: remote.vault.clone(),
+            read_data: args.read_data,
+            read_data_subset: subset.to_string(),
+            warm_up: args.warm_up,
+        };
+        let mut stream = remote
+            .admin()
+            .verify(remote.request(req))
+            .await
+            .map_err(|s| failed("cannot verify the vault", &s))?
+            .into_inner();
+        let mut found = Found::default();
+        let mut finished = false;
+        while let Some(msg) = stream.message().await.map_err(|s| failed("verifying failed", &s))? {
+            found.problems.extend(msg.problem);
+            if let Some(summary) = msg.summary {
+                found.summary = summary;
+                finished = true;
+            }
+        }
+        if !finished {
+            bail!("the server ended the verification without its summary");
+        }
+        Ok(found)
     })
 }
 
-fn problem_json(p: &Problem) -> Value {
+fn report_json(f: &Found) -> Value {
+    let s = &f.summary;
+    json!({
+        "clean": f.clean(),
+        "snapshots": s.snapshots,
+        "chunks": s.chunks,
+        "packs": s.packs,
+        "packs_read": s.packs_read,
+        "bytes_read": s.bytes_read,
+        "cold_not_read": s.cold_not_read,
+        "warm_up_requested": s.warm_up_requested,
+        "unreferenced_packs": s.unreferenced_packs,
+        "damaged_snapshots": s.damaged_snapshots,
+        "problems": f.problems.iter().map(problem_json).collect::<Vec<_>>(),
+    })
+}
+
+fn or_null(text: &str) -> Value {
+    if text.is_empty() { Value::Null } else { json!(text) }
+}
+
+fn problem_json(p: &pb::VerifyProblem) -> Value {
     let mut obj = Map::new();
-    obj.insert("kind".into(), json!(p.kind.name()));
-    obj.insert("pack".into(), json!(p.pack.map(|id| id.to_string())));
-    obj.insert("object".into(), json!(p.object));
+    obj.insert("kind".into(), json!(p.kind));
+    obj.insert("pack".into(), or_null(&p.pack));
+    obj.insert("object".into(), or_null(&p.object));
     obj.insert("detail".into(), json!(p.detail));
-    obj.insert("affected".into(), p.affected.iter().map(affected_json).collect());
+    obj.insert("affected".into(), p.affected.iter().map(place_json).collect());
     obj.insert("affected_total".into(), json!(p.affected_total));
     Value::Object(obj)
 }
 
-fn affected_json(a: &Affected) -> Value {
+fn place_json(a: &pb::VerifyPlace) -> Value {
     let mut obj = Map::new();
-    obj.insert("snapshot".into(), json!(a.snapshot.to_string()));
+    obj.insert("snapshot".into(), json!(a.snapshot));
     put_path(&mut obj, "path", &a.path);
-    if let Some((offset, len)) = a.range {
-        obj.insert("offset".into(), json!(offset));
-        obj.insert("length".into(), json!(len));
+    if a.has_range {
+        obj.insert("offset".into(), json!(a.offset));
+        obj.insert("length".into(), json!(a.length));
     }
     Value::Object(obj)
 }
 
 /// One line per problem for stderr: what, where, and how much it affects.
-fn problem_line(p: &Problem) -> String {
-    let mut line = p.kind.name().to_string();
-    if let Some(pack) = &p.pack {
-        line.push_str(&format!(" in pack {pack}"));
+fn problem_line(p: &pb::VerifyProblem) -> String {
+    let mut line = p.kind.clone();
+    if !p.pack.is_empty() {
+        line.push_str(&format!(" in pack {}", p.pack));
     }
-    if let Some(object) = p.object.as_deref().filter(|o| !o.is_empty()) {
-        line.push_str(&format!(" ({object})"));
+    if !p.object.is_empty() {
+        line.push_str(&format!(" ({})", p.object));
     }
     line.push_str(&format!(": {}", p.detail));
     if p.affected_total > 0 {
@@ -95,33 +146,38 @@ fn problem_line(p: &Problem) -> String {
     line
 }
 
-fn report_text(r: &VerifyReport) -> String {
+fn report_text(f: &Found) -> String {
+    let s = &f.summary;
     let mut out = format!(
         "{} snapshots, {} packs; {} packs read ({})",
-        r.snapshots,
-        r.packs,
-        r.packs_read,
-        bytes(r.bytes_read)
+        s.snapshots,
+        s.packs,
+        s.packs_read,
+        bytes(s.bytes_read)
     );
-    if r.cold_not_read > 0 {
+    if s.cold_not_read > 0 {
         out.push_str(&format!(
             "; {} archived packs not read ({} restores asked for)",
-            r.cold_not_read, r.warm_up_requested
+            s.cold_not_read, s.warm_up_requested
         ));
     }
-    if r.clean() {
+    if f.clean() {
         out.push_str("\nno problems found");
         return out;
     }
     out.push_str(&format!(
         "\n{} problems; {} snapshots affected:",
-        r.problems.len(),
-        r.damaged_snapshots.len()
+        f.problems.len(),
+        s.damaged_snapshots.len()
     ));
-    for p in &r.problems {
+    for p in &f.problems {
         out.push_str(&format!("\n  {}", problem_line(p)));
         for a in &p.affected {
-            let range = a.range.map_or(String::new(), |(o, l)| format!(" bytes {o}..{}", o + l));
+            let range = if a.has_range {
+                format!(" bytes {}..{}", a.offset, a.offset + a.length)
+            } else {
+                String::new()
+            };
             out.push_str(&format!("\n    {} {}{range}", a.snapshot, display_path(&a.path)));
         }
         let more = p.affected_total.saturating_sub(p.affected.len() as u64);

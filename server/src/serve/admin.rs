@@ -182,6 +182,23 @@ impl Admin for AdminService {
         let produce = move |out: &Out<pb::ListAuditResponse>| audit::send_log(&vault, since, out);
         Ok(Response::new(stream(&self.state, caller, "audit log".into(), produce)))
     }
+
+    type VerifyStream = ReceiverStream<Result<pb::VerifyResponse, Status>>;
+
+    async fn verify(&self, req: Request<pb::VerifyRequest>) -> Result<Response<Self::VerifyStream>, Status> {
+        let caller = self
+            .state
+            .authorize(&req, "/amber.v1.Admin/Verify", Access::Admin, &req.get_ref().vault)?;
+        let r = req.into_inner();
+        let vault = caller.vault.clone();
+        let target = if r.read_data || !r.read_data_subset.is_empty() {
+            "vault, with data".to_string()
+        } else {
+            "vault".to_string()
+        };
+        let produce = move |out: &Out<pb::VerifyResponse>| crate::serve::verify::send_report(&vault, &r, out);
+        Ok(Response::new(stream(&self.state, caller, target, produce)))
+    }
 }
 
 impl AdminService {

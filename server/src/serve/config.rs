@@ -10,6 +10,8 @@
 //! state_dir = "/var/cache/amber"  # default: <data_dir>/state
 //! cluster_key_file = "cluster.key" # default: <data_dir>/server/cluster.key (made for a local store)
 //! refresh_seconds = 10           # how often tokens and other servers' packs are read again
+//! verify_every_seconds = 86400   # scheduled `amber verify` of every vault; 0: never
+//! verify_subset = "10%"          # the packs each scheduled run reads (as --read-data-subset)
 //! vaults = ["lab-a", "lab-b"]    # or [[vault]] tables with name = "..."
 //!
 //! [s3]                           # all optional; else the AWS chain and AWS_ENDPOINT_URL
@@ -67,6 +69,11 @@ pub struct ServerConfig {
     pub cluster_key_file: Option<PathBuf>,
     /// Seconds between re-reads of the tokens and of other servers' new packs.
     pub refresh_seconds: u64,
+    /// Seconds between scheduled verifications of every vault (0: none). Each run's
+    /// result goes to the vault's audit log.
+    pub verify_every_seconds: u64,
+    /// What each scheduled run reads of the packs (`N/M` or `P%`; empty: structure only).
+    pub verify_subset: String,
     /// S3 settings.
     pub s3: S3Table,
     /// Certificate and key for TLS; `None`: plaintext gRPC.
@@ -170,6 +177,8 @@ impl Default for ServerConfig {
             state_dir: None,
             cluster_key_file: None,
             refresh_seconds: 10,
+            verify_every_seconds: 86_400,
+            verify_subset: "10%".into(),
             s3: S3Table::default(),
             tls: None,
             vaults: Vec::new(),
@@ -189,6 +198,8 @@ struct FileConfig {
     state_dir: Option<PathBuf>,
     cluster_key_file: Option<PathBuf>,
     refresh_seconds: Option<u64>,
+    verify_every_seconds: Option<u64>,
+    verify_subset: Option<String>,
     s3: Option<S3Table>,
     tls: Option<TlsFiles>,
     #[serde(default)]
@@ -263,6 +274,9 @@ impl ServerConfig {
     /// # Errors
     /// Names the first offending vault or limit.
     pub fn validate(&self) -> Result<()> {
+        if !self.verify_subset.is_empty() {
+            amber_engine::ops::verify::Subset::parse(&self.verify_subset).context("verify_subset")?;
+        }
         if self.refresh_seconds == 0 {
             bail!("refresh_seconds must be at least 1");
         }
@@ -305,6 +319,12 @@ impl ServerConfig {
         if let Some(n) = parsed.refresh_seconds {
             self.refresh_seconds = n;
         }
+        if let Some(n) = parsed.verify_every_seconds {
+            self.verify_every_seconds = n;
+        }
+        if let Some(subset) = parsed.verify_subset {
+            self.verify_subset = subset;
+        }
         if let Some(s3) = parsed.s3 {
             self.s3 = s3;
         }
@@ -336,6 +356,14 @@ impl ServerConfig {
         }
         if let Some(v) = var("AMBER_STORE") {
             self.store = Some(v);
+        }
+        if let Some(v) = var("AMBER_VERIFY_EVERY_SECONDS") {
+            self.verify_every_seconds = v
+                .parse()
+                .with_context(|| format!("AMBER_VERIFY_EVERY_SECONDS={v} is not a number of seconds"))?;
+        }
+        if let Some(v) = var("AMBER_VERIFY_SUBSET") {
+            self.verify_subset = v;
         }
         if let Some(v) = var("AMBER_STATE_DIR") {
             self.state_dir = Some(PathBuf::from(v));

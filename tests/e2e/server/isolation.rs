@@ -251,7 +251,8 @@ fn the_audit_log_records_a_refused_attempt() {
     }
     for file in &stored {
         let bytes = fs::read(file).unwrap();
-        assert!(bytes.starts_with(b"AMBRAUDT"), "{}", file.display());
+        // Records, and each chain's head.
+        assert!(bytes.starts_with(b"AMBRAUD"), "{}", file.display());
         for plain in [&b"ListSnapshots"[..], b"permission_denied", b"sidecar"] {
             assert!(
                 !bytes.windows(plain.len()).any(|w| w == plain),
@@ -346,4 +347,27 @@ fn the_audit_log_lives_in_the_store_and_damage_to_it_is_named() {
     assert!(named(&chains[1], 0, "damaged"), "{problems:#?}");
     assert!(named(&chains[1], 50, "damaged"), "{problems:#?}");
     assert!(out.stderr.contains("audit log damaged at"), "{}", out.stderr);
+
+    // The last record of the first chain (the one no record was moved into) deleted: no
+    // link names it, the chain's head does. (Read before this call's own record is added.)
+    let old = chains[0].as_str();
+    let last = fs::read_dir(dir.join(old))
+        .unwrap()
+        .filter_map(|e| u64::from_str_radix(e.unwrap().file_name().to_str().unwrap(), 16).ok())
+        .max()
+        .unwrap();
+    fs::remove_file(record(old, last)).unwrap();
+    let out = server.run(&admin, &["--json", "audit"]);
+    out.expect_code(3);
+    let problems = out.json()["problems"].as_array().unwrap().clone();
+    let (chain, named_last) = (format!("audit/{old}/"), format!("its head names record {last})"));
+    assert!(
+        problems.iter().any(|p| {
+            let detail = p["detail"].as_str().unwrap();
+            p["key"].as_str().unwrap().starts_with(&chain)
+                && detail.contains("at the end")
+                && detail.contains(&named_last)
+        }),
+        "{problems:#?}"
+    );
 }
