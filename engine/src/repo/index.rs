@@ -6,7 +6,7 @@ mod damage;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
 use rocksdb::{ColumnFamilyDescriptor, DB, Options, WriteBatch};
 
@@ -105,6 +105,9 @@ pub struct Index {
     /// `Some` when read-only (or in memory).
     overlay: Option<Mutex<Overlay>>,
     damage: DamageLog,
+    /// Packs in an archive class (as the store's listing last said): their blobs are not
+    /// offered for reuse, so a new snapshot never needs archived data.
+    cold: RwLock<HashSet<PackId>>,
 }
 
 impl std::fmt::Debug for Index {
@@ -147,6 +150,7 @@ impl Index {
                 path: path.to_path_buf(),
                 overlay: None,
                 damage,
+                cold: RwLock::default(),
             }),
             // Busy, or broken: a reader still works (read-only, or from the store alone).
             Err(_) if mode == IndexMode::Read => Self::open_read_only(path, damage),
@@ -193,6 +197,7 @@ impl Index {
                     path: path.to_path_buf(),
                     overlay: Some(Mutex::default()),
                     damage,
+                    cold: RwLock::default(),
                 });
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
@@ -207,6 +212,7 @@ impl Index {
                 ..Overlay::default()
             })),
             damage,
+            cold: RwLock::default(),
         })
     }
 
@@ -292,13 +298,27 @@ impl Index {
         Ok(self.lookup(id)?.is_some())
     }
 
-    /// True when the blob is indexed and not known to be damaged: what deduplication
-    /// and the reuse of a parent's content may rely on.
+    /// True when the blob is indexed, not known to be damaged, and not in an archived
+    /// pack: what deduplication and the reuse of a parent's content may rely on.
     ///
     /// # Errors
     /// [`Error::Index`].
     pub fn holds_good(&self, id: &BlobId) -> Result<bool> {
-        Ok(self.contains(id)? && self.damage.get(id).is_none())
+        let Some(loc) = self.lookup(id)? else { return Ok(false) };
+        Ok(self.damage.get(id).is_none() && !self.is_cold(&loc.pack))
+    }
+
+    /// Records which packs are in an archive class now (from a listing of the store).
+    pub fn set_cold(&self, packs: HashSet<PackId>) {
+        *self.cold.write().unwrap_or_else(std::sync::PoisonError::into_inner) = packs;
+    }
+
+    /// Whether pack `id` was in an archive class at the last listing.
+    pub fn is_cold(&self, id: &PackId) -> bool {
+        self.cold
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(id)
     }
 
     /// Records every blob of a pack, atomically with the pack itself. Blobs marked

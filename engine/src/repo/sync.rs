@@ -29,16 +29,22 @@ pub struct SyncReport {
     pub unreadable: Vec<(String, String)>,
 }
 
-/// Every pack in the store with its kind and size.
+/// Every pack in the store with its kind and size; the index learns which of them are
+/// in an archive class.
 fn store_packs(repo: &Repository) -> Result<Vec<(PackId, PackKind, u64)>> {
     let mut out = Vec::new();
+    let mut cold = std::collections::HashSet::new();
     for kind in [PackKind::Data, PackKind::Meta] {
         for obj in repo.backend().list(&format!("{}/", kind.prefix()))? {
             if let Some(h) = id_of_key(&obj.key) {
+                if obj.class.is_archive() {
+                    cold.insert(PackId::new(h));
+                }
                 out.push((PackId::new(h), kind, obj.size));
             }
         }
     }
+    repo.index().set_cold(cold);
     Ok(out)
 }
 

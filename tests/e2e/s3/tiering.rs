@@ -1,7 +1,8 @@
 //! Tiering on a real S3 server: a policy moves data packs by age (a clock moved forward
 //! with `AMBER_TEST_NOW`, not the system clock) while metadata stays STANDARD; listing and
 //! diff need no restore; a restore of cold data first fails with a plan, then succeeds
-//! after `--warm-up` and `--resume` in a new process.
+//! after `--warm-up` and `--resume` in a new process; and a new snapshot stores its data
+//! again in hot packs instead of reusing archived ones.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -12,7 +13,7 @@ use serde_json::Value;
 
 use super::Moto;
 use crate::cli::{Mode, check};
-use crate::common::{Out, Repo, Rng, assert_same_tree, id_of, p, run_command, sample_tree, write_random};
+use crate::common::{Out, Repo, Rng, assert_same_tree, id_of, num, p, run_command, sample_tree, write_random};
 
 const DAY: u64 = 86_400;
 
@@ -124,4 +125,18 @@ fn packs_move_by_age_metadata_stays_hot_and_a_cold_restore_plans_warms_up_and_re
     ]);
     assert_eq!(v["errors"], Value::Array(vec![]));
     assert_same_tree(&dir, &out);
+
+    // A new snapshot of the same tree does not lean on the archived packs: its content
+    // (unchanged files included, which are re-read instead of taken from the parent)
+    // goes into new STANDARD packs, and it restores with no restore request.
+    let third = repo.snapshot(&dir, &[]);
+    assert!(num(&third, "bytes_new") > 20 << 20, "{third}");
+    assert!(
+        classes(&store, "data/").values().any(|c| *c == StorageClass::Standard),
+        "no new hot pack"
+    );
+    let hot = repo.scratch("hot");
+    let v = repo.ok(&["restore", &id_of(&third), p(&hot)]);
+    assert_eq!(v["errors"], Value::Array(vec![]));
+    assert_same_tree(&dir, &hot);
 }

@@ -246,9 +246,12 @@ fn need(index: &Index, digest: &[u8]) -> Result<Need, Status> {
         return Ok(Need::Hole);
     }
     let digest = Hash32::from_slice(digest).map_err(|_| invalid("a block digest that is not 32 bytes"))?;
-    Ok(match index.wire_digest(&digest).map_err(|e| from_engine(&e))? {
-        Some(id) => Need::Held(id),
-        None => Need::Send(digest),
+    let held = index.wire_digest(&digest).map_err(|e| from_engine(&e))?;
+    // A block known damaged, or kept only in an archived pack, is asked for again.
+    let good = |id: ChunkId| index.holds_good(&id.into()).unwrap_or(false);
+    Ok(match held {
+        Some(id) if good(id) => Need::Held(id),
+        _ => Need::Send(digest),
     })
 }
 
