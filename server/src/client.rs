@@ -1,6 +1,7 @@
 //! The `amber` CLI as a client of `amber serve`.
 
 pub mod catalog;
+pub mod cold;
 pub mod pull;
 pub mod pull_env;
 pub mod pull_image;

@@ -10,7 +10,7 @@ pub mod inspect;
 mod local_audit;
 pub mod restore;
 pub mod snapshot;
-mod tier;
+pub mod tier;
 mod tokens;
 mod verify;
 
@@ -132,8 +132,8 @@ fn remote(cli: Cli) -> Result<ExitCode> {
             cold,
         } => {
             include_needs_dest(&include, block.is_none() && tar.is_none() && image.is_none())?;
-            if cold.warm_up || cold.resume {
-                client::local_only("--warm-up and --resume (restoring from an archive class run against the store)")?;
+            if let Some(code) = client::cold::gate(g, &snapshot, &cold)? {
+                return Ok(code);
             }
             if let Some(out) = image {
                 return client::pull_image::run(g, &snapshot, &out, format.as_deref());

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod audit;
 pub mod catalog;
 pub mod cluster;
+pub mod cold;
 pub mod config;
 pub mod convert;
 pub mod ingest;

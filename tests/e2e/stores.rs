@@ -36,18 +36,21 @@ impl Store {
     pub fn server(self, hint: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
         match self {
             Store::Local => Server::start_with(args, env),
-            Store::S3 => {
-                let moto = Moto::shared();
-                let store = format!("s3://{}/amber", moto.bucket(hint));
-                let mut all: Vec<(String, String)> = moto.env();
-                all.push(("AMBER_STORE".into(), store));
-                all.push(("AMBER_CLUSTER_KEY".into(), CLUSTER_KEY.into()));
-                all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-                let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-                Server::start_with(args, &all)
-            }
+            Store::S3 => s3_server(&Moto::shared().bucket(hint), args, env),
         }
     }
+}
+
+/// `amber serve` with its store at `s3://<bucket>/amber` on the shared moto server (the
+/// default vault's objects under `amber/vaults/default/`).
+pub fn s3_server(bucket: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
+    let moto = Moto::shared();
+    let mut all: Vec<(String, String)> = moto.env();
+    all.push(("AMBER_STORE".into(), format!("s3://{bucket}/amber")));
+    all.push(("AMBER_CLUSTER_KEY".into(), CLUSTER_KEY.into()));
+    all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Server::start_with(args, &all)
 }
 
 /// `on_every_store!(name => body, …)`: a `#[test] fn name` running `body(Store::Local)`,

@@ -8,9 +8,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use amber_engine::backend::{PutMode, RetrievalTier, StorageClass};
-use amber_engine::ops::cold::{self, ColdPlan};
+use amber_engine::ops::cold;
 use amber_engine::ops::tier::{self, ApplyReport, PriceTable, TierPlan, TierPolicy};
 use amber_engine::repo::{Repository, now_secs};
+use amber_proto::v1 as pb;
+use amber_server::serve::cold::to_wire;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
@@ -188,11 +190,7 @@ fn record(repo: &Repository, report: &ApplyReport, now: i64) -> Result<()> {
 /// # Errors
 /// Store and metadata errors; a bad `--retrieval`.
 pub fn cold_gate(g: &Global, name: &str, args: &ColdArgs) -> Result<Option<ExitCode>> {
-    let tier = match args.retrieval.as_str() {
-        "bulk" => RetrievalTier::Bulk,
-        "standard" => RetrievalTier::Standard,
-        other => bail!("--retrieval {other}: use bulk or standard"),
-    };
+    let tier = retrieval(&args.retrieval)?;
     let repo = context::open_read(g)?;
     let (id, _) = repo.resolve_snapshot(name, g.env.as_deref())?;
     let mut plan = cold::plan(&repo, id)?;
@@ -213,59 +211,58 @@ pub fn cold_gate(g: &Global, name: &str, args: &ColdArgs) -> Result<Option<ExitC
     if args.resume && cold::wait_until_ready(&repo, &mut plan, limit, Duration::from_secs(1), &mut say)? {
         return Ok(None);
     }
-    let doc = cold_doc(&id.to_hex(), &plan, tier, asked);
-    let prices = PriceTable::default();
-    emit(g.json, &doc, || cold_text(&plan, tier, asked, &prices));
+    Ok(Some(print_cold(g, &to_wire(id, &plan, tier, asked, 0), args.warm_up)))
+}
+
+/// `--retrieval`: `bulk` or `standard`.
+///
+/// # Errors
+/// Anything else.
+pub fn retrieval(text: &str) -> Result<RetrievalTier> {
+    match text {
+        "bulk" => Ok(RetrievalTier::Bulk),
+        "standard" => Ok(RetrievalTier::Standard),
+        other => bail!("--retrieval {other}: use bulk or standard"),
+    }
+}
+
+/// Prints a cold plan that is not ready (locally or from a server alike) and returns
+/// [`EXIT_COLD`].
+pub fn print_cold(g: &Global, job: &pb::ColdRestoreJob, warmed: bool) -> ExitCode {
+    let packs: Vec<Value> = job
+        .archived
+        .iter()
+        .map(|p| json!({ "pack": p.pack, "bytes": p.bytes, "class": p.class, "status": p.status }))
+        .collect();
+    let doc = json!({
+        "snapshot": job.snapshot,
+        "packs_needed": job.packs_needed,
+        "archived": packs,
+        "bytes_waiting": job.bytes_waiting,
+        "retrieval": job.retrieval,
+        "estimated_cost": job.estimated_cost,
+        "expected_wait": job.expected_wait,
+        "requested": job.requested,
+    });
+    emit(g.json, &doc, || cold_text(job));
+    let waiting = job.archived.iter().filter(|p| p.status != "readable").count();
     eprintln!(
-        "amber: snapshot {} needs {} archived packs ({} bytes) that are not readable yet: {}",
-        &id.to_hex()[..8],
-        plan.waiting().count(),
-        plan.bytes_waiting(),
-        if args.warm_up {
+        "amber: snapshot {} needs {waiting} archived packs ({} bytes) that are not readable yet: {}",
+        job.snapshot.get(..8).unwrap_or(&job.snapshot),
+        job.bytes_waiting,
+        if warmed {
             "restores were requested; run again with --resume"
         } else {
             "run again with --warm-up, then --resume"
         }
     );
-    Ok(Some(ExitCode::from(EXIT_COLD)))
+    ExitCode::from(EXIT_COLD)
 }
 
-fn cold_doc(id: &str, plan: &ColdPlan, tier: RetrievalTier, asked: u64) -> Value {
-    let prices = PriceTable::default();
-    let packs: Vec<Value> = plan
-        .archived
-        .iter()
-        .map(|p| json!({ "pack": p.key, "bytes": p.size, "class": p.class.as_str(), "status": status_name(p.status) }))
-        .collect();
-    json!({
-        "snapshot": id,
-        "packs_needed": plan.packs_needed,
-        "archived": packs,
-        "bytes_waiting": plan.bytes_waiting(),
-        "retrieval": tier.as_str(),
-        "estimated_cost": plan.cost(&prices, tier),
-        "expected_wait": plan.expected_wait(tier),
-        "requested": asked,
-    })
-}
-
-fn status_name(s: amber_engine::backend::RestoreStatus) -> &'static str {
-    match s {
-        amber_engine::backend::RestoreStatus::Readable => "readable",
-        amber_engine::backend::RestoreStatus::Archived => "archived",
-        amber_engine::backend::RestoreStatus::InProgress => "restoring",
-    }
-}
-
-fn cold_text(plan: &ColdPlan, tier: RetrievalTier, asked: u64, prices: &PriceTable) -> String {
+fn cold_text(job: &pb::ColdRestoreJob) -> String {
+    let waiting = job.archived.iter().filter(|p| p.status != "readable").count();
     format!(
-        "cold restore plan: {} of {} data packs archived, {} bytes to bring back; {} retrieval: ${:.4}, expected wait {}; {} restore requests sent",
-        plan.waiting().count(),
-        plan.packs_needed,
-        plan.bytes_waiting(),
-        tier.as_str(),
-        plan.cost(prices, tier),
-        plan.expected_wait(tier),
-        asked
+        "cold restore plan: {waiting} of {} data packs archived, {} bytes to bring back; {} retrieval: ${:.4}, expected wait {}; {} restore requests sent",
+        job.packs_needed, job.bytes_waiting, job.retrieval, job.estimated_cost, job.expected_wait, job.requested
     )
 }

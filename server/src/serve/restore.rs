@@ -105,6 +105,24 @@ impl Restore for RestoreService {
             send_image(&repo, &r, out)
         })))
     }
+
+    async fn cold_restore(&self, req: Request<pb::ColdRestoreRequest>) -> Result<Response<pb::ColdRestoreJob>, Status> {
+        let caller = self.state.authorize(
+            &req,
+            "/amber.v1.Restore/ColdRestore",
+            Access::Read,
+            &req.get_ref().vault,
+        )?;
+        let r = req.into_inner();
+        let target = format!("{} {}", if r.warm_up { "warm up" } else { "plan" }, r.snapshot);
+        let (repo, token) = (caller.vault.repo.clone(), caller.principal.token_id.clone());
+        let result = crate::serve::reader::blocking(move || crate::serve::cold::cold_restore(&repo, &r, &token)).await;
+        match &result {
+            Ok(_) => caller.finish_ok(&self.state, &target, ""),
+            Err(status) => caller.finish(&self.state, &target, status),
+        }
+        result.map(Response::new)
+    }
 }
 
 fn gone() -> Status {

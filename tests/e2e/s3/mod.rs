@@ -3,6 +3,7 @@
 
 mod cache;
 mod cluster;
+mod cold_server;
 mod copy;
 mod faults;
 mod store;
