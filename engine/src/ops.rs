@@ -18,6 +18,7 @@ pub mod ranges;
 pub mod reach;
 pub mod regzip;
 pub mod restore;
+pub mod stats;
 pub mod stream;
 pub mod tar;
 pub mod tier;

@@ -150,6 +150,9 @@ pub enum Command {
     /// Move data packs between storage classes by age (S3 stores).
     #[command(subcommand)]
     Tier(TierCommand),
+    /// How much the vault holds: restore size, distinct content and stored bytes, in all,
+    /// per kind of snapshot and per environment, with the deduplication ratio.
+    Stats,
     /// Check that every snapshot can be restored: name what is damaged or lost and every
     /// snapshot, path and byte range it affects (exit 0 clean, 3 damaged, 1 could not run).
     #[command(alias = "check")]

@@ -10,6 +10,7 @@ pub mod inspect;
 mod local_audit;
 pub mod restore;
 pub mod snapshot;
+mod stats;
 pub mod tier;
 mod tokens;
 mod verify;
@@ -79,6 +80,7 @@ fn local(g: &crate::cli::Global, command: Command) -> Result<ExitCode> {
         Command::Key(cmd) => admin::key(g, cmd),
         Command::Tier(cmd) => tier::run(g, &cmd),
         Command::Verify(args) => verify::run(g, &args),
+        Command::Stats => stats::run(g),
         Command::Copy {
             snapshots,
             to,
@@ -114,6 +116,7 @@ fn remote(cli: Cli) -> Result<ExitCode> {
         }
         Command::Diff { a, b } => client::catalog::diff(g, &a, &b),
         Command::Token(cmd) => client::catalog::token(g, &cmd),
+        Command::Stats => stats::run(g),
         Command::Verify(args) => verify::run(g, &args),
         Command::Audit { since } => audit::run(g, since.as_deref()),
         Command::Share { snapshot, to } => client::catalog::share(g, &snapshot, &to),

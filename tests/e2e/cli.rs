@@ -39,6 +39,8 @@ enum Ty {
     Arr(&'static str),
     /// The named document.
     Obj(&'static str),
+    /// An object whose every value is the named document.
+    MapOf(&'static str),
 }
 
 /// Whether a field is present in one mode.
@@ -50,7 +52,7 @@ enum Has {
 }
 
 use Has::{No, Opt, Yes};
-use Ty::{Arr, ArrOfStr, Bool, Int, IntOrNull, Map, Num, Obj, Str, StrOrNull};
+use Ty::{Arr, ArrOfStr, Bool, Int, IntOrNull, Map, MapOf, Num, Obj, Str, StrOrNull};
 
 type Fields = &'static [(&'static str, Ty, Has, Has)];
 
@@ -469,6 +471,28 @@ const SCHEMA: &[(&str, Fields)] = &[
         &[("from", Str, Yes, No), ("to", Str, Yes, No), ("bytes", Int, Yes, No)],
     ),
     (
+        "stats",
+        &[
+            ("total", Obj("stats-group"), Yes, Yes),
+            ("by_kind", MapOf("stats-group"), Yes, Yes),
+            ("by_environment", MapOf("stats-group"), Yes, Yes),
+            ("packs", Int, Yes, Yes),
+            ("stored_bytes", Int, Yes, Yes),
+            ("compression_ratio", Num, Yes, Yes),
+            ("unreadable_snapshots", Int, Yes, Yes),
+        ],
+    ),
+    (
+        "stats-group",
+        &[
+            ("snapshots", Int, Yes, Yes),
+            ("restore_bytes", Int, Yes, Yes),
+            ("chunks", Int, Yes, Yes),
+            ("unique_bytes", Int, Yes, Yes),
+            ("dedup_ratio", Num, Yes, Yes),
+        ],
+    ),
+    (
         "verify",
         &[
             ("clean", Bool, Yes, Yes),
@@ -608,6 +632,15 @@ fn type_ok(ty: Ty, v: &Value, mode: Mode, at: &str, problems: &mut Vec<String>) 
             check_into(doc, v, mode, at, problems);
             v.is_object()
         }
+        MapOf(doc) => match v.as_object() {
+            Some(o) => {
+                for (k, x) in o {
+                    check_into(doc, x, mode, &format!("{at}.{k}"), problems);
+                }
+                true
+            }
+            None => false,
+        },
     }
 }
 
@@ -680,9 +713,14 @@ fn parse_ty(text: &str) -> Ty {
         "string or null" => StrOrNull,
         "integer or null" => IntOrNull,
         "array of string" => ArrOfStr,
-        other => match (other.strip_prefix("array of "), other.strip_prefix("object ")) {
-            (Some(doc), _) => Arr(named(doc)),
-            (_, Some(doc)) => Obj(named(doc)),
+        other => match (
+            other.strip_prefix("array of "),
+            other.strip_prefix("object of "),
+            other.strip_prefix("object "),
+        ) {
+            (Some(doc), _, _) => Arr(named(doc)),
+            (_, Some(doc), _) => MapOf(named(doc)),
+            (_, _, Some(doc)) => Obj(named(doc)),
             _ => panic!("docs/json.md: unknown type {other:?}"),
         },
     }
@@ -1020,6 +1058,9 @@ fn admin_documents(c: &Ctx) {
         assert!(!audit["records"].as_array().unwrap().is_empty(), "{audit}");
     }
     check("verify", &c.ok(&["verify", "--read-data"]), m);
+    let stats = c.ok(&["stats"]);
+    check("stats", &stats, m);
+    assert!(!stats["by_kind"].as_object().unwrap().is_empty(), "{stats}");
     if m == Mode::Local {
         check("index-rebuild", &c.ok(&["index", "rebuild"]), m);
         let pass = c.path("new-pass");

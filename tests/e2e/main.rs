@@ -22,6 +22,7 @@ mod roundtrip;
 mod s3;
 mod security;
 mod server;
+mod stats;
 mod stores;
 mod tar;
 mod verify;

@@ -73,6 +73,17 @@ impl Catalog for CatalogService {
         .await
     }
 
+    async fn get_stats(&self, req: Request<pb::GetStatsRequest>) -> Result<Response<pb::VaultStats>, Status> {
+        let caller = self
+            .state
+            .authorize(&req, "/amber.v1.Catalog/GetStats", Access::Read, &req.get_ref().vault)?;
+        self.unary(caller, "stats".into(), move |repo| {
+            let stats = amber_engine::ops::stats::stats(repo).map_err(|e| from_engine(&e))?;
+            Ok(stats_to_wire(&stats))
+        })
+        .await
+    }
+
     async fn list_environments(
         &self,
         req: Request<pb::ListEnvironmentsRequest>,
@@ -310,5 +321,25 @@ fn change_kind(k: ChangeKind) -> pb::ChangeKind {
         ChangeKind::Modified => pb::ChangeKind::Modified,
         ChangeKind::Metadata => pb::ChangeKind::Metadata,
         ChangeKind::TypeChanged => pb::ChangeKind::TypeChanged,
+    }
+}
+
+/// The engine's counts in the wire's terms (the command line prints local counts through
+/// this too).
+pub fn stats_to_wire(s: &amber_engine::ops::stats::VaultStats) -> pb::VaultStats {
+    let group = |name: &str, g: &amber_engine::ops::stats::Group| pb::StatsGroup {
+        name: name.to_string(),
+        snapshots: g.snapshots,
+        restore_bytes: g.restore_bytes,
+        chunks: g.chunks,
+        unique_bytes: g.unique_bytes,
+    };
+    pb::VaultStats {
+        total: Some(group("", &s.total)),
+        by_kind: s.by_kind.iter().map(|(k, g)| group(k, g)).collect(),
+        by_environment: s.by_environment.iter().map(|(k, g)| group(k, g)).collect(),
+        packs: s.packs,
+        stored_bytes: s.stored_bytes,
+        unreadable_snapshots: s.unreadable_snapshots,
     }
 }
