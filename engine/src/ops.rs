@@ -9,6 +9,7 @@ pub mod diff;
 pub mod environment;
 pub mod exclude;
 pub mod extract;
+pub mod forget;
 pub mod fsmeta;
 pub mod image;
 pub mod ingest;

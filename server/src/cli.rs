@@ -150,6 +150,19 @@ pub enum Command {
     /// Move data packs between storage classes by age (S3 stores).
     #[command(subcommand)]
     Tier(TierCommand),
+    /// Remove the snapshots a retention policy does not keep (environments, images and
+    /// their parts as units; protected snapshots always stay). Space returns with compaction.
+    Forget(ForgetArgs),
+    /// Protect a snapshot from every retention policy.
+    Protect {
+        /// Snapshot id, unique prefix or `latest`.
+        snapshot: String,
+    },
+    /// Lift a snapshot's protection.
+    Unprotect {
+        /// Snapshot id, unique prefix or `latest`.
+        snapshot: String,
+    },
     /// How much the vault holds: restore size, distinct content and stored bytes, in all,
     /// per kind of snapshot and per environment, with the deduplication ratio.
     Stats,
@@ -364,6 +377,40 @@ pub enum TierCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// A retention policy (as restic's `forget`), applied per environment (or, without one,
+/// per kind, host and source path).
+#[derive(Debug, Args, Clone)]
+pub struct ForgetArgs {
+    /// Keep the newest N snapshots.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_last: u32,
+    /// Keep the newest snapshot of each of the newest N hours that have one (UTC).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_hourly: u32,
+    /// … of each of the newest N days.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_daily: u32,
+    /// … of each of the newest N weeks (from Monday).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_weekly: u32,
+    /// … of each of the newest N months.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_monthly: u32,
+    /// … of each of the newest N years.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_yearly: u32,
+    /// Keep every snapshot up to this long before the group's newest (`7d`, `2w`, `1y6m`,
+    /// `36h`: y = 365 days, m = 30 days).
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+    /// Keep every snapshot with this tag (repeatable).
+    #[arg(long, value_name = "TAG")]
+    pub keep_tag: Vec<String>,
+    /// Show what would be removed and why each kept snapshot is kept; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// What `amber verify` reads.

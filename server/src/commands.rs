@@ -6,6 +6,7 @@ mod copy;
 mod dump;
 pub mod env;
 mod find;
+mod forget;
 pub mod inspect;
 mod local_audit;
 pub mod restore;
@@ -81,6 +82,9 @@ fn local(g: &crate::cli::Global, command: Command) -> Result<ExitCode> {
         Command::Tier(cmd) => tier::run(g, &cmd),
         Command::Verify(args) => verify::run(g, &args),
         Command::Stats => stats::run(g),
+        Command::Forget(args) => forget::run(g, &args),
+        Command::Protect { snapshot } => forget::protect(g, &snapshot, true),
+        Command::Unprotect { snapshot } => forget::protect(g, &snapshot, false),
         Command::Copy {
             snapshots,
             to,
@@ -159,7 +163,14 @@ fn remote(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Serve { .. } => anyhow::bail!("`amber serve` runs a server; drop --server / AMBER_SERVER"),
-        Command::Init { .. } | Command::Index(_) | Command::Key(_) | Command::Tier(_) | Command::Copy { .. } => {
+        Command::Init { .. }
+        | Command::Index(_)
+        | Command::Key(_)
+        | Command::Tier(_)
+        | Command::Forget(_)
+        | Command::Protect { .. }
+        | Command::Unprotect { .. }
+        | Command::Copy { .. } => {
             anyhow::bail!("this command works on a local repository only; drop --server / AMBER_SERVER")
         }
     }

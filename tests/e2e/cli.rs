@@ -471,6 +471,24 @@ const SCHEMA: &[(&str, Fields)] = &[
         &[("from", Str, Yes, No), ("to", Str, Yes, No), ("bytes", Int, Yes, No)],
     ),
     (
+        "forget",
+        &[
+            ("dry_run", Bool, Yes, No),
+            ("kept", Arr("forget-kept"), Yes, No),
+            ("removed", Arr("forget-removed"), Yes, No),
+        ],
+    ),
+    (
+        "forget-kept",
+        &[
+            ("id", Str, Yes, No),
+            ("group", Str, Yes, No),
+            ("reasons", ArrOfStr, Yes, No),
+        ],
+    ),
+    ("forget-removed", &[("id", Str, Yes, No), ("group", Str, Yes, No)]),
+    ("protect", &[("snapshot", Str, Yes, No), ("protected", Bool, Yes, No)]),
+    (
         "stats",
         &[
             ("total", Obj("stats-group"), Yes, Yes),

@@ -14,6 +14,7 @@ mod common;
 mod crash;
 mod dedup;
 mod environment;
+mod forget;
 mod image;
 mod index;
 pub mod integrity;

@@ -100,8 +100,15 @@ fn labels(g: &Global, args: &SnapshotArgs) -> Labels {
         tags: args.tags.clone(),
         metadata: args.metadata.clone(),
         hostname: None,
-        time_ns: None,
+        time_ns: test_time_ns(),
     }
+}
+
+/// The snapshot time `AMBER_TEST_NOW` (seconds since the epoch) sets, for tests of
+/// retention and tiering that need snapshots of other days; `None`: now.
+fn test_time_ns() -> Option<i64> {
+    let secs: i64 = std::env::var("AMBER_TEST_NOW").ok()?.parse().ok()?;
+    secs.checked_mul(1_000_000_000)
 }
 
 pub fn run(g: &Global, args: &SnapshotArgs) -> Result<ExitCode> {
