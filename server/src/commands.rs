@@ -120,6 +120,9 @@ fn remote(cli: Cli) -> Result<ExitCode> {
         }
         Command::Diff { a, b } => client::catalog::diff(g, &a, &b),
         Command::Token(cmd) => client::catalog::token(g, &cmd),
+        Command::Forget(args) => forget::run(g, &args),
+        Command::Protect { snapshot } => forget::protect(g, &snapshot, true),
+        Command::Unprotect { snapshot } => forget::protect(g, &snapshot, false),
         Command::Stats => stats::run(g),
         Command::Verify(args) => verify::run(g, &args),
         Command::Audit { since } => audit::run(g, since.as_deref()),
@@ -163,14 +166,7 @@ fn remote(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Serve { .. } => anyhow::bail!("`amber serve` runs a server; drop --server / AMBER_SERVER"),
-        Command::Init { .. }
-        | Command::Index(_)
-        | Command::Key(_)
-        | Command::Tier(_)
-        | Command::Forget(_)
-        | Command::Protect { .. }
-        | Command::Unprotect { .. }
-        | Command::Copy { .. } => {
+        Command::Init { .. } | Command::Index(_) | Command::Key(_) | Command::Tier(_) | Command::Copy { .. } => {
             anyhow::bail!("this command works on a local repository only; drop --server / AMBER_SERVER")
         }
     }

@@ -12,6 +12,7 @@ pub mod log;
 pub mod metrics;
 pub mod reader;
 pub mod restore;
+pub mod retention;
 pub mod share;
 pub mod state;
 pub mod status;
@@ -90,6 +91,10 @@ async fn serve(config: ServerConfig) -> Result<()> {
         queued: std::sync::atomic::AtomicUsize::new(0),
     });
     tokio::spawn(refresh(state.clone(), Duration::from_secs(config.refresh_seconds)));
+    if config.forget_every_seconds > 0 && !config.retention.is_empty() {
+        let every = Duration::from_secs(config.forget_every_seconds);
+        tokio::spawn(retention::scheduled(state.clone(), every, config.retention.clone()));
+    }
     if config.verify_every_seconds > 0 {
         let every = Duration::from_secs(config.verify_every_seconds);
         tokio::spawn(verify::scheduled(state.clone(), every, config.verify_subset.clone()));

@@ -473,21 +473,21 @@ const SCHEMA: &[(&str, Fields)] = &[
     (
         "forget",
         &[
-            ("dry_run", Bool, Yes, No),
-            ("kept", Arr("forget-kept"), Yes, No),
-            ("removed", Arr("forget-removed"), Yes, No),
+            ("dry_run", Bool, Yes, Yes),
+            ("kept", Arr("forget-kept"), Yes, Yes),
+            ("removed", Arr("forget-removed"), Yes, Yes),
         ],
     ),
     (
         "forget-kept",
         &[
-            ("id", Str, Yes, No),
-            ("group", Str, Yes, No),
-            ("reasons", ArrOfStr, Yes, No),
+            ("id", Str, Yes, Yes),
+            ("group", Str, Yes, Yes),
+            ("reasons", ArrOfStr, Yes, Yes),
         ],
     ),
-    ("forget-removed", &[("id", Str, Yes, No), ("group", Str, Yes, No)]),
-    ("protect", &[("snapshot", Str, Yes, No), ("protected", Bool, Yes, No)]),
+    ("forget-removed", &[("id", Str, Yes, Yes), ("group", Str, Yes, Yes)]),
+    ("protect", &[("snapshot", Str, Yes, Yes), ("protected", Bool, Yes, Yes)]),
     (
         "stats",
         &[

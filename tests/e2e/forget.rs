@@ -120,3 +120,72 @@ fn forget_keeps_what_the_policy_says_per_group_and_never_a_protected_snapshot() 
         .collect();
     assert!(calls.contains(&"amber forget".to_string()) && calls.contains(&"amber protect".to_string()));
 }
+
+/// Through `amber serve` with an admin token: the same policy, protection and documents;
+/// other roles are refused.
+#[test]
+fn forget_and_protect_work_through_a_server() {
+    use crate::server::harness::{Server, s};
+    let server = Server::start();
+    let admin = server.admin();
+    let src = server.scratch("src");
+    let mut rng = Rng::new(0xF1);
+    let mut pushed = Vec::new();
+    for _ in 0..3 {
+        write_random(&src.join("data.bin"), 30_000, &mut rng);
+        pushed.push(id_of(&server.push(&admin, &[s(&src), "--env", "lab-b"])));
+    }
+    let prot = server.ok(&admin, &["protect", &pushed[0]]);
+    crate::cli::check("protect", &prot, crate::cli::Mode::Server);
+    let done = server.ok(&admin, &["forget", "--keep-last", "1"]);
+    crate::cli::check("forget", &done, crate::cli::Mode::Server);
+    assert_eq!(
+        ids(&done, "kept"),
+        BTreeSet::from([pushed[0].clone(), pushed[2].clone()]),
+        "{done}"
+    );
+    assert_eq!(ids(&done, "removed"), BTreeSet::from([pushed[1].clone()]), "{done}");
+    let left: BTreeSet<String> = server.snapshot_ids(&admin).into_iter().collect();
+    assert_eq!(left, BTreeSet::from([pushed[0].clone(), pushed[2].clone()]));
+    let reader = server.token(&admin, "restore");
+    server
+        .run(&reader, &["--json", "forget", "--keep-last", "1"])
+        .expect_error(&["(PermissionDenied)"]);
+}
+
+/// A vault's policy in the server's config (`[vault.retention]`) is applied on a schedule,
+/// and each run is in the audit log.
+#[test]
+fn a_server_applies_a_configured_policy_on_a_schedule() {
+    use crate::server::harness::{Server, s};
+    let cfg = tempfile::tempdir().unwrap();
+    let path = cfg.path().join("amber.toml");
+    std::fs::write(
+        &path,
+        "[[vault]]\nname = \"default\"\n[vault.retention]\nkeep_last = 1\n",
+    )
+    .unwrap();
+    let server = Server::start_with(&["--config", p(&path)], &[("AMBER_FORGET_EVERY_SECONDS", "1")]);
+    let admin = server.admin();
+    let src = server.scratch("src");
+    let mut rng = Rng::new(0xF2);
+    let mut last = String::new();
+    for _ in 0..3 {
+        write_random(&src.join("data.bin"), 20_000, &mut rng);
+        last = id_of(&server.push(&admin, &[s(&src)]));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while server.snapshot_ids(&admin) != [last.clone()] {
+        assert!(std::time::Instant::now() < deadline, "the policy was not applied");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let runs: Vec<serde_json::Value> = server
+        .audit(&admin)
+        .into_iter()
+        .filter(|r| r["call"] == "scheduled forget" && r["result"] == "ok")
+        .collect();
+    assert!(
+        runs.iter().any(|r| r["detail"].as_str().unwrap().contains("removed")),
+        "{runs:?}"
+    );
+}

@@ -1,57 +1,98 @@
-//! `amber forget`, `amber protect`, `amber unprotect`: retention on a repository.
+//! `amber forget`, `amber protect`, `amber unprotect`: retention, on the repository (with
+//! its passphrase) or through `--server` (an admin token), printing the same documents.
 
 use std::process::ExitCode;
 
-use amber_engine::ops::forget::{self, ForgetReport, Policy};
+use amber_proto::v1 as pb;
+use amber_server::serve::retention;
 use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
 use crate::cli::{ForgetArgs, Global};
+use crate::client::{Remote, block_on, failed};
 use crate::context;
 use crate::output::emit;
 
 /// Runs `amber forget`.
 ///
 /// # Errors
-/// An empty policy or a bad `--keep-within`; store and metadata errors.
+/// An empty policy or a bad `--keep-within`; store, metadata and server errors.
 pub fn run(g: &Global, args: &ForgetArgs) -> Result<ExitCode> {
-    let policy = Policy {
-        last: args.keep_last,
-        hourly: args.keep_hourly,
-        daily: args.keep_daily,
-        weekly: args.keep_weekly,
-        monthly: args.keep_monthly,
-        yearly: args.keep_yearly,
-        within_secs: args.keep_within.as_deref().map(duration_secs).transpose()?,
-        tags: args.keep_tag.clone(),
+    let mut req = pb::ForgetRequest {
+        vault: String::new(),
+        keep_last: args.keep_last,
+        keep_hourly: args.keep_hourly,
+        keep_daily: args.keep_daily,
+        keep_weekly: args.keep_weekly,
+        keep_monthly: args.keep_monthly,
+        keep_yearly: args.keep_yearly,
+        keep_within_seconds: args.keep_within.as_deref().map(duration_secs).transpose()?.unwrap_or(0),
+        keep_tags: args.keep_tag.clone(),
+        dry_run: args.dry_run,
     };
-    if policy.is_empty() {
+    if retention::policy(&req).is_empty() {
         bail!("give at least one --keep-* option: this policy would remove every snapshot that is not protected");
     }
-    let repo = context::open(g)?;
-    let report = forget::forget(&repo, &policy, args.dry_run)?;
-    emit(g.json, &report_json(&report, args.dry_run), || {
-        report_text(&report, args.dry_run)
-    });
+    let done = if g.server.is_some() {
+        block_on(async {
+            let remote = Remote::connect(g).await?;
+            req.vault = remote.vault.clone();
+            Ok(remote
+                .admin()
+                .forget(remote.request(req))
+                .await
+                .map_err(|s| failed("cannot forget", &s))?
+                .into_inner())
+        })?
+    } else {
+        let repo = context::open(g)?;
+        let report = amber_engine::ops::forget::forget(&repo, &retention::policy(&req), args.dry_run)?;
+        retention::report_to_wire(&report, args.dry_run)
+    };
+    emit(g.json, &report_json(&done), || report_text(&done));
     Ok(ExitCode::SUCCESS)
 }
 
 /// Runs `amber protect` (`on`) or `amber unprotect`.
 ///
 /// # Errors
-/// An unknown snapshot; store errors.
+/// An unknown snapshot; store and server errors.
 pub fn protect(g: &Global, snapshot: &str, on: bool) -> Result<ExitCode> {
-    let repo = context::open(g)?;
-    let (id, _) = repo.resolve_snapshot(snapshot, g.env.as_deref())?;
-    context::audit_target(&id.to_string());
-    forget::set_protected(&repo, id, on)?;
-    let doc = json!({ "snapshot": id.to_string(), "protected": on });
+    let mut req = pb::ProtectRequest {
+        vault: String::new(),
+        snapshot: snapshot.to_string(),
+        protect: on,
+        environment: g.env.clone().unwrap_or_default(),
+    };
+    let done = if g.server.is_some() {
+        block_on(async {
+            let remote = Remote::connect(g).await?;
+            req.vault = remote.vault.clone();
+            Ok(remote
+                .admin()
+                .protect(remote.request(req))
+                .await
+                .map_err(|s| failed("cannot change the protection", &s))?
+                .into_inner())
+        })?
+    } else {
+        let repo = context::open(g)?;
+        let (id, _) = repo.resolve_snapshot(snapshot, g.env.as_deref())?;
+        amber_engine::ops::forget::set_protected(&repo, id, on)?;
+        pb::ProtectResponse {
+            snapshot: id.to_string(),
+            protected: on,
+        }
+    };
+    context::audit_target(&done.snapshot);
+    let doc = json!({ "snapshot": done.snapshot, "protected": done.protected });
     emit(g.json, &doc, || {
-        format!(
-            "snapshot {} {}",
-            id,
-            if on { "protected" } else { "no longer protected" }
-        )
+        let state = if done.protected {
+            "protected"
+        } else {
+            "no longer protected"
+        };
+        format!("snapshot {} {state}", done.snapshot)
     });
     Ok(ExitCode::SUCCESS)
 }
@@ -85,33 +126,34 @@ fn duration_secs(text: &str) -> Result<u64> {
     Ok(total)
 }
 
-fn report_json(r: &ForgetReport, dry_run: bool) -> Value {
+fn report_json(r: &pb::ForgetResponse) -> Value {
     let kept: Vec<Value> = r
         .kept
         .iter()
-        .map(|k| json!({ "id": k.id.to_string(), "group": k.group, "reasons": k.reasons }))
+        .map(|k| json!({ "id": k.id, "group": k.group, "reasons": k.reasons }))
         .collect();
     let removed: Vec<Value> = r
         .removed
         .iter()
-        .map(|(id, group)| json!({ "id": id.to_string(), "group": group }))
+        .map(|x| json!({ "id": x.id, "group": x.group }))
         .collect();
-    json!({ "dry_run": dry_run, "kept": kept, "removed": removed })
+    json!({ "dry_run": r.dry_run, "kept": kept, "removed": removed })
 }
 
-fn report_text(r: &ForgetReport, dry_run: bool) -> String {
+fn report_text(r: &pb::ForgetResponse) -> String {
+    let short = |id: &str| id.get(..12).unwrap_or(id).to_string();
     let mut out = Vec::new();
     for k in &r.kept {
         out.push(format!(
             "keep   {}  {}  ({})",
-            &k.id.to_string()[..12],
+            short(&k.id),
             k.group,
             k.reasons.join(", ")
         ));
     }
-    let verb = if dry_run { "would remove" } else { "removed" };
-    for (id, group) in &r.removed {
-        out.push(format!("{verb} {}  {group}", &id.to_string()[..12]));
+    let verb = if r.dry_run { "would remove" } else { "removed" };
+    for x in &r.removed {
+        out.push(format!("{verb} {}  {}", short(&x.id), x.group));
     }
     out.push(format!("{} kept, {} {verb}", r.kept.len(), r.removed.len()));
     out.join("\n")

@@ -183,6 +183,28 @@ impl Admin for AdminService {
         Ok(Response::new(stream(&self.state, caller, "audit log".into(), produce)))
     }
 
+    async fn forget(&self, req: Request<pb::ForgetRequest>) -> Result<Response<pb::ForgetResponse>, Status> {
+        let caller = self
+            .state
+            .authorize(&req, "/amber.v1.Admin/Forget", Access::Admin, &req.get_ref().vault)?;
+        let r = req.into_inner();
+        let target = if r.dry_run { "dry run" } else { "vault" }.to_string();
+        let repo = caller.vault.repo.clone();
+        let result = blocking(move || crate::serve::retention::forget(&repo, &r)).await;
+        self.done(&caller, &target, result)
+    }
+
+    async fn protect(&self, req: Request<pb::ProtectRequest>) -> Result<Response<pb::ProtectResponse>, Status> {
+        let caller = self
+            .state
+            .authorize(&req, "/amber.v1.Admin/Protect", Access::Admin, &req.get_ref().vault)?;
+        let r = req.into_inner();
+        let target = format!("{} {}", if r.protect { "protect" } else { "unprotect" }, r.snapshot);
+        let repo = caller.vault.repo.clone();
+        let result = blocking(move || crate::serve::retention::protect(&repo, &r)).await;
+        self.done(&caller, &target, result)
+    }
+
     type VerifyStream = ReceiverStream<Result<pb::VerifyResponse, Status>>;
 
     async fn verify(&self, req: Request<pb::VerifyRequest>) -> Result<Response<Self::VerifyStream>, Status> {

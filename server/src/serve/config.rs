@@ -13,6 +13,13 @@
 //! verify_every_seconds = 86400   # scheduled `amber verify` of every vault; 0: never
 //! verify_subset = "10%"          # the packs each scheduled run reads (as --read-data-subset)
 //! vaults = ["lab-a", "lab-b"]    # or [[vault]] tables with name = "..."
+//! forget_every_seconds = 86400   # apply each vault's retention policy this often
+//!
+//! [[vault]]
+//! name = "lab-c"
+//! [vault.retention]              # as `amber forget`: keep_last, keep_hourly, keep_daily,
+//! keep_daily = 7                 # keep_weekly, keep_monthly, keep_yearly,
+//! keep_weekly = 4                # keep_within_seconds, keep_tags
 //!
 //! [s3]                           # all optional; else the AWS chain and AWS_ENDPOINT_URL
 //! endpoint = "http://rgw.lab:7480"
@@ -33,7 +40,7 @@
 //! max_frame_bytes = 1048576
 //! ```
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -83,6 +90,32 @@ pub struct ServerConfig {
     pub vaults: Vec<String>,
     /// Resource limits.
     pub limits: Limits,
+    /// Retention policies by vault name (`[vault.retention]`), applied inside the server.
+    pub retention: BTreeMap<String, Retention>,
+    /// Seconds between scheduled runs of those policies.
+    pub forget_every_seconds: u64,
+}
+
+/// A `[vault.retention]` table: a policy as `amber forget` takes it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retention {
+    /// The newest N.
+    pub keep_last: u32,
+    /// The newest of each of the newest N hours.
+    pub keep_hourly: u32,
+    /// … days.
+    pub keep_daily: u32,
+    /// … weeks.
+    pub keep_weekly: u32,
+    /// … months.
+    pub keep_monthly: u32,
+    /// … years.
+    pub keep_yearly: u32,
+    /// Everything up to this many seconds older than the group's newest.
+    pub keep_within_seconds: u64,
+    /// Everything with one of these tags.
+    pub keep_tags: Vec<String>,
 }
 
 /// The `[s3]` table.
@@ -183,6 +216,8 @@ impl Default for ServerConfig {
             tls: None,
             vaults: Vec::new(),
             limits: Limits::default(),
+            retention: BTreeMap::new(),
+            forget_every_seconds: 86_400,
         }
     }
 }
@@ -207,6 +242,7 @@ struct FileConfig {
     #[serde(default)]
     vault: Vec<VaultTable>,
     limits: Option<Limits>,
+    forget_every_seconds: Option<u64>,
 }
 
 /// One `[[vault]]` table.
@@ -214,6 +250,7 @@ struct FileConfig {
 #[serde(deny_unknown_fields)]
 struct VaultTable {
     name: String,
+    retention: Option<Retention>,
 }
 
 impl ServerConfig {
@@ -332,7 +369,15 @@ impl ServerConfig {
             self.limits = limits;
         }
         self.vaults = parsed.vaults;
-        self.vaults.extend(parsed.vault.into_iter().map(|v| v.name));
+        if let Some(n) = parsed.forget_every_seconds {
+            self.forget_every_seconds = n;
+        }
+        for v in parsed.vault {
+            if let Some(r) = v.retention {
+                self.retention.insert(v.name.clone(), r);
+            }
+            self.vaults.push(v.name);
+        }
         Ok(match parsed.tls {
             Some(t) => (Some(resolve(t.cert)), Some(resolve(t.key))),
             None => (None, None),
@@ -361,6 +406,11 @@ impl ServerConfig {
             self.verify_every_seconds = v
                 .parse()
                 .with_context(|| format!("AMBER_VERIFY_EVERY_SECONDS={v} is not a number of seconds"))?;
+        }
+        if let Some(v) = var("AMBER_FORGET_EVERY_SECONDS") {
+            self.forget_every_seconds = v
+                .parse()
+                .with_context(|| format!("AMBER_FORGET_EVERY_SECONDS={v} is not a number of seconds"))?;
         }
         if let Some(v) = var("AMBER_VERIFY_SUBSET") {
             self.verify_subset = v;
@@ -548,6 +598,26 @@ max_streams = 4
         assert!(err.to_string().contains("no key"), "{err}");
         let err = ServerConfig::load(None, |k| (k == "AMBER_TLS_KEY").then(|| "k".to_string())).unwrap_err();
         assert!(err.to_string().contains("no certificate"), "{err}");
+    }
+
+    #[test]
+    fn a_vault_table_carries_its_retention_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "forget_every_seconds = 60\n[[vault]]\nname = \"lab-c\"\n[vault.retention]\nkeep_daily = 7\nkeep_tags = [\"paper\"]\n[[vault]]\nname = \"lab-d\"\n";
+        let c = ServerConfig::load(Some(&write(dir.path(), text)), no_env).unwrap();
+        assert_eq!(c.vault_names(), vec!["lab-c".to_string(), "lab-d".to_string()]);
+        assert_eq!(c.forget_every_seconds, 60);
+        let r = &c.retention["lab-c"];
+        assert_eq!((r.keep_daily, r.keep_tags.clone()), (7, vec!["paper".to_string()]));
+        assert!(!c.retention.contains_key("lab-d"));
+        let bad = write(
+            dir.path(),
+            "[[vault]]\nname = \"x\"\n[vault.retention]\nkeep_dayly = 7\n",
+        );
+        assert!(
+            ServerConfig::load(Some(&bad), no_env).is_err(),
+            "an unknown key is refused"
+        );
     }
 
     #[test]

@@ -1,0 +1,155 @@
+//! `Admin/Forget` and `Admin/Protect`: the engine's retention over gRPC. The command line
+//! prints a local run through the same wire types ([`report_to_wire`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use amber_engine::format::audit::AuditEvent;
+use amber_engine::ops::forget::{self, ForgetReport, Policy};
+use amber_engine::repo::Repository;
+use amber_proto::v1 as pb;
+use tonic::Status;
+
+use crate::serve::audit;
+use crate::serve::config::Retention;
+use crate::serve::log::{self, Level};
+use crate::serve::reader::resolve;
+use crate::serve::state::State;
+use crate::serve::status::from_engine;
+
+/// Every `every` (the first time one period after the start): applies each configured
+/// vault's retention policy, and records the outcome in its audit log (role `server`, call
+/// `scheduled forget`, the counts as detail).
+pub async fn scheduled(state: Arc<State>, every: Duration, policies: BTreeMap<String, Retention>) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let (s, policies) = (state.clone(), policies.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            for (name, r) in &policies {
+                if let Some(vault) = s.vaults.get(name) {
+                    forget_and_record(&vault, &configured(r));
+                }
+            }
+        })
+        .await;
+        if done.is_err() {
+            return;
+        }
+    }
+}
+
+/// The policy of a `[vault.retention]` table.
+pub fn configured(r: &Retention) -> Policy {
+    Policy {
+        last: r.keep_last,
+        hourly: r.keep_hourly,
+        daily: r.keep_daily,
+        weekly: r.keep_weekly,
+        monthly: r.keep_monthly,
+        yearly: r.keep_yearly,
+        within_secs: (r.keep_within_seconds > 0).then_some(r.keep_within_seconds),
+        tags: r.keep_tags.clone(),
+    }
+}
+
+fn forget_and_record(vault: &crate::serve::vaults::Vault, policy: &Policy) {
+    // A policy that keeps nothing is never applied on a schedule.
+    let outcome = if policy.is_empty() {
+        Err("the policy keeps nothing: not applied".to_string())
+    } else {
+        forget::forget(&vault.repo, policy, false).map_err(|e| e.to_string())
+    };
+    let (result, detail) = match &outcome {
+        Ok(r) => ("ok", format!("{} kept, {} removed", r.kept.len(), r.removed.len())),
+        Err(e) => ("failed_precondition", e.clone()),
+    };
+    log::event(
+        if result == "ok" { Level::Info } else { Level::Warn },
+        "-",
+        "scheduled retention",
+        &[
+            ("vault", &vault.name as &dyn std::fmt::Display),
+            ("result", &result),
+            ("detail", &detail),
+        ],
+    );
+    let event = AuditEvent {
+        role: "server".into(),
+        call: "scheduled forget".into(),
+        target: vault.name.clone(),
+        result: result.into(),
+        detail,
+        ..AuditEvent::default()
+    };
+    audit::record(vault, &event);
+}
+
+/// The policy a request names.
+pub fn policy(r: &pb::ForgetRequest) -> Policy {
+    Policy {
+        last: r.keep_last,
+        hourly: r.keep_hourly,
+        daily: r.keep_daily,
+        weekly: r.keep_weekly,
+        monthly: r.keep_monthly,
+        yearly: r.keep_yearly,
+        within_secs: (r.keep_within_seconds > 0).then_some(r.keep_within_seconds),
+        tags: r.keep_tags.clone(),
+    }
+}
+
+/// Applies a request's policy.
+///
+/// # Errors
+/// INVALID_ARGUMENT for a policy that keeps nothing; what the store reports.
+pub fn forget(repo: &Repository, r: &pb::ForgetRequest) -> Result<pb::ForgetResponse, Status> {
+    let policy = policy(r);
+    if policy.is_empty() {
+        return Err(Status::invalid_argument(
+            "give at least one --keep-* option: this policy would remove every snapshot that is not protected",
+        ));
+    }
+    let report = forget::forget(repo, &policy, r.dry_run).map_err(|e| from_engine(&e))?;
+    Ok(report_to_wire(&report, r.dry_run))
+}
+
+/// Protects a snapshot or lifts that.
+///
+/// # Errors
+/// NOT_FOUND for an unknown snapshot; what the store reports.
+pub fn protect(repo: &Repository, r: &pb::ProtectRequest) -> Result<pb::ProtectResponse, Status> {
+    let (id, _) = resolve(repo, &r.snapshot, &r.environment)?;
+    forget::set_protected(repo, id, r.protect).map_err(|e| from_engine(&e))?;
+    Ok(pb::ProtectResponse {
+        snapshot: id.to_string(),
+        protected: r.protect,
+    })
+}
+
+/// A forget report in the wire's terms.
+pub fn report_to_wire(r: &ForgetReport, dry_run: bool) -> pb::ForgetResponse {
+    pb::ForgetResponse {
+        dry_run,
+        kept: r
+            .kept
+            .iter()
+            .map(|k| pb::ForgetKept {
+                id: k.id.to_string(),
+                group: k.group.clone(),
+                reasons: k.reasons.clone(),
+            })
+            .collect(),
+        removed: r
+            .removed
+            .iter()
+            .map(|(id, group)| pb::ForgetRemoved {
+                id: id.to_string(),
+                group: group.clone(),
+            })
+            .collect(),
+    }
+}
