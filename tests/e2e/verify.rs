@@ -9,12 +9,37 @@ use std::fs;
 
 use serde_json::Value;
 
-use crate::common::{Out, Repo, Rng, assert_same_tree, id_of, num, write_random};
+use crate::common::{Out, Repo, Rng, assert_same_tree, id_of, num, p, write_random};
 use crate::stores::{Store, on_every_store};
 
 on_every_store! {
     verify_names_exactly_what_damage_affects => damage_on,
     read_data_subsets_cover_every_pack => subsets_on,
+    a_damage_mark_that_no_longer_holds_is_lifted_by_a_full_read => healed_on,
+}
+
+fn healed_on(store: Store) {
+    let repo = store.repo("healed");
+    let src = repo.scratch("src");
+    write_random(&src.join("w.bin"), 2 << 20, &mut Rng::new(0x4EA1));
+    let id = id_of(&repo.snapshot(&src, &[]));
+    let key = repo.object_keys("data/").pop().unwrap();
+    let mut original = Vec::new();
+    repo.rewrite_object(&key, |bytes| {
+        original = bytes.clone();
+        bytes[1 << 20] ^= 0x01;
+    });
+    // A restore meets the damage and marks it; then the pack is whole again (as after a
+    // transient fault, or a copy put back).
+    repo.run(&["restore", &id, p(&repo.scratch("bad"))]).expect_code(3);
+    repo.rewrite_object(&key, |bytes| *bytes = original.clone());
+    let (remembered, _) = verify(&repo, &[], 3);
+    assert!(!affected(&remembered, "damaged-blob").is_empty(), "{remembered}");
+    verify(&repo, &["--read-data"], 0);
+    verify(&repo, &[], 0);
+    let dest = repo.scratch("good");
+    repo.restore(&id, &dest);
+    assert_same_tree(&src, &dest);
 }
 
 /// `amber verify <args>`, expecting `code`; its JSON report.

@@ -493,6 +493,12 @@ impl Index {
         self.damage.mark(id, reason);
     }
 
+    /// Forgets that these blobs were found damaged: each was read whole from the pack the
+    /// index places it in, and checked (`amber verify --read-data`).
+    pub fn heal(&self, ids: impl Iterator<Item = BlobId>) {
+        self.damage.heal(ids);
+    }
+
     /// Why blob `id` is known damaged, if it is.
     pub fn damaged(&self, id: &BlobId) -> Option<String> {
         self.damage.get(id)

@@ -205,8 +205,20 @@ pub(crate) fn read_data(
         for (blob, why) in c.blob_problems {
             found.bad_blob(ProblemKind::DamagedBlob, Some(c.id), blob, why);
         }
+        heal(repo, c.id, c.good);
     }
     Ok(())
+}
+
+/// Blobs that were marked damaged (a read that failed once, perhaps for a reason that has
+/// gone) and have now been read whole and checked, in the pack the index places them in,
+/// are good again.
+fn heal(repo: &Repository, pack: PackId, good: Vec<BlobId>) {
+    let index = repo.index();
+    let healed = good
+        .into_iter()
+        .filter(|b| index.damaged(b).is_some() && index.lookup(b).ok().flatten().is_some_and(|loc| loc.pack == pack));
+    index.heal(healed.collect::<Vec<_>>().into_iter());
 }
 
 /// Packs read at once: each is held whole (32 MiB by default) while it is checked.
@@ -283,6 +295,8 @@ struct PackCheck {
     /// Its bytes do not hash to its name, though its directory opens.
     hash_mismatch: bool,
     blob_problems: Vec<(BlobId, String)>,
+    /// Blobs that opened and checked out.
+    good: Vec<BlobId>,
 }
 
 /// Fetches a pack whole; checks its name, header, directory, and every blob (opened under
@@ -294,6 +308,7 @@ fn check_pack(repo: &Repository, id: PackId, kind: PackKind) -> PackCheck {
         pack_problem: None,
         hash_mismatch: false,
         blob_problems: Vec::new(),
+        good: Vec::new(),
     };
     let bytes = match repo.backend().get(&pack_key(kind, &id)) {
         Ok(b) => b,
@@ -312,8 +327,9 @@ fn check_pack(repo: &Repository, id: PackId, kind: PackKind) -> PackCheck {
         }
     };
     for e in entries {
-        if let Err(why) = check_blob(repo, &bytes, &e) {
-            c.blob_problems.push((e.id, why));
+        match check_blob(repo, &bytes, &e) {
+            Ok(()) => c.good.push(e.id),
+            Err(why) => c.blob_problems.push((e.id, why)),
         }
     }
     c
