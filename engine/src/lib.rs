@@ -27,6 +27,7 @@
 
 pub mod backend;
 pub mod chunker;
+pub mod civil;
 pub mod compress;
 pub mod crypto;
 pub mod error;

@@ -154,6 +154,20 @@ fn open_places(config: &ServerConfig, announce: &mut dyn FnMut(&str, &str)) -> R
     Ok((tokens, vaults))
 }
 
+/// Runs `work` on the blocking pool every `every`, the first time one period after the
+/// start, until the runtime stops.
+pub(crate) async fn periodically(every: Duration, work: impl Fn() + Send + Sync + Clone + 'static) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if tokio::task::spawn_blocking(work.clone()).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Every `every`: reads the tokens again (tokens made or revoked by other servers of the
 /// cluster) and brings each vault's index up to date with packs other writers stored.
 async fn refresh(state: Arc<State>, every: Duration) {

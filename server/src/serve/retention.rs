@@ -22,38 +22,29 @@ use crate::serve::status::from_engine;
 /// vault's retention policy, and records the outcome in its audit log (role `server`, call
 /// `scheduled forget`, the counts as detail).
 pub async fn scheduled(state: Arc<State>, every: Duration, policies: BTreeMap<String, Retention>) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let (s, policies) = (state.clone(), policies.clone());
-        let done = tokio::task::spawn_blocking(move || {
-            for (name, r) in &policies {
-                if let Some(vault) = s.vaults.get(name) {
-                    forget_and_record(&vault, &configured(r));
-                }
+    crate::serve::periodically(every, move || {
+        for (name, r) in &policies {
+            if let Some(vault) = state.vaults.get(name) {
+                forget_and_record(&vault, &configured(r));
             }
-        })
-        .await;
-        if done.is_err() {
-            return;
         }
-    }
+    })
+    .await;
 }
 
 /// The policy of a `[vault.retention]` table.
 pub fn configured(r: &Retention) -> Policy {
-    Policy {
-        last: r.keep_last,
-        hourly: r.keep_hourly,
-        daily: r.keep_daily,
-        weekly: r.keep_weekly,
-        monthly: r.keep_monthly,
-        yearly: r.keep_yearly,
-        within_secs: (r.keep_within_seconds > 0).then_some(r.keep_within_seconds),
-        tags: r.keep_tags.clone(),
-    }
+    policy(&pb::ForgetRequest {
+        keep_last: r.keep_last,
+        keep_hourly: r.keep_hourly,
+        keep_daily: r.keep_daily,
+        keep_weekly: r.keep_weekly,
+        keep_monthly: r.keep_monthly,
+        keep_yearly: r.keep_yearly,
+        keep_within_seconds: r.keep_within_seconds,
+        keep_tags: r.keep_tags.clone(),
+        ..pb::ForgetRequest::default()
+    })
 }
 
 fn forget_and_record(vault: &crate::serve::vaults::Vault, policy: &Policy) {

@@ -22,22 +22,12 @@ use crate::serve::vaults::Vault;
 /// `scheduled verify`, result `ok` or `data_loss`, the counts and the first problem in
 /// the detail), where `Admin/ListAudit` shows it.
 pub async fn scheduled(state: Arc<State>, every: Duration, subset: String) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let (s, subset) = (state.clone(), subset.clone());
-        let done = tokio::task::spawn_blocking(move || {
-            for vault in s.vaults.all() {
-                verify_and_record(vault, &subset);
-            }
-        })
-        .await;
-        if done.is_err() {
-            return;
+    crate::serve::periodically(every, move || {
+        for vault in state.vaults.all() {
+            verify_and_record(vault, &subset);
         }
-    }
+    })
+    .await;
 }
 
 /// One scheduled verification of `vault`, recorded in its audit log.
