@@ -91,6 +91,10 @@ pub enum Error {
     /// A path inside a snapshot does not exist.
     #[error("no path {0:?} in the snapshot")]
     NoSuchPath(String),
+    /// Another process changed the vault under this one (a compaction removed a pack
+    /// that this operation relies on): nothing was committed; running it again works.
+    #[error("{0}")]
+    Conflict(String),
     /// An argument was out of its allowed range.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod blob;
 pub mod chunklist;
 pub mod codec;
+pub mod condemn;
 pub mod config;
 pub mod keyslot;
 pub mod layout;

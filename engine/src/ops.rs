@@ -3,6 +3,7 @@
 pub mod assemble;
 pub mod block;
 pub mod cold;
+pub mod compact;
 pub mod content;
 pub mod copy;
 pub mod diff;
@@ -12,6 +13,7 @@ pub mod extract;
 pub mod forget;
 pub mod fsmeta;
 pub mod image;
+pub mod live;
 pub mod ingest;
 pub mod members;
 pub mod progress;

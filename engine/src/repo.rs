@@ -1,6 +1,7 @@
 //! An open vault: config, keys, the index cache, and reading and committing objects.
 
 pub mod audit;
+pub mod condemned;
 pub mod index;
 pub mod keys;
 pub mod layout;
@@ -279,20 +280,7 @@ impl Repository {
         if let Some(loc) = self.index().lookup(&id)? {
             return Ok(loc);
         }
-        let due = {
-            let mut last = self
-                .inner
-                .caught_up
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let due = last.is_none_or(|t| t.elapsed() >= CATCH_UP_EVERY);
-            if due {
-                *last = Some(std::time::Instant::now());
-            }
-            due
-        };
-        if due
-            && sync::sync_index(self).is_ok()
+        if self.catch_up(false)
             && let Some(loc) = self.index().lookup(&id)?
         {
             return Ok(loc);
@@ -300,8 +288,41 @@ impl Repository {
         Err(Error::MissingBlob(id.to_hex()))
     }
 
+    /// Brings the index up to date with the store, at most every [`CATCH_UP_EVERY`]
+    /// unless `now`; whether it did.
+    fn catch_up(&self, now: bool) -> bool {
+        let due = {
+            let mut last = self
+                .inner
+                .caught_up
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let due = now || last.is_none_or(|t| t.elapsed() >= CATCH_UP_EVERY);
+            if due {
+                *last = Some(std::time::Instant::now());
+            }
+            due
+        };
+        due && sync::sync_index(self).is_ok()
+    }
+
+    /// Reads a blob where the index places it. When that pack is gone (a compaction by
+    /// another process deleted it after copying what was in use), the index is brought up
+    /// to date and the blob read from where it is now. (The sync drops a pack that is gone
+    /// from the index, so a pack that is really lost costs one sync, not one per blob.)
     fn read_blob_unmarked(&self, id: BlobId, kind: BlobKind) -> Result<Vec<u8>> {
         let loc = self.locate(id)?;
+        match self.read_located(id, kind, &loc) {
+            Err(Error::Backend(crate::backend::BackendError::NotFound { .. })) if self.catch_up(true) => {
+                let moved = self.locate(id)?;
+                self.read_located(id, kind, &moved)
+            }
+            other => other,
+        }
+    }
+
+    fn read_located(&self, id: BlobId, kind: BlobKind, loc: &index::BlobLocation) -> Result<Vec<u8>> {
+        let loc = *loc;
         let cached = self.meta_copy(&loc);
         if let Some(cache) = cached {
             match self.open_located(id, kind, &loc, Some(cache)) {
@@ -402,6 +423,8 @@ impl Repository {
     }
 
     /// Seals and stores a snapshot object, create-only: the commit point of a snapshot.
+    /// Just before, blobs it may use from packs a compaction has condemned since they were
+    /// offered for reuse are copied out ([`condemned::rescue_before_commit`]).
     ///
     /// # Errors
     /// Store and crypto errors.
@@ -410,6 +433,7 @@ impl Repository {
         let plain = snap.encode();
         let id = SnapshotId::new(self.keys().ids.snapshot.hash(&plain));
         let file = snapshot::seal_file(&self.keys().seal_key, &id, &plain)?;
+        condemned::rescue_before_commit(self)?;
         self.backend().put(&snapshot_key(&id), &file, PutMode::CreateOnly)?;
         Ok(id)
     }

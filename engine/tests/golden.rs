@@ -60,6 +60,7 @@ const NONCE_SEGMENT: u8 = 0x06;
 const NONCE_KEYSLOT: u8 = 0x07;
 const NONCE_AUDIT: u8 = 0x08;
 const NONCE_AUDIT_HEAD: u8 = 0x09;
+const NONCE_CONDEMN: u8 = 0x0a;
 
 const CREATED: i64 = 1_700_000_000;
 const PACK_SHUFFLE_SEED: u64 = 0x5eed_0000_0000_0001;
@@ -136,6 +137,8 @@ const ALL_VECTORS: &[&str] = &[
     "recipe",
     "image-node",
     "environment-node",
+    "condemn-plain",
+    "condemn",
 ];
 
 /// Objects of older versions, kept as they were written: read and checked, never blessed.
@@ -1716,4 +1719,54 @@ fn audit_head() {
     // A head does not pass for a record, nor opens at another chain's head.
     assert!(audit::open_record(&keys.audit_key, &key, &file).is_err());
     assert!(audit::open_head(&keys.audit_key, &audit::head_key(7), &file).is_err());
+}
+
+#[test]
+fn condemn_record() {
+    use amber_engine::format::condemn::{self, CondemnRecord, Condemned, Reason};
+    use amber_engine::format::pack::PackKind;
+    use amber_engine::id::{Hash32, PackId};
+    let mut v = Vectors::default();
+    let keys = keys();
+    let pack = |b: u8| PackId::new(Hash32::from_slice(&[b; 32]).unwrap());
+    let record = CondemnRecord {
+        time_unix_ms: 1_700_000_000_000,
+        packs: vec![
+            Condemned {
+                id: pack(7),
+                kind: PackKind::Data,
+                len: 33_554_432,
+                reason: Reason::Unreferenced,
+            },
+            Condemned {
+                id: pack(8),
+                kind: PackKind::Meta,
+                len: 1_048_576,
+                reason: Reason::Repacked,
+            },
+        ],
+    };
+    let plain = v.golden("condemn-plain", &record.encode());
+    assert_eq!(plain.len(), 13 + 2 * 42);
+    assert_eq!(plain[0], 1, "plaintext version 1");
+    assert_eq!(&plain[1..9], &1_700_000_000_000i64.to_le_bytes());
+    assert_eq!(&plain[9..13], &2u32.to_le_bytes());
+    assert_eq!(&plain[13..45], &[7u8; 32]);
+    assert_eq!(plain[45], 1, "data pack");
+    assert_eq!(&plain[46..54], &33_554_432u64.to_le_bytes());
+    assert_eq!(plain[54], 1, "unreferenced");
+    assert_eq!(plain[plain.len() - 1], 2, "repacked");
+    assert_eq!(CondemnRecord::decode(&plain).unwrap(), record);
+    let key = "compact/000102030405060708090a0b0c0d0e0f";
+    assert!(condemn::is_record_key(key));
+    let fresh = condemn::seal_with_nonce(&keys.audit_key, nonce(NONCE_CONDEMN), key, &plain).unwrap();
+    let file = v.golden("condemn", &fresh);
+    assert_eq!(&file[..12], b"AMBRCOND\x01\x00\x00\x00");
+    assert_eq!(&file[12..24], &nonce(NONCE_CONDEMN));
+    assert_eq!(file.len(), 12 + 12 + plain.len() + 16);
+    let aad = [&file[..12], key.as_bytes()].concat();
+    assert_eq!(keys.audit_key.open(&aad, &file[12..], String::new).unwrap(), plain);
+    assert_eq!(condemn::open(&keys.audit_key, key, &file).unwrap(), plain);
+    assert!(condemn::open(&keys.audit_key, "compact/000102030405060708090a0b0c0d0e00", &file).is_err());
+    assert!(audit::open_record(&keys.audit_key, key, &file).is_err(), "not an audit record");
 }

@@ -153,6 +153,9 @@ pub enum Command {
     /// Remove the snapshots a retention policy does not keep (environments, images and
     /// their parts as units; protected snapshots always stay). Space returns with compaction.
     Forget(ForgetArgs),
+    /// Give back space: delete packs no snapshot uses (after a grace period, so that
+    /// ingests running meanwhile are safe) and repack packs that are mostly unused.
+    Compact(CompactArgs),
     /// Protect a snapshot from every retention policy.
     Protect {
         /// Snapshot id, unique prefix or `latest`.
@@ -411,6 +414,28 @@ pub struct ForgetArgs {
     /// Show what would be removed and why each kept snapshot is kept; remove nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// How `amber compact` runs.
+#[derive(Debug, Args, Clone)]
+pub struct CompactArgs {
+    /// Show what would be deleted and repacked, and the bytes freed and moved; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Repack a pack when more than this share of it is unused (`5%`, `0.05`).
+    #[arg(long, value_name = "SHARE", default_value = "5%")]
+    pub max_unused: String,
+    /// Copy at most this many live bytes in one run (`500M`, `2G`, bytes without a unit).
+    #[arg(long, value_name = "BYTES")]
+    pub max_repack: Option<String>,
+    /// Time between condemning a pack and deleting it, and the least age of an unused
+    /// pack that is condemned (`1h`, `30s`; `0s` only when nothing else writes the vault).
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    pub grace: String,
+    /// Also delete archived packs before their storage class's minimum duration, paying
+    /// the early-deletion charge.
+    #[arg(long)]
+    pub force_cold: bool,
 }
 
 /// What `amber verify` reads.

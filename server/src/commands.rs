@@ -6,6 +6,7 @@ mod copy;
 mod dump;
 pub mod env;
 mod find;
+mod compact;
 mod forget;
 pub mod inspect;
 mod local_audit;
@@ -83,6 +84,7 @@ fn local(g: &crate::cli::Global, command: Command) -> Result<ExitCode> {
         Command::Verify(args) => verify::run(g, &args),
         Command::Stats => stats::run(g),
         Command::Forget(args) => forget::run(g, &args),
+        Command::Compact(args) => compact::run(g, &args),
         Command::Protect { snapshot } => forget::protect(g, &snapshot, true),
         Command::Unprotect { snapshot } => forget::protect(g, &snapshot, false),
         Command::Copy {
@@ -121,6 +123,7 @@ fn remote(cli: Cli) -> Result<ExitCode> {
         Command::Diff { a, b } => client::catalog::diff(g, &a, &b),
         Command::Token(cmd) => client::catalog::token(g, &cmd),
         Command::Forget(args) => forget::run(g, &args),
+        Command::Compact(args) => compact::run(g, &args),
         Command::Protect { snapshot } => forget::protect(g, &snapshot, true),
         Command::Unprotect { snapshot } => forget::protect(g, &snapshot, false),
         Command::Stats => stats::run(g),

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod catalog;
 pub mod cluster;
 pub mod cold;
+pub mod compact;
 pub mod config;
 pub mod convert;
 pub mod ingest;

@@ -11,6 +11,7 @@ mod bad_input;
 mod block;
 mod cli;
 mod common;
+mod compact;
 mod crash;
 mod dedup;
 mod environment;

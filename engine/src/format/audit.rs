@@ -280,7 +280,7 @@ pub fn open_head(seal: &SealKey, key: &str, bytes: &[u8]) -> Result<Vec<u8>, Err
     open_framed(AUDIT_HEAD_MAGIC, "audit head", seal, key, bytes)
 }
 
-fn seal_framed(
+pub(crate) fn seal_framed(
     magic: &[u8; 8],
     seal: &SealKey,
     nonce: [u8; NONCE_LEN],
@@ -303,7 +303,7 @@ pub fn open_record(seal: &SealKey, key: &str, bytes: &[u8]) -> Result<Vec<u8>, E
     open_framed(AUDIT_MAGIC, "audit record", seal, key, bytes)
 }
 
-fn open_framed(
+pub(crate) fn open_framed(
     magic: &'static [u8; 8],
     what: &'static str,
     seal: &SealKey,

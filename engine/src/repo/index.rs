@@ -3,14 +3,16 @@
 //! store (losing the wire digests only costs re-sending); it never holds plaintext.
 
 mod damage;
+mod marks;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::Mutex;
 
 use rocksdb::{ColumnFamilyDescriptor, DB, Options, WriteBatch};
 
 use damage::DamageLog;
+use marks::PackMarks;
 
 use crate::error::{Error, Result};
 use crate::format::blob::BlobKind;
@@ -105,9 +107,9 @@ pub struct Index {
     /// `Some` when read-only (or in memory).
     overlay: Option<Mutex<Overlay>>,
     damage: DamageLog,
-    /// Packs in an archive class (as the store's listing last said): their blobs are not
-    /// offered for reuse, so a new snapshot never needs archived data.
-    cold: RwLock<HashSet<PackId>>,
+    /// Packs in an archive class or condemned (as the store's listings last said): their
+    /// blobs are not offered for reuse; and the packs this process wrote or reused.
+    marks: PackMarks,
 }
 
 impl std::fmt::Debug for Index {
@@ -150,7 +152,7 @@ impl Index {
                 path: path.to_path_buf(),
                 overlay: None,
                 damage,
-                cold: RwLock::default(),
+                marks: PackMarks::default(),
             }),
             // Busy, or broken: a reader still works (read-only, or from the store alone).
             Err(_) if mode == IndexMode::Read => Self::open_read_only(path, damage),
@@ -197,7 +199,7 @@ impl Index {
                     path: path.to_path_buf(),
                     overlay: Some(Mutex::default()),
                     damage,
-                    cold: RwLock::default(),
+                    marks: PackMarks::default(),
                 });
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
@@ -212,7 +214,7 @@ impl Index {
                 ..Overlay::default()
             })),
             damage,
-            cold: RwLock::default(),
+            marks: PackMarks::default(),
         })
     }
 
@@ -298,27 +300,63 @@ impl Index {
         Ok(self.lookup(id)?.is_some())
     }
 
-    /// True when the blob is indexed, not known to be damaged, and not in an archived
-    /// pack: what deduplication and the reuse of a parent's content may rely on.
+    /// True when the blob is indexed, not known to be damaged, and not in an archived or
+    /// condemned pack: what deduplication and the reuse of a parent's content may rely on.
+    /// A `true` notes the pack as touched (see [`Index::touched_condemned`]).
     ///
     /// # Errors
     /// [`Error::Index`].
     pub fn holds_good(&self, id: &BlobId) -> Result<bool> {
-        let Some(loc) = self.lookup(id)? else { return Ok(false) };
-        Ok(self.damage.get(id).is_none() && !self.is_cold(&loc.pack))
+        Ok(self.reusable(id)?.is_some())
+    }
+
+    /// Where a blob is when it may be reused (as [`Index::holds_good`]), noting its pack
+    /// as touched.
+    ///
+    /// # Errors
+    /// [`Error::Index`].
+    pub fn reusable(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
+        let Some(loc) = self.lookup(id)? else { return Ok(None) };
+        if self.damage.get(id).is_some() || !self.marks.reusable(&loc.pack) {
+            return Ok(None);
+        }
+        self.marks.touch(loc.pack);
+        Ok(Some(loc))
     }
 
     /// Records which packs are in an archive class now (from a listing of the store).
     pub fn set_cold(&self, packs: HashSet<PackId>) {
-        *self.cold.write().unwrap_or_else(std::sync::PoisonError::into_inner) = packs;
+        self.marks.set_cold(packs);
     }
 
     /// Whether pack `id` was in an archive class at the last listing.
     pub fn is_cold(&self, id: &PackId) -> bool {
-        self.cold
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains(id)
+        self.marks.is_cold(id)
+    }
+
+    /// Records which packs compactions have condemned (from the store's records).
+    pub fn set_condemned(&self, packs: HashSet<PackId>) {
+        self.marks.set_condemned(packs);
+    }
+
+    /// Whether pack `id` was condemned at the last look.
+    pub fn is_condemned(&self, id: &PackId) -> bool {
+        self.marks.is_condemned(id)
+    }
+
+    /// Notes that this process wrote pack `id` (its blobs are what its snapshots use).
+    pub fn touch(&self, id: PackId) {
+        self.marks.touch(id);
+    }
+
+    /// Packs this process wrote or offered blobs of for reuse that are now condemned.
+    pub fn touched_condemned(&self) -> Vec<PackId> {
+        self.marks.touched_condemned()
+    }
+
+    /// Forgets that pack `id` was touched (its blobs were copied elsewhere).
+    pub fn untouch(&self, id: &PackId) {
+        self.marks.untouch(id);
     }
 
     /// Records every blob of a pack, atomically with the pack itself. Blobs marked
@@ -346,6 +384,26 @@ impl Index {
         meta.u8(pack.kind as u8);
         meta.u64(pack.len);
         batch.put_cf(self.cf(CF_PACKS)?, pack.id.as_bytes(), meta.into_bytes());
+        self.db()?.write(batch).map_err(|e| self.err(&e))
+    }
+
+    /// Removes pack `id` and those of `blobs` that the index places in it (the pack was
+    /// deleted). An index opened read-only keeps them: it is rebuilt when next opened.
+    ///
+    /// # Errors
+    /// [`Error::Index`].
+    pub fn forget_pack(&self, id: &PackId, blobs: &[BlobId]) -> Result<()> {
+        if self.overlay.is_some() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        let cf = self.cf(CF_BLOBS)?;
+        for b in blobs {
+            if self.lookup(b)?.is_some_and(|loc| loc.pack == *id) {
+                batch.delete_cf(cf, b.as_bytes());
+            }
+        }
+        batch.delete_cf(self.cf(CF_PACKS)?, id.as_bytes());
         self.db()?.write(batch).map_err(|e| self.err(&e))
     }
 
@@ -515,6 +573,19 @@ impl Index {
     /// # Errors
     /// [`Error::Index`].
     pub fn clear(&self) -> Result<()> {
+        self.clear_families(&ALL_CFS)
+    }
+
+    /// Removes what says where blobs are (blobs, packs, loaded segments), keeping wire
+    /// and layer digests. Damage marks stay.
+    ///
+    /// # Errors
+    /// [`Error::Index`].
+    pub fn clear_locations(&self) -> Result<()> {
+        self.clear_families(&[CF_BLOBS, CF_PACKS, CF_SEGMENTS])
+    }
+
+    fn clear_families(&self, families: &[&'static str]) -> Result<()> {
         let cleared = self.with_overlay(|o| {
             *o = Overlay {
                 ignore_db: true,
@@ -524,7 +595,7 @@ impl Index {
         if cleared.is_some() {
             return Ok(());
         }
-        for name in ALL_CFS {
+        for &name in families {
             let cf = self.cf(name)?;
             let mut batch = WriteBatch::default();
             for item in self.db()?.iterator_cf(cf, rocksdb::IteratorMode::Start) {

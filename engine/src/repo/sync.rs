@@ -60,13 +60,16 @@ pub fn sync_index(repo: &Repository) -> Result<SyncReport> {
     // segment is never marked loaded with one of its packs missed (which would later be
     // indexed by reading its directory: a ranged read that fails once the pack is archived).
     let segments = repo.backend().list(INDEX_PREFIX)?;
+    crate::repo::condemned::refresh(repo)?;
     let packs = store_packs(repo)?;
     let sizes: HashMap<PackId, u64> = packs.iter().map(|p| (p.0, p.2)).collect();
     let index = repo.index();
-    // A pack gone, or of another length than when it was indexed (truncated): the cache
-    // is stale. Rebuilt, the pack's blobs are known only if its directory still reads.
+    // A pack gone (a compaction deleted it), or of another length than when it was indexed
+    // (truncated): the cache is stale. Rebuilt, the pack's blobs are known only if its
+    // directory still reads. Wire and layer digests name chunks and snapshots, not packs:
+    // they stay.
     if index.pack_lengths()?.iter().any(|(p, len)| sizes.get(p) != Some(len)) {
-        index.clear()?;
+        index.clear_locations()?;
     }
     let mut report = SyncReport {
         packs: packs.len() as u64,

@@ -121,13 +121,13 @@ impl BlobWriter {
     }
 
     /// Claims `id` for this writer unless it is stored or already claimed.
-    fn claim(&self, id: BlobId, kind: BlobKind, raw_len: u32) -> Result<bool> {
+    fn claim(&self, id: BlobId, kind: BlobKind, raw_len: u32, copy: bool) -> Result<bool> {
         let mut pending = self
             .pending
             .lock()
             .map_err(|_| Error::Pipeline("pending set poisoned".into()))?;
         // A blob known damaged is stored again: the new pack's copy then replaces it.
-        if pending.contains_key(&id) || self.repo.index().holds_good(&id)? {
+        if pending.contains_key(&id) || (!copy && self.repo.index().holds_good(&id)?) {
             return Ok(false);
         }
         pending.insert(id, (kind, raw_len));
@@ -149,11 +149,8 @@ impl BlobWriter {
         if let Some((k, len)) = claimed {
             return Ok((k == kind).then_some(len));
         }
-        let index = self.repo.index();
-        if index.damaged(id).is_some() {
-            return Ok(None);
-        }
-        Ok(index.lookup(id)?.filter(|loc| loc.kind == kind).map(|loc| loc.raw_len))
+        let loc = self.repo.index().reusable(id)?;
+        Ok(loc.filter(|loc| loc.kind == kind).map(|loc| loc.raw_len))
     }
 
     /// Stores a blob unless the vault already holds it; returns whether it was new.
@@ -162,8 +159,21 @@ impl BlobWriter {
     /// # Errors
     /// [`Error::Pipeline`] when the packer has stopped (its own error comes from `finish`).
     pub fn store(&self, kind: BlobKind, id: BlobId, plaintext: &[u8]) -> Result<bool> {
+        self.store_as(kind, id, plaintext, false)
+    }
+
+    /// Stores a blob into this writer's packs even when the vault holds it elsewhere: a
+    /// compaction's repack, or a copy out of a pack being condemned.
+    ///
+    /// # Errors
+    /// As [`BlobWriter::store`].
+    pub fn store_copy(&self, kind: BlobKind, id: BlobId, plaintext: &[u8]) -> Result<bool> {
+        self.store_as(kind, id, plaintext, true)
+    }
+
+    fn store_as(&self, kind: BlobKind, id: BlobId, plaintext: &[u8], copy: bool) -> Result<bool> {
         let raw_len = u32::try_from(plaintext.len()).map_err(|_| Error::InvalidArgument("blob over 4 GiB".into()))?;
-        if !self.claim(id, kind, raw_len)? {
+        if !self.claim(id, kind, raw_len, copy)? {
             return Ok(false);
         }
         let level = Some(i32::from(self.repo.config().zstd_level));
@@ -389,6 +399,7 @@ fn write_pack(shared: &PackerShared<'_>, kind: PackKind, open: &mut OpenPack) ->
         entries: built.entries,
     };
     repo.index().add_pack(&record)?;
+    repo.index().touch(record.id);
     shared.packs.fetch_add(1, Ordering::Relaxed);
     let mut set = shared
         .pending

@@ -26,7 +26,7 @@ pub fn run(g: &Global, args: &ForgetArgs) -> Result<ExitCode> {
         keep_weekly: args.keep_weekly,
         keep_monthly: args.keep_monthly,
         keep_yearly: args.keep_yearly,
-        keep_within_seconds: args.keep_within.as_deref().map(duration_secs).transpose()?.unwrap_or(0),
+        keep_within_seconds: args.keep_within.as_deref().map(|t| duration_secs("--keep-within", t)).transpose()?.unwrap_or(0),
         keep_tags: args.keep_tag.clone(),
         dry_run: args.dry_run,
     };
@@ -97,8 +97,9 @@ pub fn protect(g: &Global, snapshot: &str, on: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `7d`, `2w`, `36h`, `1y6m` as seconds (y = 365 days, m = 30 days, w, d, h).
-fn duration_secs(text: &str) -> Result<u64> {
+/// `7d`, `2w`, `36h`, `1y6m`, `30s` as seconds (y = 365 days, m = 30 days, w, d, h, s),
+/// for the option `flag`.
+pub(crate) fn duration_secs(flag: &str, text: &str) -> Result<u64> {
     let mut total: u64 = 0;
     let mut number = String::new();
     for c in text.chars() {
@@ -112,16 +113,17 @@ fn duration_secs(text: &str) -> Result<u64> {
             'w' => 7 * 86_400,
             'd' => 86_400,
             'h' => 3_600,
-            _ => bail!("--keep-within {text:?}: use numbers with y, m, w, d or h (`7d`, `1y6m`)"),
+            's' => 1,
+            _ => bail!("{flag} {text:?}: use numbers with y, m, w, d, h or s (`7d`, `1y6m`)"),
         };
         let n: u64 = number
             .parse()
-            .map_err(|_| anyhow::anyhow!("--keep-within {text:?}: a unit without a number"))?;
+            .map_err(|_| anyhow::anyhow!("{flag} {text:?}: a unit without a number"))?;
         total = total.saturating_add(n.saturating_mul(per));
         number.clear();
     }
     if !number.is_empty() || text.is_empty() {
-        bail!("--keep-within {text:?}: every number needs a unit (y, m, w, d or h)");
+        bail!("{flag} {text:?}: every number needs a unit (y, m, w, d, h or s)");
     }
     Ok(total)
 }

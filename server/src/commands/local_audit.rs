@@ -21,6 +21,7 @@ pub fn call(command: &Command) -> Option<(&'static str, String)> {
         Command::Restore { snapshot, .. } => ("amber restore", snapshot.clone()),
         Command::Verify(_) => ("amber verify", String::new()),
         Command::Forget(args) if !args.dry_run => ("amber forget", String::new()),
+        Command::Compact(args) if !args.dry_run => ("amber compact", String::new()),
         Command::Protect { snapshot } => ("amber protect", snapshot.clone()),
         Command::Unprotect { snapshot } => ("amber unprotect", snapshot.clone()),
         Command::Copy { to, .. } => ("amber copy", format!("to {}", to.to_string_lossy())),

@@ -10,6 +10,7 @@ pub fn from_engine(e: &Error) -> Status {
         Error::NoSuchSnapshot(_) | Error::NoSuchPath(_) | Error::MissingBlob(_) => Code::NotFound,
         Error::AmbiguousSnapshot { .. } => Code::InvalidArgument,
         Error::LimitExceeded(_) => Code::ResourceExhausted,
+        Error::Conflict(_) => Code::Aborted,
         Error::Backend(_) | Error::Io { .. } => Code::Unavailable,
         Error::Crypto(_) | Error::Corrupt { .. } => Code::DataLoss,
         _ => Code::Internal,

@@ -1,0 +1,122 @@
+//! Condemnation records in the store (`compact/…`): reading them, writing one, and the
+//! check a writer makes just before it commits a snapshot, which copies what it relies
+//! on out of condemned packs. The protocol is in `format-spec/compact.md`.
+
+use std::collections::HashSet;
+
+use crate::backend::{ObjectInfo, PutMode};
+use crate::error::{Error, Result};
+use crate::format::condemn::{self, CONDEMN_PREFIX, CondemnRecord};
+use crate::format::pack::PackKind;
+use crate::id::PackId;
+use crate::repo::Repository;
+use crate::repo::layout::pack_key;
+use crate::repo::sync::read_pack_record;
+use crate::repo::writer::BlobWriter;
+
+/// The records in the store now.
+#[derive(Clone, Debug, Default)]
+pub struct Condemnations {
+    /// Records that open, with their listing entry (its time is the store's).
+    pub records: Vec<(ObjectInfo, CondemnRecord)>,
+    /// Records that do not open, with why: nothing they name is ever deleted.
+    pub unreadable: Vec<(String, String)>,
+}
+
+impl Condemnations {
+    /// Every pack some record names.
+    pub fn packs(&self) -> HashSet<PackId> {
+        self.records
+            .iter()
+            .flat_map(|(_, r)| r.packs.iter().map(|p| p.id))
+            .collect()
+    }
+}
+
+/// Reads every condemnation record and tells the index which packs they name.
+///
+/// # Errors
+/// Store errors listing or reading them.
+pub fn refresh(repo: &Repository) -> Result<Condemnations> {
+    let mut out = Condemnations::default();
+    for obj in repo.backend().list(CONDEMN_PREFIX)? {
+        if !condemn::is_record_key(&obj.key) {
+            continue;
+        }
+        let bytes = match repo.backend().get(&obj.key) {
+            Ok(b) => b,
+            // Deleted by a compaction that finished with it since the listing.
+            Err(crate::backend::BackendError::NotFound { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let opened = condemn::open(&repo.keys().audit_key, &obj.key, &bytes)
+            .and_then(|plain| CondemnRecord::decode(&plain).map_err(Error::from));
+        match opened {
+            Ok(record) => out.records.push((obj, record)),
+            Err(e) => out.unreadable.push((obj.key.clone(), e.to_string())),
+        }
+    }
+    repo.index().set_condemned(out.packs());
+    Ok(out)
+}
+
+/// Stores `record` create-only under a new name and returns the name.
+///
+/// # Errors
+/// Store and crypto errors.
+pub fn write(repo: &Repository, record: &CondemnRecord) -> Result<String> {
+    let key = condemn::new_key()?;
+    let file = condemn::seal(&repo.keys().audit_key, &key, &record.encode())?;
+    repo.backend().put(&key, &file, PutMode::CreateOnly)?;
+    Ok(key)
+}
+
+/// Called just before a snapshot is committed: when a pack this process wrote or offered
+/// for reuse has been condemned since, its blobs are copied into new packs (and indexed
+/// there) first, so the snapshot never depends on a pack a compaction may delete. A pack
+/// already gone fails the commit, naming it: nothing is committed.
+///
+/// # Errors
+/// [`Error::Conflict`] for a pack already deleted; store and corruption errors.
+pub fn rescue_before_commit(repo: &Repository) -> Result<()> {
+    refresh(repo)?;
+    let packs = repo.index().touched_condemned();
+    if packs.is_empty() {
+        return Ok(());
+    }
+    let writer = BlobWriter::new(repo)?;
+    for pack in &packs {
+        copy_out(repo, &writer, *pack)?;
+    }
+    writer.finish()?;
+    for pack in &packs {
+        repo.index().untouch(pack);
+    }
+    Ok(())
+}
+
+fn copy_out(repo: &Repository, writer: &BlobWriter, pack: PackId) -> Result<()> {
+    let gone = || {
+        Error::Conflict(format!(
+            "pack {pack}, which this snapshot uses, was removed by a compaction meanwhile: \
+             nothing was committed; take the snapshot again"
+        ))
+    };
+    let mut found = None;
+    for kind in [PackKind::Data, PackKind::Meta] {
+        if let Some(info) = repo.backend().stat(&pack_key(kind, &pack))? {
+            found = Some((kind, info.size));
+            break;
+        }
+    }
+    let (kind, size) = found.ok_or_else(gone)?;
+    let record = read_pack_record(repo, pack, kind, size).map_err(|e| match e {
+        Error::Backend(crate::backend::BackendError::NotFound { .. }) => gone(),
+        other => other,
+    })?;
+    for e in &record.entries {
+        let plain = repo.read_blob(e.id, e.kind)?;
+        writer.store_copy(e.kind, e.id, &plain)?;
+    }
+    Ok(())
+}
