@@ -433,6 +433,7 @@ impl Repository {
         let plain = snap.encode();
         let id = SnapshotId::new(self.keys().ids.snapshot.hash(&plain));
         let file = snapshot::seal_file(&self.keys().seal_key, &id, &plain)?;
+        test_pause_before_commit();
         condemned::rescue_before_commit(self)?;
         self.backend().put(&snapshot_key(&id), &file, PutMode::CreateOnly)?;
         Ok(id)
@@ -596,6 +597,18 @@ impl Repository {
         }
         self.backend().delete(&layout::keyslot_key(&slot))?;
         Ok(slot)
+    }
+}
+
+/// `AMBER_TEST_COMMIT_PAUSE_MS`: milliseconds to wait between storing a snapshot's blobs
+/// and committing it, so that tests can make an ingest overlap compactions (a slow
+/// sidecar). Unset or not a number: no pause.
+fn test_pause_before_commit() {
+    let ms = std::env::var("AMBER_TEST_COMMIT_PAUSE_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(ms) = ms {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
     }
 }
 

@@ -1768,5 +1768,8 @@ fn condemn_record() {
     assert_eq!(keys.audit_key.open(&aad, &file[12..], String::new).unwrap(), plain);
     assert_eq!(condemn::open(&keys.audit_key, key, &file).unwrap(), plain);
     assert!(condemn::open(&keys.audit_key, "compact/000102030405060708090a0b0c0d0e00", &file).is_err());
-    assert!(audit::open_record(&keys.audit_key, key, &file).is_err(), "not an audit record");
+    assert!(
+        audit::open_record(&keys.audit_key, key, &file).is_err(),
+        "not an audit record"
+    );
 }

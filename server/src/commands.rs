@@ -2,11 +2,11 @@
 
 mod admin;
 mod audit;
+mod compact;
 mod copy;
 mod dump;
 pub mod env;
 mod find;
-mod compact;
 mod forget;
 pub mod inspect;
 mod local_audit;

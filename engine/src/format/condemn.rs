@@ -98,7 +98,12 @@ impl CondemnRecord {
             let reason = match r.u8("condemnation reason")? {
                 1 => Reason::Unreferenced,
                 2 => Reason::Repacked,
-                other => return Err(FormatError::invalid("condemnation reason", format!("unknown tag {other}"))),
+                other => {
+                    return Err(FormatError::invalid(
+                        "condemnation reason",
+                        format!("unknown tag {other}"),
+                    ));
+                }
             };
             packs.push(Condemned { id, kind, len, reason });
         }
@@ -134,7 +139,12 @@ pub fn seal(key: &SealKey, object: &str, plaintext: &[u8]) -> Result<Vec<u8>, Er
 ///
 /// # Errors
 /// [`Error::Crypto`] if sealing fails.
-pub fn seal_with_nonce(key: &SealKey, nonce: [u8; NONCE_LEN], object: &str, plaintext: &[u8]) -> Result<Vec<u8>, Error> {
+pub fn seal_with_nonce(
+    key: &SealKey,
+    nonce: [u8; NONCE_LEN],
+    object: &str,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, Error> {
     seal_framed(CONDEMN_MAGIC, key, nonce, object, plaintext)
 }
 

@@ -226,7 +226,9 @@ impl Pass<'_> {
             if gone.contains(&c.id) {
                 continue;
             }
-            let Some(info) = self.table.packs.get(&c.id) else { continue };
+            let Some(info) = self.table.packs.get(&c.id) else {
+                continue;
+            };
             if !self.may_delete(c, info, &copies, report) {
                 continue;
             }
@@ -250,7 +252,11 @@ impl Pass<'_> {
 
     /// For every live blob in a ripe condemned pack, a pack nobody condemned that holds
     /// it too.
-    fn copies_outside(&self, condemned: &HashSet<PackId>, ripe: &[(ObjectInfo, CondemnRecord)]) -> HashMap<BlobId, PackId> {
+    fn copies_outside(
+        &self,
+        condemned: &HashSet<PackId>,
+        ripe: &[(ObjectInfo, CondemnRecord)],
+    ) -> HashMap<BlobId, PackId> {
         let needed: HashSet<BlobId> = ripe
             .iter()
             .flat_map(|(_, r)| &r.packs)
@@ -271,7 +277,13 @@ impl Pass<'_> {
         copies
     }
 
-    fn may_delete(&self, c: &Condemned, info: &PackInfo, copies: &HashMap<BlobId, PackId>, report: &mut CompactReport) -> bool {
+    fn may_delete(
+        &self,
+        c: &Condemned,
+        info: &PackInfo,
+        copies: &HashMap<BlobId, PackId>,
+        report: &mut CompactReport,
+    ) -> bool {
         if info.object.size != c.len || info.entries.is_none() {
             return false;
         }
@@ -401,12 +413,16 @@ impl Pass<'_> {
             report.repacked_packs += chosen.len() as u64;
             report.repacked_bytes += bytes;
             let infos = chosen.iter().filter_map(|id| Some((*id, self.table.packs.get(id)?)));
-            return Ok(infos.map(|(id, info)| self.condemned(id, info, Reason::Repacked)).collect());
+            return Ok(infos
+                .map(|(id, info)| self.condemned(id, info, Reason::Repacked))
+                .collect());
         }
         let writer = BlobWriter::new(self.repo)?;
         let mut done = Vec::new();
         for id in chosen {
-            let Some(info) = self.table.packs.get(&id) else { continue };
+            let Some(info) = self.table.packs.get(&id) else {
+                continue;
+            };
             match self.copy_live(&writer, info) {
                 Ok(copied) => {
                     report.repacked_packs += 1;
@@ -438,7 +454,9 @@ impl Pass<'_> {
     /// older than the grace period.
     fn delete_leftovers(&self, gone: &HashSet<PackId>, report: &mut CompactReport) -> Result<()> {
         for (seg, named) in &self.table.segments {
-            let all_gone = named.iter().all(|p| gone.contains(p) || !self.table.packs.contains_key(p));
+            let all_gone = named
+                .iter()
+                .all(|p| gone.contains(p) || !self.table.packs.contains_key(p));
             if all_gone {
                 report.deleted_segments += 1;
                 if !self.opts.dry_run {
@@ -447,7 +465,9 @@ impl Pass<'_> {
             }
         }
         for obj in self.repo.backend().list("tmp/")? {
-            let old = obj.modified.is_some_and(|m| self.now - m >= self.opts.grace_secs.max(DAY / 24));
+            let old = obj
+                .modified
+                .is_some_and(|m| self.now - m >= self.opts.grace_secs.max(DAY / 24));
             if old && is_leftover(&obj.key) {
                 report.deleted_temp += 1;
                 if !self.opts.dry_run {

@@ -101,7 +101,8 @@ fn walk_content(repo: &Repository, content: &Content, live: &mut LiveSet, seen: 
     match content {
         Content::None | Content::Tree(_) => Ok(()),
         Content::Inline(chunks) => {
-            live.blobs.extend(chunks.iter().filter(|c| !c.id.is_hole()).map(|c| BlobId::from(c.id)));
+            live.blobs
+                .extend(chunks.iter().filter(|c| !c.id.is_hole()).map(|c| BlobId::from(c.id)));
             Ok(())
         }
         Content::List { root, .. } => walk_list(repo, *root, live, seen),

@@ -71,37 +71,64 @@ pub fn write(repo: &Repository, record: &CondemnRecord) -> Result<String> {
     Ok(key)
 }
 
-/// Called just before a snapshot is committed: when a pack this process wrote or offered
+/// Called just before a snapshot is committed. When a pack this process wrote or offered
 /// for reuse has been condemned since, its blobs are copied into new packs (and indexed
-/// there) first, so the snapshot never depends on a pack a compaction may delete. A pack
-/// already gone fails the commit, naming it: nothing is committed.
+/// there) first, so the snapshot never depends on a pack a compaction may delete. When
+/// one is already gone (a compaction deleted it while this ingest ran longer than the
+/// grace period), the commit fails, naming it: nothing is committed, the index is brought
+/// up to date, and the snapshot can be taken again.
 ///
 /// # Errors
 /// [`Error::Conflict`] for a pack already deleted; store and corruption errors.
 pub fn rescue_before_commit(repo: &Repository) -> Result<()> {
     refresh(repo)?;
-    let packs = repo.index().touched_condemned();
-    if packs.is_empty() {
+    let touched = repo.index().touched();
+    if touched.is_empty() {
+        return Ok(());
+    }
+    let existing = pack_ids(repo)?;
+    if let Some(gone) = touched.iter().find(|p| !existing.contains(p)) {
+        for p in touched.iter().filter(|p| !existing.contains(p)) {
+            repo.index().untouch(p);
+        }
+        crate::repo::sync::sync_index(repo)?;
+        return Err(removed_meanwhile(*gone));
+    }
+    let condemned: Vec<PackId> = touched.into_iter().filter(|p| repo.index().is_condemned(p)).collect();
+    if condemned.is_empty() {
         return Ok(());
     }
     let writer = BlobWriter::new(repo)?;
-    for pack in &packs {
+    for pack in &condemned {
         copy_out(repo, &writer, *pack)?;
     }
     writer.finish()?;
-    for pack in &packs {
+    for pack in &condemned {
         repo.index().untouch(pack);
     }
     Ok(())
 }
 
+/// Every pack in the store now.
+fn pack_ids(repo: &Repository) -> Result<HashSet<PackId>> {
+    let mut out = HashSet::new();
+    for kind in [PackKind::Data, PackKind::Meta] {
+        for obj in repo.backend().list(&format!("{}/", kind.prefix()))? {
+            out.extend(crate::repo::layout::id_of_key(&obj.key).map(PackId::new));
+        }
+    }
+    Ok(out)
+}
+
+fn removed_meanwhile(pack: PackId) -> Error {
+    Error::Conflict(format!(
+        "pack {pack}, which this snapshot uses, was removed by a compaction meanwhile: \
+         nothing was committed; take the snapshot again"
+    ))
+}
+
 fn copy_out(repo: &Repository, writer: &BlobWriter, pack: PackId) -> Result<()> {
-    let gone = || {
-        Error::Conflict(format!(
-            "pack {pack}, which this snapshot uses, was removed by a compaction meanwhile: \
-             nothing was committed; take the snapshot again"
-        ))
-    };
+    let gone = || removed_meanwhile(pack);
     let mut found = None;
     for kind in [PackKind::Data, PackKind::Meta] {
         if let Some(info) = repo.backend().stat(&pack_key(kind, &pack))? {
@@ -115,7 +142,11 @@ fn copy_out(repo: &Repository, writer: &BlobWriter, pack: PackId) -> Result<()> 
         other => other,
     })?;
     for e in &record.entries {
-        let plain = repo.read_blob(e.id, e.kind)?;
+        // Deleted between the listing and this read: as gone.
+        let plain = repo.read_blob(e.id, e.kind).map_err(|e| match e {
+            Error::MissingBlob(_) | Error::Backend(crate::backend::BackendError::NotFound { .. }) => gone(),
+            other => other,
+        })?;
         writer.store_copy(e.kind, e.id, &plain)?;
     }
     Ok(())

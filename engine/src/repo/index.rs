@@ -302,7 +302,7 @@ impl Index {
 
     /// True when the blob is indexed, not known to be damaged, and not in an archived or
     /// condemned pack: what deduplication and the reuse of a parent's content may rely on.
-    /// A `true` notes the pack as touched (see [`Index::touched_condemned`]).
+    /// A `true` notes the pack as touched (see [`Index::touched`]).
     ///
     /// # Errors
     /// [`Error::Index`].
@@ -349,9 +349,9 @@ impl Index {
         self.marks.touch(id);
     }
 
-    /// Packs this process wrote or offered blobs of for reuse that are now condemned.
-    pub fn touched_condemned(&self) -> Vec<PackId> {
-        self.marks.touched_condemned()
+    /// Every pack this process wrote or offered blobs of for reuse.
+    pub fn touched(&self) -> Vec<PackId> {
+        self.marks.touched()
     }
 
     /// Forgets that pack `id` was touched (its blobs were copied elsewhere).

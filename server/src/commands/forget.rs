@@ -26,7 +26,12 @@ pub fn run(g: &Global, args: &ForgetArgs) -> Result<ExitCode> {
         keep_weekly: args.keep_weekly,
         keep_monthly: args.keep_monthly,
         keep_yearly: args.keep_yearly,
-        keep_within_seconds: args.keep_within.as_deref().map(|t| duration_secs("--keep-within", t)).transpose()?.unwrap_or(0),
+        keep_within_seconds: args
+            .keep_within
+            .as_deref()
+            .map(|t| duration_secs("--keep-within", t))
+            .transpose()?
+            .unwrap_or(0),
         keep_tags: args.keep_tag.clone(),
         dry_run: args.dry_run,
     };

@@ -16,7 +16,9 @@ pub fn options(req: &pb::CompactRequest) -> Result<CompactOptions, String> {
     let defaults = CompactOptions::default();
     let max_unused = req.max_unused.unwrap_or(defaults.max_unused);
     if !(0.0..=1.0).contains(&max_unused) {
-        return Err(format!("max unused share {max_unused} is not between 0 and 1 (0% and 100%)"));
+        return Err(format!(
+            "max unused share {max_unused} is not between 0 and 1 (0% and 100%)"
+        ));
     }
     Ok(CompactOptions {
         dry_run: req.dry_run,

@@ -69,10 +69,11 @@ pub fn pack_table(repo: &Repository) -> Result<PackTable> {
             Ok(records) => {
                 let named = records.iter().map(|r| r.id).collect();
                 for r in records {
-                    if let Some(p) = table.packs.get_mut(&r.id) {
-                        if p.object.size == r.len && p.entries.is_none() {
-                            p.entries = Some(r.entries);
-                        }
+                    if let Some(p) = table.packs.get_mut(&r.id)
+                        && p.object.size == r.len
+                        && p.entries.is_none()
+                    {
+                        p.entries = Some(r.entries);
                     }
                 }
                 table.segments.push((id, named));

@@ -31,7 +31,10 @@ impl PackMarks {
     }
 
     pub(crate) fn is_condemned(&self, id: &PackId) -> bool {
-        self.condemned.read().unwrap_or_else(PoisonError::into_inner).contains(id)
+        self.condemned
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(id)
     }
 
     /// Whether a blob of this pack may be offered for reuse.
@@ -43,11 +46,14 @@ impl PackMarks {
         self.touched.lock().unwrap_or_else(PoisonError::into_inner).insert(id);
     }
 
-    /// The touched packs that are condemned.
-    pub(crate) fn touched_condemned(&self) -> Vec<PackId> {
-        let condemned = self.condemned.read().unwrap_or_else(PoisonError::into_inner);
-        let touched = self.touched.lock().unwrap_or_else(PoisonError::into_inner);
-        touched.iter().filter(|p| condemned.contains(p)).copied().collect()
+    /// Every touched pack.
+    pub(crate) fn touched(&self) -> Vec<PackId> {
+        self.touched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .copied()
+            .collect()
     }
 
     pub(crate) fn untouch(&self, id: &PackId) {
