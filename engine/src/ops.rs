@@ -32,6 +32,8 @@ pub mod walk;
 #[cfg(test)]
 mod assemble_tests;
 #[cfg(test)]
+mod compact_tests;
+#[cfg(test)]
 mod tests;
 
 use crate::error::{Error, Result};

@@ -89,6 +89,9 @@ pub struct CompactReport {
     pub revived_packs: u64,
     /// Unreferenced packs too young to propose (perhaps an ingest still running).
     pub young_packs: u64,
+    /// Condemned packs left for a later run because an ingest of this same process (a
+    /// server's session) was running and may rely on them.
+    pub busy_packs: u64,
     /// Archived packs left before their minimum storage duration, their bytes, and what
     /// deleting them now would cost (USD, list prices).
     pub cold_kept_packs: u64,
@@ -121,6 +124,7 @@ pub fn compact(repo: &Repository, opts: &CompactOptions) -> Result<CompactReport
         report.deleted_bytes += second.deleted_bytes;
         report.deleted_segments += second.deleted_segments;
         report.revived_packs += second.revived_packs;
+        report.busy_packs += second.busy_packs;
         report.pending_packs = second.pending_packs;
         report.pending_bytes = second.pending_bytes;
         report.unreadable.extend(second.unreadable);
@@ -295,6 +299,13 @@ impl Pass<'_> {
             report.revived_packs += 1;
             return false;
         }
+        // An ingest of this very process (a server's session) may have decided to reuse a
+        // blob of it: its check before committing cannot see this run's deletion coming,
+        // so the pack waits for a run while no ingest of this process is in progress.
+        if index.is_touched(&c.id) && index.writers() > 0 {
+            report.busy_packs += 1;
+            return false;
+        }
         self.cold_allows(info, report)
     }
 
@@ -319,6 +330,8 @@ impl Pass<'_> {
         let blobs: Vec<BlobId> = info.entries.iter().flatten().map(|e| e.id).collect();
         let index = self.repo.index();
         index.forget_pack(&id, &blobs)?;
+        // No ingest of this process is running (see `may_delete`): a later one decides anew.
+        index.untouch(&id);
         let mut holders: HashSet<PackId> = HashSet::new();
         for b in &blobs {
             if index.lookup(b)?.is_none() {
@@ -450,8 +463,9 @@ impl Pass<'_> {
         Ok(copied)
     }
 
-    /// Index segments all of whose packs are gone, and temporary files of killed writers
-    /// older than the grace period.
+    /// Index segments all of whose packs are gone or whose bytes are damaged (a segment
+    /// only repeats what its packs' directories say), and temporary files of killed
+    /// writers older than the grace period.
     fn delete_leftovers(&self, gone: &HashSet<PackId>, report: &mut CompactReport) -> Result<()> {
         for (seg, named) in &self.table.segments {
             let all_gone = named
@@ -461,6 +475,14 @@ impl Pass<'_> {
                 report.deleted_segments += 1;
                 if !self.opts.dry_run {
                     self.repo.backend().delete(&segment_key(seg))?;
+                }
+            }
+        }
+        for obj in &self.table.damaged_segments {
+            if obj.modified.is_some_and(|m| self.now - m >= self.opts.grace_secs) {
+                report.deleted_segments += 1;
+                if !self.opts.dry_run {
+                    self.repo.backend().delete(&obj.key)?;
                 }
             }
         }

@@ -354,6 +354,26 @@ impl Index {
         self.marks.touched()
     }
 
+    /// Whether this process wrote pack `id` or offered a blob of it for reuse.
+    pub fn is_touched(&self, id: &PackId) -> bool {
+        self.marks.is_touched(id)
+    }
+
+    /// Notes a [`crate::repo::writer::BlobWriter`] started (an ingest in progress).
+    pub fn writer_started(&self) {
+        self.marks.writer_started();
+    }
+
+    /// Notes a writer ended.
+    pub fn writer_ended(&self) {
+        self.marks.writer_ended();
+    }
+
+    /// Writers of this process alive now.
+    pub fn writers(&self) -> usize {
+        self.marks.writers()
+    }
+
     /// Forgets that pack `id` was touched (its blobs were copied elsewhere).
     pub fn untouch(&self, id: &PackId) {
         self.marks.untouch(id);

@@ -103,6 +103,7 @@ impl BlobWriter {
                 result
             })
             .map_err(|e| Error::Pipeline(format!("cannot start the packer: {e}")))?;
+        repo.index().writer_started();
         Ok(BlobWriter {
             repo: repo.clone(),
             tx: Some(tx),
@@ -280,6 +281,7 @@ impl BlobWriter {
 
 impl Drop for BlobWriter {
     fn drop(&mut self) {
+        self.repo.index().writer_ended();
         self.abandon.store(true, Ordering::SeqCst);
         drop(self.tx.take());
         if let Some(h) = self.packer.take() {

@@ -99,6 +99,7 @@ fn report_json(r: &pb::CompactResponse) -> Value {
         "pending": { "packs": r.pending_packs, "bytes": r.pending_bytes },
         "revived_packs": r.revived_packs,
         "young_packs": r.young_packs,
+        "busy_packs": r.busy_packs,
         "cold_kept": { "packs": r.cold_kept_packs, "bytes": r.cold_kept_bytes, "early_cost_usd": r.cold_early_cost_usd },
         "cold_sparse_packs": r.cold_sparse_packs,
         "deleted_segments": r.deleted_segments,

@@ -60,6 +60,7 @@ pub fn report_to_wire(r: &CompactReport, dry_run: bool) -> pb::CompactResponse {
         pending_bytes: r.pending_bytes,
         revived_packs: r.revived_packs,
         young_packs: r.young_packs,
+        busy_packs: r.busy_packs,
         cold_kept_packs: r.cold_kept_packs,
         cold_kept_bytes: r.cold_kept_bytes,
         cold_early_cost_usd: r.cold_early_cost,

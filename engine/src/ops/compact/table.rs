@@ -40,6 +40,9 @@ pub struct PackTable {
     pub segments: Vec<(SegmentId, Vec<PackId>)>,
     /// Segments and packs that could not be read, with why.
     pub unreadable: Vec<(String, String)>,
+    /// Segments whose bytes are damaged (not a failed request), with their listing entry:
+    /// redundant with the packs' own directories, so a compaction removes them.
+    pub damaged_segments: Vec<ObjectInfo>,
 }
 
 /// Lists segments, then packs (a segment is written after its packs, so every pack a
@@ -64,6 +67,7 @@ pub fn pack_table(repo: &Repository) -> Result<PackTable> {
     }
     for obj in segments {
         let Some(h) = id_of_key(&obj.key) else { continue };
+        let listed = obj.clone();
         let id = SegmentId::new(h);
         match read_segment(repo, id) {
             Ok(records) => {
@@ -78,7 +82,12 @@ pub fn pack_table(repo: &Repository) -> Result<PackTable> {
                 }
                 table.segments.push((id, named));
             }
-            Err(e) => table.unreadable.push((segment_key(&id), e.to_string())),
+            Err(e) => {
+                if matches!(e, Error::Corrupt { .. } | Error::Crypto(_) | Error::Format(_)) {
+                    table.damaged_segments.push(listed);
+                }
+                table.unreadable.push((segment_key(&id), e.to_string()));
+            }
         }
     }
     read_missing_directories(repo, &mut table)?;

@@ -15,6 +15,7 @@ pub(crate) struct PackMarks {
     cold: RwLock<HashSet<PackId>>,
     condemned: RwLock<HashSet<PackId>>,
     touched: Mutex<HashSet<PackId>>,
+    writers: std::sync::atomic::AtomicUsize,
 }
 
 impl PackMarks {
@@ -54,6 +55,22 @@ impl PackMarks {
             .iter()
             .copied()
             .collect()
+    }
+
+    pub(crate) fn is_touched(&self, id: &PackId) -> bool {
+        self.touched.lock().unwrap_or_else(PoisonError::into_inner).contains(id)
+    }
+
+    pub(crate) fn writer_started(&self) {
+        self.writers.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub(crate) fn writer_ended(&self) {
+        self.writers.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub(crate) fn writers(&self) -> usize {
+        self.writers.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub(crate) fn untouch(&self, id: &PackId) {
