@@ -20,6 +20,7 @@ pub mod progress;
 pub mod ranges;
 pub mod reach;
 pub mod regzip;
+pub mod repair;
 pub mod restore;
 pub mod stats;
 pub mod stream;

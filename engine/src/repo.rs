@@ -674,7 +674,7 @@ fn open_index(dir: &Path, opts: &OpenOptions<'_>) -> Result<Index> {
 /// Whether a read error means the blob is damaged or missing (and not, say, a network
 /// hiccup): its pack is gone or short, it failed to authenticate or decode, or the index
 /// does not know it.
-fn is_damage(e: &Error) -> bool {
+pub(crate) fn is_damage(e: &Error) -> bool {
     use crate::backend::BackendError;
     matches!(
         e,

@@ -129,6 +129,9 @@ pub enum Command {
     /// Manage the local index cache.
     #[command(subcommand)]
     Index(IndexCommand),
+    /// Repair what `amber verify` found damaged.
+    #[command(subcommand)]
+    Repair(RepairCommand),
     /// Manage passphrases (key slots).
     #[command(subcommand)]
     Key(KeyCommand),
@@ -491,6 +494,19 @@ pub struct TierArgs {
 pub enum IndexCommand {
     /// Throw the index away and rebuild it from the packs alone.
     Rebuild,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RepairCommand {
+    /// Rebuild the index from the packs; describe packs that no readable index segment
+    /// describes in new segments and remove the damaged ones; copy the blobs of packs
+    /// whose header or directory is damaged into new packs and condemn those packs
+    /// (`amber compact` deletes them after the grace period).
+    Index {
+        /// Show what would be done; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

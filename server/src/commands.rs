@@ -10,6 +10,7 @@ mod find;
 mod forget;
 pub mod inspect;
 mod local_audit;
+mod repair;
 pub mod restore;
 pub mod snapshot;
 mod stats;
@@ -79,6 +80,7 @@ fn local(g: &crate::cli::Global, command: Command) -> Result<ExitCode> {
         Command::Find { pattern, snapshots } => find::local(g, &pattern, &snapshots),
         Command::Dump { snapshot, path } => dump::local(g, &snapshot, path.as_encoded_bytes()),
         Command::Index(cmd) => admin::index(g, &cmd),
+        Command::Repair(cmd) => repair::run(g, &cmd),
         Command::Key(cmd) => admin::key(g, cmd),
         Command::Tier(cmd) => tier::run(g, &cmd),
         Command::Verify(args) => verify::run(g, &args),
@@ -169,7 +171,12 @@ fn remote(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Serve { .. } => anyhow::bail!("`amber serve` runs a server; drop --server / AMBER_SERVER"),
-        Command::Init { .. } | Command::Index(_) | Command::Key(_) | Command::Tier(_) | Command::Copy { .. } => {
+        Command::Init { .. }
+        | Command::Index(_)
+        | Command::Repair(_)
+        | Command::Key(_)
+        | Command::Tier(_)
+        | Command::Copy { .. } => {
             anyhow::bail!("this command works on a local repository only; drop --server / AMBER_SERVER")
         }
     }

@@ -399,7 +399,7 @@ const SCHEMA: &[(&str, Fields)] = &[
             ("unreadable", Arr("unreadable"), Yes, No),
         ],
     ),
-    ("unreadable", &[("object", Str, Yes, No), ("error", Str, Yes, No)]),
+    ("unreadable", &[("object", Str, Yes, Yes), ("error", Str, Yes, Yes)]),
     ("key-added", &[("added", Str, Yes, No)]),
     (
         "key",
@@ -488,6 +488,56 @@ const SCHEMA: &[(&str, Fields)] = &[
     ),
     ("forget-removed", &[("id", Str, Yes, Yes), ("group", Str, Yes, Yes)]),
     ("protect", &[("snapshot", Str, Yes, Yes), ("protected", Bool, Yes, Yes)]),
+    (
+        "compact",
+        &[
+            ("dry_run", Bool, Yes, Yes),
+            ("snapshots", Int, Yes, Yes),
+            ("nodes_read", Int, Yes, Yes),
+            ("packs", Int, Yes, Yes),
+            ("stored_bytes", Int, Yes, Yes),
+            ("live_bytes", Int, Yes, Yes),
+            ("deleted", Obj("pack-bytes"), Yes, Yes),
+            ("repacked", Obj("pack-bytes"), Yes, Yes),
+            ("condemned", Obj("pack-bytes"), Yes, Yes),
+            ("pending", Obj("pack-bytes"), Yes, Yes),
+            ("revived_packs", Int, Yes, Yes),
+            ("young_packs", Int, Yes, Yes),
+            ("busy_packs", Int, Yes, Yes),
+            ("cold_kept", Obj("cold-kept"), Yes, Yes),
+            ("cold_sparse_packs", Int, Yes, Yes),
+            ("deleted_segments", Int, Yes, Yes),
+            ("deleted_temp", Int, Yes, Yes),
+            ("unreadable", Arr("unreadable"), Yes, Yes),
+        ],
+    ),
+    ("pack-bytes", &[("packs", Int, Yes, Yes), ("bytes", Int, Yes, Yes)]),
+    (
+        "cold-kept",
+        &[
+            ("packs", Int, Yes, Yes),
+            ("bytes", Int, Yes, Yes),
+            ("early_cost_usd", Num, Yes, Yes),
+        ],
+    ),
+    (
+        "repair-index",
+        &[
+            ("dry_run", Bool, Yes, No),
+            ("packs", Int, Yes, No),
+            ("blobs", Int, Yes, No),
+            ("described_packs", Int, Yes, No),
+            ("deleted_segments", Int, Yes, No),
+            ("rescued", Obj("repair-rescued"), Yes, No),
+            ("lost_blobs", Arr("repair-lost"), Yes, No),
+            ("unrecoverable", Arr("unreadable"), Yes, No),
+        ],
+    ),
+    ("repair-rescued", &[("packs", Int, Yes, No), ("blobs", Int, Yes, No)]),
+    (
+        "repair-lost",
+        &[("blob", Str, Yes, No), ("pack", Str, Yes, No), ("error", Str, Yes, No)],
+    ),
     (
         "stats",
         &[
@@ -1076,11 +1126,17 @@ fn admin_documents(c: &Ctx) {
         assert!(!audit["records"].as_array().unwrap().is_empty(), "{audit}");
     }
     check("verify", &c.ok(&["verify", "--read-data"]), m);
+    let dry = c.ok(&["compact", "--dry-run"]);
+    check("compact", &dry, m);
+    assert_eq!(dry["dry_run"], true, "{dry}");
+    check("compact", &c.ok(&["compact"]), m);
     let stats = c.ok(&["stats"]);
     check("stats", &stats, m);
     assert!(!stats["by_kind"].as_object().unwrap().is_empty(), "{stats}");
     if m == Mode::Local {
         check("index-rebuild", &c.ok(&["index", "rebuild"]), m);
+        check("repair-index", &c.ok(&["repair", "index", "--dry-run"]), m);
+        check("repair-index", &c.ok(&["repair", "index"]), m);
         let pass = c.path("new-pass");
         fs::write(&pass, "another passphrase\n").unwrap();
         let added = c.ok(&[

@@ -20,6 +20,7 @@ mod image;
 mod index;
 pub mod integrity;
 mod keys;
+mod repair;
 mod roundtrip;
 mod s3;
 mod security;

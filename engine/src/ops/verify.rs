@@ -55,6 +55,9 @@ pub enum ProblemKind {
     /// A pack whose bytes do not hash to its name, or whose header, directory or blobs do
     /// not open.
     DamagedPack,
+    /// An index segment that does not open: no data is lost (its packs' directories say
+    /// the same), but `amber repair index` should describe its packs anew.
+    DamagedSegment,
 }
 
 impl ProblemKind {
@@ -68,6 +71,7 @@ impl ProblemKind {
             ProblemKind::MissingPack => "missing-pack",
             ProblemKind::PackLength => "pack-length",
             ProblemKind::DamagedPack => "damaged-pack",
+            ProblemKind::DamagedSegment => "damaged-segment",
         }
     }
 }

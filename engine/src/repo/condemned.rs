@@ -11,7 +11,7 @@ use crate::format::pack::PackKind;
 use crate::id::PackId;
 use crate::repo::Repository;
 use crate::repo::layout::pack_key;
-use crate::repo::sync::read_pack_record;
+use crate::repo::sync::pack_record_or_segment;
 use crate::repo::writer::BlobWriter;
 
 /// The records in the store now.
@@ -137,7 +137,7 @@ fn copy_out(repo: &Repository, writer: &BlobWriter, pack: PackId) -> Result<()> 
         }
     }
     let (kind, size) = found.ok_or_else(gone)?;
-    let record = read_pack_record(repo, pack, kind, size).map_err(|e| match e {
+    let record = pack_record_or_segment(repo, pack, kind, size).map_err(|e| match e {
         Error::Backend(crate::backend::BackendError::NotFound { .. }) => gone(),
         other => other,
     })?;

@@ -386,6 +386,16 @@ impl Index {
     /// [`Error::Index`].
     pub fn add_pack(&self, pack: &PackRecord) -> Result<()> {
         self.damage.heal(pack.entries.iter().map(|e| e.id));
+        self.reindex_pack(pack)
+    }
+
+    /// Records every blob of a pack the vault has held all along (an index rebuilt from
+    /// the packs): damage marks stay, since a pack's directory says nothing of whether
+    /// its blobs are whole.
+    ///
+    /// # Errors
+    /// [`Error::Index`].
+    pub fn reindex_pack(&self, pack: &PackRecord) -> Result<()> {
         let added = self.with_overlay(|o| {
             for e in &pack.entries {
                 o.blobs.insert(e.id, location(pack.id, pack.kind, e));

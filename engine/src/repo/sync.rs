@@ -68,7 +68,8 @@ pub fn sync_index(repo: &Repository) -> Result<SyncReport> {
     // (truncated): the cache is stale. Rebuilt, the pack's blobs are known only if its
     // directory still reads. Wire and layer digests name chunks and snapshots, not packs:
     // they stay.
-    if index.pack_lengths()?.iter().any(|(p, len)| sizes.get(p) != Some(len)) {
+    let stale = index.pack_lengths()?.iter().any(|(p, len)| sizes.get(p) != Some(len));
+    if stale {
         index.clear_locations()?;
     }
     let mut report = SyncReport {
@@ -76,11 +77,28 @@ pub fn sync_index(repo: &Repository) -> Result<SyncReport> {
         ..SyncReport::default()
     };
     load_segments(repo, segments, &sizes, &mut report)?;
-    read_unknown_packs(repo, packs, &mut report)?;
+    // Rebuilt, the index cannot tell new packs from the ones it knew: damage marks stay.
+    let heal = if stale { Heal::Never } else { Heal::NewPacks };
+    read_unknown_packs(repo, packs, &mut report, heal)?;
     Ok(report)
 }
 
-fn read_unknown_packs(repo: &Repository, packs: Vec<(PackId, PackKind, u64)>, report: &mut SyncReport) -> Result<()> {
+/// Whether indexing a pack's directory lifts the damage marks of its blobs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Heal {
+    /// Packs the index did not know are new ones (another writer's copies): yes.
+    NewPacks,
+    /// The index is being rebuilt from packs it knew: no, their directories say nothing
+    /// of whether the blobs are whole.
+    Never,
+}
+
+fn read_unknown_packs(
+    repo: &Repository,
+    packs: Vec<(PackId, PackKind, u64)>,
+    report: &mut SyncReport,
+    heal: Heal,
+) -> Result<()> {
     for (id, kind, size) in packs {
         if repo.index().has_pack(&id)? {
             continue;
@@ -89,7 +107,11 @@ fn read_unknown_packs(repo: &Repository, packs: Vec<(PackId, PackKind, u64)>, re
             Ok(record) => {
                 report.blobs += record.entries.len() as u64;
                 report.packs_read += 1;
-                repo.index().add_pack(&record)?;
+                if heal == Heal::NewPacks {
+                    repo.index().add_pack(&record)?;
+                } else {
+                    repo.index().reindex_pack(&record)?;
+                }
             }
             Err(e) if is_unreadable(&e) => report.unreadable.push((pack_key(kind, &id), e.to_string())),
             Err(e) => return Err(e),
@@ -99,7 +121,7 @@ fn read_unknown_packs(repo: &Repository, packs: Vec<(PackId, PackKind, u64)>, re
 }
 
 /// A stored object that cannot be read for what it holds (not the store failing).
-fn is_unreadable(e: &Error) -> bool {
+pub(crate) fn is_unreadable(e: &Error) -> bool {
     use crate::backend::BackendError;
     matches!(
         e,
@@ -208,6 +230,39 @@ pub fn read_pack_record(repo: &Repository, id: PackId, kind: PackKind, size: u64
     })
 }
 
+/// A pack's blobs from its own directory or, when that does not open (a damaged header,
+/// footer or directory), from an index segment that recorded it at this length: its
+/// blobs are sealed one by one and may all still be whole.
+///
+/// # Errors
+/// The directory's error when no segment describes the pack; store errors.
+pub fn pack_record_or_segment(repo: &Repository, id: PackId, kind: PackKind, size: u64) -> Result<PackRecord> {
+    match read_pack_record(repo, id, kind, size) {
+        Err(e @ (Error::Corrupt { .. } | Error::Crypto(_) | Error::Format(_))) => {
+            segment_record(repo, id, size)?.ok_or(e)
+        }
+        other => other,
+    }
+}
+
+/// The record of pack `id` at length `size` in the first index segment that reads and
+/// names it. Reads every segment: for the rare pack whose directory is damaged.
+///
+/// # Errors
+/// Store errors listing the segments.
+pub fn segment_record(repo: &Repository, id: PackId, size: u64) -> Result<Option<PackRecord>> {
+    for obj in repo.backend().list(INDEX_PREFIX)? {
+        let Some(h) = id_of_key(&obj.key) else { continue };
+        let Ok(records) = read_segment(repo, SegmentId::new(h)) else {
+            continue;
+        };
+        if let Some(r) = records.into_iter().find(|r| r.id == id && r.len == size) {
+            return Ok(Some(r));
+        }
+    }
+    Ok(None)
+}
+
 /// Throws the index away and rebuilds it from every pack's own directory, reading no
 /// index segment: the packs alone are the truth.
 ///
@@ -220,6 +275,6 @@ pub fn rebuild_index(repo: &Repository) -> Result<SyncReport> {
         packs: packs.len() as u64,
         ..SyncReport::default()
     };
-    read_unknown_packs(repo, packs, &mut report)?;
+    read_unknown_packs(repo, packs, &mut report, Heal::Never)?;
     Ok(report)
 }

@@ -417,7 +417,7 @@ fn write_pack(shared: &PackerShared<'_>, kind: PackKind, open: &mut OpenPack) ->
 /// largest blob a reader accepts (45 bytes per entry: about 22 MiB).
 const SEGMENT_MAX_ENTRIES: usize = 500_000;
 
-fn write_segments(repo: &Repository, records: &[PackRecord]) -> Result<()> {
+pub(crate) fn write_segments(repo: &Repository, records: &[PackRecord]) -> Result<()> {
     let mut start = 0;
     while start < records.len() {
         let mut end = start;

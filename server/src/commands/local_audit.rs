@@ -9,7 +9,7 @@ use amber_engine::format::audit::AuditEvent;
 use amber_engine::repo::audit::AuditWriter;
 use anyhow::Result;
 
-use crate::cli::{Command, EnvCommand, IndexCommand, KeyCommand, TierCommand};
+use crate::cli::{Command, EnvCommand, IndexCommand, KeyCommand, RepairCommand, TierCommand};
 use crate::commands::{EXIT_COLD, EXIT_INCOMPLETE};
 use crate::context;
 use crate::output::error_kind;
@@ -26,6 +26,7 @@ pub fn call(command: &Command) -> Option<(&'static str, String)> {
         Command::Unprotect { snapshot } => ("amber unprotect", snapshot.clone()),
         Command::Copy { to, .. } => ("amber copy", format!("to {}", to.to_string_lossy())),
         Command::Index(IndexCommand::Rebuild) => ("amber index rebuild", String::new()),
+        Command::Repair(RepairCommand::Index { dry_run: false }) => ("amber repair index", String::new()),
         Command::Key(KeyCommand::Add { .. }) => ("amber key add", String::new()),
         Command::Key(KeyCommand::Remove { .. }) => ("amber key remove", String::new()),
         Command::Tier(TierCommand::Apply { .. }) => ("amber tier apply", String::new()),

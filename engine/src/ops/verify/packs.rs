@@ -103,10 +103,16 @@ pub(crate) fn check_listing(repo: &Repository, found: &mut Findings) -> Result<H
         }
     }
     let synced = sync::sync_index(repo)?;
+    let mut named: std::collections::HashSet<String> = std::collections::HashSet::new();
     for (what, why) in synced.unreadable {
+        named.insert(what.clone());
         let pack = id_of_key(&what).map(PackId::new).filter(|p| store.contains_key(p));
         match pack {
             Some(p) => found.bad_pack(ProblemKind::DamagedPack, p, format!("{what}: {why}")),
+            None if what.starts_with(INDEX_PREFIX) => {
+                let why = format!("{what}: {why}; `amber repair index` describes its packs anew");
+                found.add(ProblemKind::DamagedSegment, None, Some(what.clone()), why);
+            }
             None => {
                 found.add(
                     ProblemKind::DamagedPack,
@@ -122,9 +128,16 @@ pub(crate) fn check_listing(repo: &Repository, found: &mut Findings) -> Result<H
     }
     for obj in repo.backend().list(INDEX_PREFIX)? {
         let Some(seg) = id_of_key(&obj.key) else { continue };
-        // A segment that does not read was named by the sync above.
-        let Ok(records) = sync::read_segment(repo, crate::id::SegmentId::new(seg)) else {
-            continue;
+        let records = match sync::read_segment(repo, crate::id::SegmentId::new(seg)) {
+            Ok(records) => records,
+            // Named above when the sync met it; an index that loaded it before it was
+            // damaged did not.
+            Err(_) if named.contains(&obj.key) => continue,
+            Err(e) => {
+                let why = format!("{}: {e}; `amber repair index` describes its packs anew", obj.key);
+                found.add(ProblemKind::DamagedSegment, None, Some(obj.key.clone()), why);
+                continue;
+            }
         };
         for rec in records {
             let blobs: Vec<BlobId> = rec.entries.iter().map(|e| e.id).collect();
@@ -196,7 +209,13 @@ pub(crate) fn read_data(
         if let Some(why) = c.pack_problem {
             found.bad_pack(ProblemKind::DamagedPack, c.id, why);
         }
-        if c.hash_mismatch {
+        if let Some(why) = c.directory_problem {
+            let why = format!(
+                "{why}; an index segment still says where its blobs are, and each was checked \
+                 on its own: `amber repair index` copies them into new packs"
+            );
+            found.add(ProblemKind::DamagedPack, Some(c.id), None, why);
+        } else if c.hash_mismatch {
             // Its directory opened, so the blobs that are damaged are named one by one
             // below; the others are good and still serve.
             let why = "its bytes do not hash to its name".to_string();
@@ -294,6 +313,9 @@ struct PackCheck {
     pack_problem: Option<String>,
     /// Its bytes do not hash to its name, though its directory opens.
     hash_mismatch: bool,
+    /// Its header, footer or directory does not open, but an index segment says where its
+    /// blobs are.
+    directory_problem: Option<String>,
     blob_problems: Vec<(BlobId, String)>,
     /// Blobs that opened and checked out.
     good: Vec<BlobId>,
@@ -307,6 +329,7 @@ fn check_pack(repo: &Repository, id: PackId, kind: PackKind) -> PackCheck {
         bytes: 0,
         pack_problem: None,
         hash_mismatch: false,
+        directory_problem: None,
         blob_problems: Vec::new(),
         good: Vec::new(),
     };
@@ -321,10 +344,17 @@ fn check_pack(repo: &Repository, id: PackId, kind: PackKind) -> PackCheck {
     c.hash_mismatch = blake3::hash(&bytes).as_bytes() != id.as_bytes();
     let entries = match pack::read_directory(&repo.keys().seal_key, id, &bytes) {
         Ok((_, entries)) => entries,
-        Err(e) => {
-            c.pack_problem = Some(e.to_string());
-            return c;
-        }
+        // Each blob is sealed on its own: with a segment's entries they are still checked.
+        Err(e) => match sync::segment_record(repo, id, c.bytes) {
+            Ok(Some(record)) => {
+                c.directory_problem = Some(e.to_string());
+                record.entries
+            }
+            _ => {
+                c.pack_problem = Some(e.to_string());
+                return c;
+            }
+        },
     };
     for e in entries {
         match check_blob(repo, &bytes, &e) {
