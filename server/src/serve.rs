@@ -100,6 +100,10 @@ async fn serve(config: ServerConfig) -> Result<()> {
         let every = Duration::from_secs(config.verify_every_seconds);
         tokio::spawn(verify::scheduled(state.clone(), every, config.verify_subset.clone()));
     }
+    if config.compact_every_seconds > 0 {
+        let every = Duration::from_secs(config.compact_every_seconds);
+        tokio::spawn(compact::scheduled(state.clone(), every, config.compact_grace_seconds));
+    }
     let (abort_tx, abort_rx) = watch::channel(false);
     let (stop_metrics_tx, stop_metrics_rx) = watch::channel(false);
     if let Some(addr) = config.metrics_listen {

@@ -4,6 +4,7 @@
 //! other caches) never lose a blob: on the local store and on S3.
 
 use std::collections::BTreeMap;
+use std::fs;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -305,4 +306,56 @@ fn concurrent_on(store: Store) {
     for (i, id) in listed.iter().enumerate() {
         restores_exactly(&repo, id, &originals[id], &format!("d{i}"));
     }
+}
+
+/// `amber serve` compacts its vaults on a schedule and records each run in the audit log:
+/// once a snapshot is forgotten, a run deletes what only it used, and what is kept still
+/// restores.
+#[test]
+fn a_server_compacts_on_a_schedule_and_records_the_result() {
+    use crate::server::harness::{Server, s};
+    let server = Server::start_with(
+        &[],
+        &[
+            ("AMBER_COMPACT_EVERY_SECONDS", "1"),
+            ("AMBER_COMPACT_GRACE_SECONDS", "0"),
+        ],
+    );
+    let admin = server.admin();
+    let mut rng = Rng::new(0xC0A9);
+    let src = server.scratch("tree");
+    write_random(&src.join("old.bin"), 2 << 20, &mut rng);
+    server.push(&admin, &[s(&src)]);
+    fs::remove_file(src.join("old.bin")).unwrap();
+    write_random(&src.join("new.bin"), 1 << 20, &mut rng);
+    let kept = id_of(&server.push(&admin, &[s(&src)]));
+    let forgot = server.ok(&admin, &["forget", "--keep-last", "1"]);
+    assert_eq!(forgot["removed"].as_array().unwrap().len(), 1, "{forgot}");
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let freed = loop {
+        let runs: Vec<Value> = server
+            .audit(&admin)
+            .into_iter()
+            .filter(|r| r["call"] == "scheduled compact")
+            .collect();
+        if let Some(r) = runs
+            .iter()
+            .find(|r| !r["detail"].as_str().unwrap().contains("deleted 0 packs"))
+        {
+            break r.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scheduled compaction freed anything: {runs:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(freed["result"], "ok", "{freed}");
+    assert_eq!(freed["role"], "server", "{freed}");
+    let dest = server.scratch("restored");
+    server.ok(&admin, &["restore", &kept, s(&dest)]);
+    assert_same_tree(&src, &dest);
+    let check = server.ok(&admin, &["verify", "--read-data"]);
+    assert_eq!(check["clean"], true, "{check}");
 }

@@ -1,12 +1,77 @@
 //! `Admin/Compact`: the engine's compaction over gRPC. The command line prints a local
 //! run through the same wire type ([`report_to_wire`]).
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use amber_engine::format::audit::AuditEvent;
 use amber_engine::ops::compact::{self, CompactOptions, CompactReport};
 use amber_engine::repo::Repository;
 use amber_proto::v1 as pb;
 use tonic::Status;
 
+use crate::serve::audit;
+use crate::serve::log::{self, Level};
+use crate::serve::state::State;
 use crate::serve::status::from_engine;
+use crate::serve::vaults::Vault;
+
+/// Every `every` (the first time one period after the start): compacts every vault with
+/// the default thresholds and a grace period of `grace_secs`, and records the outcome in
+/// the vault's audit log (call `scheduled compact`, result `ok` or `unavailable`, what was
+/// freed in the detail), where `Admin/ListAudit` shows it.
+pub async fn scheduled(state: Arc<State>, every: Duration, grace_secs: u64) {
+    let opts = CompactOptions {
+        grace_secs: i64::try_from(grace_secs).unwrap_or(i64::MAX),
+        ..CompactOptions::default()
+    };
+    crate::serve::periodically(every, move || {
+        for vault in state.vaults.all() {
+            compact_and_record(vault, &opts);
+        }
+    })
+    .await;
+}
+
+fn compact_and_record(vault: &Vault, opts: &CompactOptions) {
+    let (result, detail) = match compact::compact(&vault.repo, opts) {
+        Ok(r) => ("ok", summary_line(&r)),
+        Err(e) => ("unavailable", e.to_string()),
+    };
+    log::event(
+        if result == "ok" { Level::Info } else { Level::Warn },
+        "-",
+        "scheduled compaction",
+        &[
+            ("vault", &vault.name as &dyn std::fmt::Display),
+            ("result", &result),
+            ("detail", &detail),
+        ],
+    );
+    let event = AuditEvent {
+        role: "server".into(),
+        call: "scheduled compact".into(),
+        target: vault.name.clone(),
+        result: result.into(),
+        detail,
+        ..AuditEvent::default()
+    };
+    audit::record(vault, &event);
+}
+
+fn summary_line(r: &CompactReport) -> String {
+    format!(
+        "{} snapshots, {} packs; deleted {} packs ({} bytes), repacked {} ({} bytes), condemned {}, {} waiting for the grace period",
+        r.snapshots,
+        r.packs,
+        r.deleted_packs,
+        r.deleted_bytes,
+        r.repacked_packs,
+        r.repacked_bytes,
+        r.condemned_packs,
+        r.pending_packs
+    )
+}
 
 /// The engine's options for a request (unset fields: the defaults).
 ///

@@ -14,6 +14,8 @@
 //! verify_subset = "10%"          # the packs each scheduled run reads (as --read-data-subset)
 //! vaults = ["lab-a", "lab-b"]    # or [[vault]] tables with name = "..."
 //! forget_every_seconds = 86400   # apply each vault's retention policy this often
+//! compact_every_seconds = 86400  # scheduled `amber compact` of every vault; 0: never
+//! compact_grace_seconds = 3600   # its grace period (as --grace)
 //!
 //! [[vault]]
 //! name = "lab-c"
@@ -94,6 +96,11 @@ pub struct ServerConfig {
     pub retention: BTreeMap<String, Retention>,
     /// Seconds between scheduled runs of those policies.
     pub forget_every_seconds: u64,
+    /// Seconds between scheduled compactions of every vault (0: none), with the default
+    /// thresholds; each run's result goes to the vault's audit log.
+    pub compact_every_seconds: u64,
+    /// The grace period of those compactions (`amber compact --grace`).
+    pub compact_grace_seconds: u64,
 }
 
 /// A `[vault.retention]` table: a policy as `amber forget` takes it.
@@ -218,6 +225,8 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             retention: BTreeMap::new(),
             forget_every_seconds: 86_400,
+            compact_every_seconds: 86_400,
+            compact_grace_seconds: 3_600,
         }
     }
 }
@@ -243,6 +252,8 @@ struct FileConfig {
     vault: Vec<VaultTable>,
     limits: Option<Limits>,
     forget_every_seconds: Option<u64>,
+    compact_every_seconds: Option<u64>,
+    compact_grace_seconds: Option<u64>,
 }
 
 /// One `[[vault]]` table.
@@ -372,6 +383,12 @@ impl ServerConfig {
         if let Some(n) = parsed.forget_every_seconds {
             self.forget_every_seconds = n;
         }
+        if let Some(n) = parsed.compact_every_seconds {
+            self.compact_every_seconds = n;
+        }
+        if let Some(n) = parsed.compact_grace_seconds {
+            self.compact_grace_seconds = n;
+        }
         for v in parsed.vault {
             if let Some(r) = v.retention {
                 self.retention.insert(v.name.clone(), r);
@@ -402,16 +419,18 @@ impl ServerConfig {
         if let Some(v) = var("AMBER_STORE") {
             self.store = Some(v);
         }
-        if let Some(v) = var("AMBER_VERIFY_EVERY_SECONDS") {
-            self.verify_every_seconds = v
-                .parse()
-                .with_context(|| format!("AMBER_VERIFY_EVERY_SECONDS={v} is not a number of seconds"))?;
-        }
-        if let Some(v) = var("AMBER_FORGET_EVERY_SECONDS") {
-            self.forget_every_seconds = v
-                .parse()
-                .with_context(|| format!("AMBER_FORGET_EVERY_SECONDS={v} is not a number of seconds"))?;
-        }
+        let seconds = |key: &str, into: &mut u64| -> Result<()> {
+            if let Some(v) = var(key) {
+                *into = v
+                    .parse()
+                    .with_context(|| format!("{key}={v} is not a number of seconds"))?;
+            }
+            Ok(())
+        };
+        seconds("AMBER_VERIFY_EVERY_SECONDS", &mut self.verify_every_seconds)?;
+        seconds("AMBER_FORGET_EVERY_SECONDS", &mut self.forget_every_seconds)?;
+        seconds("AMBER_COMPACT_EVERY_SECONDS", &mut self.compact_every_seconds)?;
+        seconds("AMBER_COMPACT_GRACE_SECONDS", &mut self.compact_grace_seconds)?;
         if let Some(v) = var("AMBER_VERIFY_SUBSET") {
             self.verify_subset = v;
         }
