@@ -434,7 +434,7 @@ impl Repository {
         let id = SnapshotId::new(self.keys().ids.snapshot.hash(&plain));
         let file = snapshot::seal_file(&self.keys().seal_key, &id, &plain)?;
         test_pause_before_commit();
-        condemned::rescue_before_commit(self)?;
+        condemned::rescue_before_commit(self, snap)?;
         self.backend().put(&snapshot_key(&id), &file, PutMode::CreateOnly)?;
         Ok(id)
     }

@@ -259,3 +259,39 @@ fn a_full_disk_stops_compaction_clearly_and_it_finishes_when_space_returns() {
     assert!(done.deleted_packs > 0, "{done:?}");
     world.check(1);
 }
+
+/// A pack this process touched for an earlier snapshot, and another process compacted
+/// away since, does not fail a later snapshot of this process that does not need it.
+#[test]
+fn a_pack_gone_since_an_earlier_snapshot_does_not_fail_the_next_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store: DynBackend = Arc::new(MemoryBackend::new());
+    let writer = init(store.clone(), &tmp.path().join("writer"));
+    let admin = Repository::open(store.clone(), &tmp.path().join("admin"), PW).unwrap();
+    let dir = tmp.path().join("src");
+    let opts = crate::ops::ingest::TreeOptions::default();
+    let version = |n: u64| Tree::from([("f".to_string(), noise(300_000, n))]);
+
+    write_tree(&dir, &version(1));
+    snapshot_tree(&writer, &dir, &opts).unwrap();
+    // The other process takes the next snapshot, forgets the first and compacts it away.
+    write_tree(&dir, &version(2));
+    snapshot_tree(&admin, &dir, &opts).unwrap();
+    let policy = Policy {
+        last: 1,
+        ..Policy::default()
+    };
+    assert_eq!(forget(&admin, &policy, false).unwrap().removed.len(), 1);
+    let opts_compact = CompactOptions {
+        grace_secs: 0,
+        ..CompactOptions::default()
+    };
+    assert!(compact(&admin, &opts_compact).unwrap().deleted_packs > 0);
+
+    write_tree(&dir, &version(3));
+    let third = snapshot_tree(&writer, &dir, &opts).unwrap();
+    let out = tmp.path().join("out");
+    let root = TreeId::new(writer.load_snapshot(third.id).unwrap().root);
+    restore_tree(&writer, root, &out, &RestoreOptions::default()).unwrap();
+    assert_eq!(read_tree(&out), version(3));
+}

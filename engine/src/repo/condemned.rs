@@ -8,7 +8,9 @@ use crate::backend::{ObjectInfo, PutMode};
 use crate::error::{Error, Result};
 use crate::format::condemn::{self, CONDEMN_PREFIX, CondemnRecord};
 use crate::format::pack::PackKind;
-use crate::id::PackId;
+use crate::format::snapshot::Snapshot;
+use crate::id::{Hash32, PackId, SnapshotId};
+use crate::ops::live::live_blobs;
 use crate::repo::Repository;
 use crate::repo::layout::pack_key;
 use crate::repo::sync::pack_record_or_segment;
@@ -74,26 +76,33 @@ pub fn write(repo: &Repository, record: &CondemnRecord) -> Result<String> {
 /// Called just before a snapshot is committed. When a pack this process wrote or offered
 /// for reuse has been condemned since, its blobs are copied into new packs (and indexed
 /// there) first, so the snapshot never depends on a pack a compaction may delete. When
-/// one is already gone (a compaction deleted it while this ingest ran longer than the
-/// grace period), the commit fails, naming it: nothing is committed, the index is brought
-/// up to date, and the snapshot can be taken again.
+/// one is already gone, the index is brought up to date and the snapshot walked: if a blob
+/// it names is now in no pack (a compaction deleted it while this ingest ran longer than
+/// the grace period), the commit fails, naming the pack: nothing is committed, and the
+/// snapshot can be taken again. A pack touched by an earlier ingest of this process and
+/// deleted since does not fail a snapshot that does not need it.
 ///
 /// # Errors
 /// [`Error::Conflict`] for a pack already deleted; store and corruption errors.
-pub fn rescue_before_commit(repo: &Repository) -> Result<()> {
+pub fn rescue_before_commit(repo: &Repository, snap: &Snapshot) -> Result<()> {
     refresh(repo)?;
     let touched = repo.index().touched();
     if touched.is_empty() {
         return Ok(());
     }
     let existing = pack_ids(repo)?;
-    if let Some(gone) = touched.iter().find(|p| !existing.contains(p)) {
-        for p in touched.iter().filter(|p| !existing.contains(p)) {
+    let gone: Vec<PackId> = touched.iter().filter(|p| !existing.contains(p)).copied().collect();
+    if let Some(first) = gone.first() {
+        // The touched packs are this process's, since it started: an ingest committed long
+        // ago may have touched the pack that is gone. Whether this snapshot needs it is
+        // found by walking the snapshot against the index brought up to date.
+        for p in &gone {
             repo.index().untouch(p);
         }
         crate::repo::sync::sync_index(repo)?;
-        return Err(removed_meanwhile(*gone));
+        touch_what_it_needs(repo, snap).map_err(|_| removed_meanwhile(*first))?;
     }
+    let touched = repo.index().touched();
     let condemned: Vec<PackId> = touched.into_iter().filter(|p| repo.index().is_condemned(p)).collect();
     if condemned.is_empty() {
         return Ok(());
@@ -105,6 +114,21 @@ pub fn rescue_before_commit(repo: &Repository) -> Result<()> {
     writer.finish()?;
     for pack in &condemned {
         repo.index().untouch(pack);
+    }
+    Ok(())
+}
+
+/// Touches the pack of every blob `snap` names, failing when one is in no pack or its
+/// metadata does not read.
+fn touch_what_it_needs(repo: &Repository, snap: &Snapshot) -> Result<()> {
+    let unnamed = SnapshotId::new(Hash32::default());
+    let live = live_blobs(repo, &[(unnamed, snap.clone())])?;
+    for blob in &live.blobs {
+        let loc = repo
+            .index()
+            .lookup(blob)?
+            .ok_or_else(|| Error::MissingBlob(blob.to_hex()))?;
+        repo.index().touch(loc.pack);
     }
     Ok(())
 }
