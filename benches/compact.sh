@@ -16,7 +16,8 @@
 #
 # Baseline measured in the same run, on the same vault, just before compaction: a
 # structural `amber verify` (it too reads every snapshot and every metadata node). The
-# figures are wall-clock seconds of single runs (RUNS=k for the median of k vaults per N).
+# figures are wall-clock seconds of single runs (RUNS=k for the median of k vaults per N),
+# and the compaction's peak resident set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,6 +42,19 @@ time_once() {
   fi
   t1=$(date +%s.%N)
   awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", b - a }'
+}
+
+# Runs "$@" with stdout to $work/last.out; prints its wall time in seconds and writes its
+# peak resident set (KiB) to $work/last.rss. Measured around the child alone, so Python's
+# own start is not counted.
+measure() {
+  python3 -c 'import resource, subprocess, sys, time
+t0 = time.monotonic()
+with open(sys.argv[1] + ".out", "wb") as out, open(sys.argv[1] + ".err", "wb") as err:
+    r = subprocess.run(sys.argv[2:], stdout=out, stderr=err)
+print("%.3f" % (time.monotonic() - t0))
+open(sys.argv[1] + ".rss", "w").write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(r.returncode)' "$work/last" "$@" || { log "failed: $*"; cat "$work/last.err" >&2; return 1; }
 }
 
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
@@ -91,9 +105,9 @@ build_vault() {
 
 store_bytes() { du -sb "$1" | cut -f1; }
 
-declare -A t_compact t_verify before after freed repacked deleted snaps
+declare -A t_compact t_verify rss before after freed repacked deleted snaps
 for n in "${SIZES[@]}"; do
-  tc=() tv=()
+  tc=() tv=() rs=()
   for ((run = 1; run <= RUNS; run++)); do
     repo=$work/vault-$n-$run
     log "N=$n run $run: $n snapshots"
@@ -101,7 +115,8 @@ for n in "${SIZES[@]}"; do
     "$amber" forget --keep-tag keep >/dev/null
     tv+=("$(time_once "$amber" verify)")
     before[$n]=$(store_bytes "$repo")
-    tc+=("$(time_once "$amber" --json compact --grace 0s)")
+    tc+=("$(measure "$amber" --json compact --grace 0s)")
+    rs+=("$(cat "$work/last.rss")")
     freed[$n]=$(field deleted.bytes)
     deleted[$n]=$(field deleted.packs)
     repacked[$n]=$(field repacked.packs)
@@ -119,6 +134,8 @@ for n in "${SIZES[@]}"; do
   t_compact[$n]=$(median ${tc[*]})
   # shellcheck disable=SC2086
   t_verify[$n]=$(median ${tv[*]})
+  # shellcheck disable=SC2086
+  rss[$n]=$(median ${rs[*]})
 done
 
 first=${SIZES[0]}
@@ -128,11 +145,12 @@ echo "machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/c
 echo "N snapshots, odd half forgotten; compaction with --grace 0s; baseline: structural amber verify of the same vault just before"
 echo "MB = 10^6 bytes; before, after and freed: du -sb of the whole vault directory; deleted: pack bytes compaction deleted (repacking writes some back); median of $RUNS run(s)"
 echo
-printf '%6s %6s %10s %10s %10s %10s %8s %9s %10s %10s %9s %10s\n' N kept "before MB" "after MB" "freed MB" "deleted MB" deleted repacked "compact s" "verify s" "/ verify" "/ N=$first"
+printf '%6s %6s %10s %10s %10s %10s %8s %9s %10s %10s %9s %10s %9s\n' N kept "before MB" "after MB" "freed MB" "deleted MB" deleted repacked "compact s" "verify s" "/ verify" "/ N=$first" "peak MiB"
 for n in "${SIZES[@]}"; do
-  printf '%6s %6s %10s %10s %10s %10s %8s %9s %10s %10s %9s %10s\n' "$n" "${snaps[$n]}" \
+  printf '%6s %6s %10s %10s %10s %10s %8s %9s %10s %10s %9s %10s %9s\n' "$n" "${snaps[$n]}" \
     "$(mb "${before[$n]}")" "$(mb "${after[$n]}")" "$(mb $((before[$n] - after[$n])))" "$(mb "${freed[$n]}")" \
     "${deleted[$n]}" "${repacked[$n]}" "${t_compact[$n]}" "${t_verify[$n]}" \
     "$(awk -v a="${t_compact[$n]}" -v b="${t_verify[$n]}" 'BEGIN { printf "%.2f", a / b }')" \
-    "$(awk -v a="${t_compact[$n]}" -v b="${t_compact[$first]}" 'BEGIN { printf "%.2f", a / b }')"
+    "$(awk -v a="${t_compact[$n]}" -v b="${t_compact[$first]}" 'BEGIN { printf "%.2f", a / b }')" \
+    "$(awk -v k="${rss[$n]}" 'BEGIN { printf "%.1f", k / 1024 }')"
 done
