@@ -115,11 +115,37 @@ pub struct CompactReport {
 /// A snapshot that does not open or whose metadata cannot be read (what it uses is then
 /// unknown: nothing is deleted); store, index and corruption errors.
 pub fn compact(repo: &Repository, opts: &CompactOptions) -> Result<CompactReport> {
+    compact_with_progress(repo, opts, &|_| {})
+}
+
+/// Where a run is, for a progress display: `phase` is `snapshots` (walked), `packs`
+/// (listed and their blobs known), `delete` (condemned packs deleted or kept) or `repack`
+/// (packs copied out); `done` of `total` in that phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompactStep {
+    /// The phase.
+    pub phase: &'static str,
+    /// Items done in it.
+    pub done: u64,
+    /// Items in it.
+    pub total: u64,
+}
+
+/// As [`compact`], telling `progress` where it is at the start and end of each phase and
+/// after each pack it deletes or repacks.
+///
+/// # Errors
+/// As [`compact`].
+pub fn compact_with_progress(
+    repo: &Repository,
+    opts: &CompactOptions,
+    progress: &dyn Fn(CompactStep),
+) -> Result<CompactReport> {
     let mut report = CompactReport::default();
-    let proposed = pass(repo, opts, &mut report, true)?;
+    let proposed = pass(repo, opts, &mut report, true, progress)?;
     if proposed && opts.grace_secs <= 0 && !opts.dry_run {
         let mut second = CompactReport::default();
-        pass(repo, opts, &mut second, false)?;
+        pass(repo, opts, &mut second, false, progress)?;
         report.deleted_packs += second.deleted_packs;
         report.deleted_bytes += second.deleted_bytes;
         report.deleted_segments += second.deleted_segments;
@@ -136,6 +162,7 @@ pub fn compact(repo: &Repository, opts: &CompactOptions) -> Result<CompactReport
 struct Pass<'a> {
     repo: &'a Repository,
     opts: &'a CompactOptions,
+    progress: &'a dyn Fn(CompactStep),
     now: i64,
     live: LiveSet,
     table: PackTable,
@@ -143,7 +170,13 @@ struct Pass<'a> {
 
 /// One pass: finish ripe records, then (when `propose`) propose anew. Returns whether a
 /// record was written.
-fn pass(repo: &Repository, opts: &CompactOptions, report: &mut CompactReport, propose: bool) -> Result<bool> {
+fn pass(
+    repo: &Repository,
+    opts: &CompactOptions,
+    report: &mut CompactReport,
+    propose: bool,
+    progress: &dyn Fn(CompactStep),
+) -> Result<bool> {
     crate::repo::sync::sync_index(repo)?;
     let now = store_now(repo, opts.dry_run)?;
     let records = condemned::refresh(repo)?;
@@ -159,12 +192,18 @@ fn pass(repo: &Repository, opts: &CompactOptions, report: &mut CompactReport, pr
             ),
         });
     }
+    let snapshots = list.snapshots.len() as u64;
+    progress(step("snapshots", 0, snapshots));
     let live = live_blobs(repo, &list.snapshots)?;
+    progress(step("snapshots", snapshots, snapshots));
     let table = pack_table(repo)?;
+    let packs = table.packs.len() as u64;
+    progress(step("packs", packs, packs));
     report.unreadable.extend(table.unreadable.iter().cloned());
     let mut p = Pass {
         repo,
         opts,
+        progress,
         now,
         live,
         table,
@@ -226,7 +265,9 @@ impl Pass<'_> {
             .collect();
         let copies = self.copies_outside(&condemned, ripe);
         let mut gone = HashSet::new();
-        for c in ripe.iter().flat_map(|(_, r)| &r.packs) {
+        let total = ripe.iter().map(|(_, r)| r.packs.len() as u64).sum();
+        for (i, c) in ripe.iter().flat_map(|(_, r)| &r.packs).enumerate() {
+            (self.progress)(step("delete", i as u64, total));
             if gone.contains(&c.id) {
                 continue;
             }
@@ -243,6 +284,7 @@ impl Pass<'_> {
                 self.delete_pack(c.id, info, &copies)?;
             }
         }
+        (self.progress)(step("delete", total, total));
         if !self.opts.dry_run {
             for (obj, _) in ripe {
                 self.repo.backend().delete(&obj.key)?;
@@ -432,7 +474,9 @@ impl Pass<'_> {
         }
         let writer = BlobWriter::new(self.repo)?;
         let mut done = Vec::new();
-        for id in chosen {
+        let total = chosen.len() as u64;
+        for (i, id) in chosen.into_iter().enumerate() {
+            (self.progress)(step("repack", i as u64, total));
             let Some(info) = self.table.packs.get(&id) else {
                 continue;
             };
@@ -450,6 +494,7 @@ impl Pass<'_> {
         }
         // Condemned only once the copies and the segment naming them are durable.
         writer.finish()?;
+        (self.progress)(step("repack", total, total));
         Ok(done)
     }
 
@@ -499,6 +544,10 @@ impl Pass<'_> {
         }
         Ok(())
     }
+}
+
+fn step(phase: &'static str, done: u64, total: u64) -> CompactStep {
+    CompactStep { phase, done, total }
 }
 
 /// The entries of `info` that are in `live`.

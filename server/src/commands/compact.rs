@@ -26,28 +26,68 @@ pub fn run(g: &Global, args: &CompactArgs) -> Result<ExitCode> {
         grace_seconds: Some(duration_secs("--grace", &args.grace)?),
         force_cold: args.force_cold,
     };
+    let steps = StepPrinter::new();
     let done = if g.server.is_some() {
         block_on(async {
             let remote = Remote::connect(g).await?;
             req.vault = remote.vault.clone();
-            Ok(remote
+            let mut stream = remote
                 .admin()
                 .compact(remote.request(req))
                 .await
                 .map_err(|s| failed("cannot compact", &s))?
-                .into_inner())
+                .into_inner();
+            while let Some(event) = stream.message().await.map_err(|s| failed("compacting failed", &s))? {
+                if let Some(s) = &event.step {
+                    steps.show(&s.phase, s.done, s.total);
+                }
+                if let Some(done) = event.done {
+                    return Ok(done);
+                }
+            }
+            bail!("the server ended the compaction without its report")
         })?
     } else {
         let repo = context::open(g)?;
         let opts = amber_server::serve::compact::options(&req).map_err(|e| anyhow!("--max-unused: {e}"))?;
-        let report = amber_engine::ops::compact::compact(&repo, &opts)?;
+        let show = |s: amber_engine::ops::compact::CompactStep| steps.show(s.phase, s.done, s.total);
+        let report = amber_engine::ops::compact::compact_with_progress(&repo, &opts, &show)?;
         amber_server::serve::compact::report_to_wire(&report, args.dry_run)
     };
+    steps.finish();
     for u in &done.unreadable {
         eprintln!("amber: left alone {}: {}", u.object, u.error);
     }
     emit(g.json, &report_json(&done), || report_text(&done));
     Ok(ExitCode::SUCCESS)
+}
+
+/// Compaction progress on stderr, alike in both modes: one line redrawn in place on a
+/// terminal; otherwise (a log) one line as each phase ends.
+struct StepPrinter {
+    terminal: bool,
+}
+
+impl StepPrinter {
+    fn new() -> Self {
+        StepPrinter {
+            terminal: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        }
+    }
+
+    fn show(&self, phase: &str, done: u64, total: u64) {
+        if self.terminal {
+            eprint!("\r\x1b[Kcompact: {phase} {done}/{total}");
+        } else if done == total {
+            eprintln!("compact: {phase} {done}/{total}");
+        }
+    }
+
+    fn finish(&self) {
+        if self.terminal {
+            eprint!("\r\x1b[K");
+        }
+    }
 }
 
 /// `5%` or `0.05` as a share.

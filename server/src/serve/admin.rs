@@ -194,15 +194,17 @@ impl Admin for AdminService {
         self.done(&caller, &target, result)
     }
 
-    async fn compact(&self, req: Request<pb::CompactRequest>) -> Result<Response<pb::CompactResponse>, Status> {
+    type CompactStream = ReceiverStream<Result<pb::CompactEvent, Status>>;
+
+    async fn compact(&self, req: Request<pb::CompactRequest>) -> Result<Response<Self::CompactStream>, Status> {
         let caller = self
             .state
             .authorize(&req, "/amber.v1.Admin/Compact", Access::Admin, &req.get_ref().vault)?;
         let r = req.into_inner();
         let target = if r.dry_run { "dry run" } else { "vault" }.to_string();
         let repo = caller.vault.repo.clone();
-        let result = blocking(move || crate::serve::compact::run(&repo, &r)).await;
-        self.done(&caller, &target, result)
+        let produce = move |out: &Out<pb::CompactEvent>| crate::serve::compact::send_run(&repo, &r, out);
+        Ok(Response::new(stream(&self.state, caller, target, produce)))
     }
 
     async fn protect(&self, req: Request<pb::ProtectRequest>) -> Result<Response<pb::ProtectResponse>, Status> {

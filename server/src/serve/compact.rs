@@ -2,16 +2,17 @@
 //! run through the same wire type ([`report_to_wire`]).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use amber_engine::format::audit::AuditEvent;
-use amber_engine::ops::compact::{self, CompactOptions, CompactReport};
+use amber_engine::ops::compact::{self, CompactOptions, CompactReport, CompactStep};
 use amber_engine::repo::Repository;
 use amber_proto::v1 as pb;
 use tonic::Status;
 
 use crate::serve::audit;
 use crate::serve::log::{self, Level};
+use crate::serve::reader::Out;
 use crate::serve::state::State;
 use crate::serve::status::from_engine;
 use crate::serve::vaults::Vault;
@@ -96,14 +97,46 @@ pub fn options(req: &pb::CompactRequest) -> Result<CompactOptions, String> {
     })
 }
 
-/// Runs a compaction on `repo`.
+/// Runs a compaction on `repo`, streaming its progress (each phase's start and end, and
+/// in between at most every [`STEP_EVERY`]) and then its report to `out`.
 ///
 /// # Errors
 /// INVALID_ARGUMENT for bad options; the engine's error as a status.
-pub fn run(repo: &Repository, req: &pb::CompactRequest) -> Result<pb::CompactResponse, Status> {
+pub fn send_run(repo: &Repository, req: &pb::CompactRequest, out: &Out<pb::CompactEvent>) -> Result<(), Status> {
     let opts = options(req).map_err(Status::invalid_argument)?;
-    let report = compact::compact(repo, &opts).map_err(|e| from_engine(&e))?;
-    Ok(report_to_wire(&report, req.dry_run))
+    let last = std::sync::Mutex::new(None::<(&'static str, Instant)>);
+    let progress = |s: CompactStep| {
+        let Ok(mut last) = last.lock() else { return };
+        let due = match *last {
+            Some((phase, at)) => phase != s.phase || s.done == s.total || at.elapsed() >= STEP_EVERY,
+            None => true,
+        };
+        if due {
+            *last = Some((s.phase, Instant::now()));
+            out.send(pb::CompactEvent {
+                step: Some(step_to_wire(s)),
+                done: None,
+            });
+        }
+    };
+    let report = compact::compact_with_progress(repo, &opts, &progress).map_err(|e| from_engine(&e))?;
+    out.send(pb::CompactEvent {
+        step: None,
+        done: Some(report_to_wire(&report, req.dry_run)),
+    });
+    Ok(())
+}
+
+/// The least time between two progress messages of one phase.
+pub const STEP_EVERY: Duration = Duration::from_millis(250);
+
+/// The wire form of a step.
+pub fn step_to_wire(s: CompactStep) -> pb::CompactStep {
+    pb::CompactStep {
+        phase: s.phase.to_string(),
+        done: s.done,
+        total: s.total,
+    }
 }
 
 /// The wire form of a report.
