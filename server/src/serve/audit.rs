@@ -36,6 +36,31 @@ pub fn record(vault: &Vault, event: &AuditEvent) {
     }
 }
 
+/// Logs the outcome of a run the server made on its own schedule (`what`, as
+/// `scheduled verification`) and records it in the vault's audit log as call `call`, role
+/// `server`; a `result` other than `ok` is logged as a warning.
+pub fn record_scheduled(vault: &Vault, what: &str, call: &str, result: &str, detail: String) {
+    log::event(
+        if result == "ok" { Level::Info } else { Level::Warn },
+        "-",
+        what,
+        &[
+            ("vault", &vault.name as &dyn std::fmt::Display),
+            ("result", &result),
+            ("detail", &detail),
+        ],
+    );
+    let event = AuditEvent {
+        role: "server".into(),
+        call: call.into(),
+        target: vault.name.clone(),
+        result: result.into(),
+        detail,
+        ..AuditEvent::default()
+    };
+    record(vault, &event);
+}
+
 /// Streams the vault's audit log from `since_unix_ms` (0: all) in batches, problems last.
 ///
 /// # Errors

@@ -4,14 +4,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use amber_engine::format::audit::AuditEvent;
 use amber_engine::ops::compact::{self, CompactOptions, CompactReport, CompactStep};
 use amber_engine::repo::Repository;
 use amber_proto::v1 as pb;
 use tonic::Status;
 
 use crate::serve::audit;
-use crate::serve::log::{self, Level};
 use crate::serve::reader::Out;
 use crate::serve::state::State;
 use crate::serve::status::from_engine;
@@ -39,25 +37,7 @@ fn compact_and_record(vault: &Vault, opts: &CompactOptions) {
         Ok(r) => ("ok", summary_line(&r)),
         Err(e) => ("unavailable", e.to_string()),
     };
-    log::event(
-        if result == "ok" { Level::Info } else { Level::Warn },
-        "-",
-        "scheduled compaction",
-        &[
-            ("vault", &vault.name as &dyn std::fmt::Display),
-            ("result", &result),
-            ("detail", &detail),
-        ],
-    );
-    let event = AuditEvent {
-        role: "server".into(),
-        call: "scheduled compact".into(),
-        target: vault.name.clone(),
-        result: result.into(),
-        detail,
-        ..AuditEvent::default()
-    };
-    audit::record(vault, &event);
+    audit::record_scheduled(vault, "scheduled compaction", "scheduled compact", result, detail);
 }
 
 fn summary_line(r: &CompactReport) -> String {

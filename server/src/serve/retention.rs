@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use amber_engine::format::audit::AuditEvent;
 use amber_engine::ops::forget::{self, ForgetReport, Policy};
 use amber_engine::repo::Repository;
 use amber_proto::v1 as pb;
@@ -13,7 +12,6 @@ use tonic::Status;
 
 use crate::serve::audit;
 use crate::serve::config::Retention;
-use crate::serve::log::{self, Level};
 use crate::serve::reader::resolve;
 use crate::serve::state::State;
 use crate::serve::status::from_engine;
@@ -58,25 +56,7 @@ fn forget_and_record(vault: &crate::serve::vaults::Vault, policy: &Policy) {
         Ok(r) => ("ok", format!("{} kept, {} removed", r.kept.len(), r.removed.len())),
         Err(e) => ("failed_precondition", e.clone()),
     };
-    log::event(
-        if result == "ok" { Level::Info } else { Level::Warn },
-        "-",
-        "scheduled retention",
-        &[
-            ("vault", &vault.name as &dyn std::fmt::Display),
-            ("result", &result),
-            ("detail", &detail),
-        ],
-    );
-    let event = AuditEvent {
-        role: "server".into(),
-        call: "scheduled forget".into(),
-        target: vault.name.clone(),
-        result: result.into(),
-        detail,
-        ..AuditEvent::default()
-    };
-    audit::record(vault, &event);
+    audit::record_scheduled(vault, "scheduled retention", "scheduled forget", result, detail);
 }
 
 /// The policy a request names.

@@ -5,13 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use amber_engine::format::audit::AuditEvent;
 use amber_engine::ops::verify::{self, DataCheck, Subset, VerifyOptions, VerifyReport};
 use amber_proto::v1 as pb;
 use tonic::Status;
 
 use crate::serve::audit;
-use crate::serve::log::{self, Level};
 use crate::serve::reader::Out;
 use crate::serve::state::State;
 use crate::serve::status::from_engine;
@@ -44,25 +42,7 @@ fn verify_and_record(vault: &Vault, subset: &str) {
         }
         Err(e) => ("unavailable", e.to_string()),
     };
-    log::event(
-        if result == "ok" { Level::Info } else { Level::Warn },
-        "-",
-        "scheduled verification",
-        &[
-            ("vault", &vault.name as &dyn std::fmt::Display),
-            ("result", &result),
-            ("detail", &detail),
-        ],
-    );
-    let event = AuditEvent {
-        role: "server".into(),
-        call: "scheduled verify".into(),
-        target: vault.name.clone(),
-        result: result.into(),
-        detail,
-        ..AuditEvent::default()
-    };
-    audit::record(vault, &event);
+    audit::record_scheduled(vault, "scheduled verification", "scheduled verify", result, detail);
 }
 
 fn summary_line(r: &VerifyReport) -> String {
