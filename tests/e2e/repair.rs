@@ -172,3 +172,26 @@ fn segment_and_header_on(store: Store) {
     assert_restores(&repo, &a, &one, "a2");
     assert_restores(&repo, &b, &two, "b3");
 }
+
+/// A torn data pack (cut short) that its segment describes at its old length is named as
+/// not recoverable, and the repair exits 3 instead of leaving it out silently.
+#[test]
+fn repair_index_names_a_torn_pack_it_cannot_describe() {
+    let repo = Repo::init();
+    let src = repo.scratch("src");
+    write_random(&src.join("w.bin"), 3 << 20, &mut Rng::new(0x70A1));
+    repo.snapshot(&src, &[]);
+    let key = repo.object_keys("data/").pop().unwrap();
+    repo.rewrite_object(&key, |bytes| bytes.truncate(bytes.len() / 2));
+    let out = repo.run(&["repair", "index"]);
+    out.expect_code(3);
+    let report = out.json();
+    let named: Vec<&str> = report["unrecoverable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["object"].as_str().unwrap())
+        .collect();
+    assert_eq!(named, [key.as_str()], "{report}");
+    assert!(out.stderr.contains(&key), "{out}");
+}

@@ -137,8 +137,12 @@ fn classify(
     match read_pack_record(repo, id, info.kind, info.object.size) {
         Ok(own) => Ok(Some(own)),
         Err(e) if is_unreadable(&e) => {
-            if let Some(r) = &known {
-                plan.damaged.push(r.clone());
+            match &known {
+                Some(r) => plan.damaged.push(r.clone()),
+                // Described only at another length (torn), and its directory does not open.
+                None => report
+                    .unrecoverable
+                    .push((key, format!("{e}; no index segment describes it at this length"))),
             }
             Ok(known)
         }
