@@ -156,7 +156,8 @@ fn segment_and_header_on(store: Store) {
     rebuilt.expect_code(3);
     let mended = run(&repo, &["repair", "index"], 0);
     assert_eq!(mended["rescued"]["packs"], 1, "{mended}");
-    assert!(num(&mended["rescued"], "blobs") >= 2, "{mended}");
+    // Every chunk of table.bin (one or more: the chunker is keyed per vault) is copied.
+    assert!(num(&mended["rescued"], "blobs") >= 1, "{mended}");
     assert_eq!(mended["lost_blobs"], serde_json::json!([]), "{mended}");
     assert_restores(&repo, &b, &two, "b2");
     // The damaged pack is condemned; compaction deletes it, and the vault is clean.
