@@ -44,6 +44,10 @@ class Faults:
         self.failed = 0
         self.dropped = 0
         self.lock = threading.Lock()
+        # moto checks a write's If-Match / If-None-Match and then stores, in two steps, on
+        # several request threads at once; S3 does both as one. Conditional writes are run
+        # one at a time here, so the test server keeps S3's promise.
+        self.conditional = threading.Lock()
 
     def __call__(self, environ, start_response):
         if environ.get("PATH_INFO") == "/_faults":
@@ -75,6 +79,11 @@ class Faults:
         if drop:
             drain(environ)
             return dropped(start_response)
+        if environ["REQUEST_METHOD"] in ("PUT", "POST") and (
+            "HTTP_IF_MATCH" in environ or "HTTP_IF_NONE_MATCH" in environ
+        ):
+            with self.conditional:
+                return list(self.app(environ, start_response))
         return self.app(environ, start_response)
 
 
