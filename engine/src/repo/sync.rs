@@ -76,9 +76,9 @@ pub fn sync_index(repo: &Repository) -> Result<SyncReport> {
         packs: packs.len() as u64,
         ..SyncReport::default()
     };
-    load_segments(repo, segments, &sizes, &mut report)?;
     // Rebuilt, the index cannot tell new packs from the ones it knew: damage marks stay.
     let heal = if stale { Heal::Never } else { Heal::NewPacks };
+    load_segments(repo, segments, &sizes, &mut report, heal)?;
     read_unknown_packs(repo, packs, &mut report, heal)?;
     Ok(report)
 }
@@ -107,11 +107,7 @@ fn read_unknown_packs(
             Ok(record) => {
                 report.blobs += record.entries.len() as u64;
                 report.packs_read += 1;
-                if heal == Heal::NewPacks {
-                    repo.index().add_pack(&record)?;
-                } else {
-                    repo.index().reindex_pack(&record)?;
-                }
+                index_pack(repo, &record, heal)?;
             }
             Err(e) if is_unreadable(&e) => report.unreadable.push((pack_key(kind, &id), e.to_string())),
             Err(e) => return Err(e),
@@ -134,11 +130,19 @@ pub(crate) fn is_unreadable(e: &Error) -> bool {
     )
 }
 
+fn index_pack(repo: &Repository, record: &PackRecord, heal: Heal) -> Result<()> {
+    match heal {
+        Heal::NewPacks => repo.index().add_pack(record),
+        Heal::Never => repo.index().reindex_pack(record),
+    }
+}
+
 fn load_segments(
     repo: &Repository,
     segments: Vec<ObjectInfo>,
     in_store: &HashMap<PackId, u64>,
     report: &mut SyncReport,
+    heal: Heal,
 ) -> Result<()> {
     let index = repo.index();
     for obj in segments {
@@ -162,7 +166,7 @@ fn load_segments(
             if in_store.get(&record.id) == Some(&record.len) && !index.has_pack(&record.id)? {
                 report.blobs += record.entries.len() as u64;
                 report.packs_from_segments += 1;
-                index.add_pack(&record)?;
+                index_pack(repo, &record, heal)?;
             }
         }
         index.add_segment(&seg_id)?;
