@@ -507,6 +507,19 @@ pub enum RepairCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Write a new snapshot for each snapshot short of data, in which every file,
+    /// directory, volume or layer that lacks data is marked damaged (never dropped); the
+    /// originals are kept. A restore of a repaired snapshot writes what can be read and
+    /// names the rest; a blob stored again later (a new snapshot of the same content)
+    /// heals the mark. Run `amber verify --read-data` first to find damage in packs.
+    Snapshots {
+        /// Show what would be marked; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only these snapshots (and their damaged parts); default: every snapshot short
+        /// of data.
+        snapshots: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -35,6 +35,8 @@ enum Ty {
     StrOrNull,
     IntOrNull,
     ArrOfStr,
+    /// An array of `[offset, length]` pairs of integers.
+    Ranges,
     /// An array of the named document.
     Arr(&'static str),
     /// The named document.
@@ -52,7 +54,7 @@ enum Has {
 }
 
 use Has::{No, Opt, Yes};
-use Ty::{Arr, ArrOfStr, Bool, Int, IntOrNull, Map, MapOf, Num, Obj, Str, StrOrNull};
+use Ty::{Arr, ArrOfStr, Bool, Int, IntOrNull, Map, MapOf, Num, Obj, Ranges, Str, StrOrNull};
 
 type Fields = &'static [(&'static str, Ty, Has, Has)];
 
@@ -295,6 +297,7 @@ const SCHEMA: &[(&str, Fields)] = &[
             ("bytes", Int, Yes, Yes),
             ("errors", Arr("path-error"), Yes, Yes),
             ("warnings", Arr("path-error"), Yes, Yes),
+            ("damaged", Arr("damaged-path"), Yes, Yes),
             ("duration_seconds", Num, Yes, Yes),
             ("bytes_fetched", Int, No, Yes),
             ("chunks_fetched", Int, No, Yes),
@@ -358,6 +361,8 @@ const SCHEMA: &[(&str, Fields)] = &[
             ("holes", Int, Yes, Yes),
             ("from_repo", Int, Yes, Yes),
             ("from_seed", Int, Yes, Yes),
+            ("lost_bytes", Int, Yes, Yes),
+            ("lost_ranges", Ranges, Yes, Yes),
             ("duration_seconds", Num, Yes, Yes),
             ("bytes_written", Int, Yes, No),
             ("bytes_fetched", Int, No, Yes),
@@ -535,6 +540,38 @@ const SCHEMA: &[(&str, Fields)] = &[
     ),
     ("repair-rescued", &[("packs", Int, Yes, No), ("blobs", Int, Yes, No)]),
     (
+        "repair-snapshots",
+        &[
+            ("dry_run", Bool, Yes, No),
+            ("checked", Int, Yes, No),
+            ("repaired", Arr("repaired-snapshot"), Yes, No),
+            ("unchanged", ArrOfStr, Yes, No),
+            ("unrepairable", Arr("unrepairable"), Yes, No),
+        ],
+    ),
+    (
+        "repaired-snapshot",
+        &[
+            ("original", Str, Yes, No),
+            ("repaired", StrOrNull, Yes, No),
+            ("kind", Str, Yes, No),
+            ("files", Int, Yes, No),
+            ("dirs", Int, Yes, No),
+            ("lost_bytes", Int, Yes, No),
+            ("parts", Int, Yes, No),
+            ("paths", Arr("damaged-path"), Yes, No),
+        ],
+    ),
+    ("unrepairable", &[("snapshot", Str, Yes, No), ("error", Str, Yes, No)]),
+    (
+        "damaged-path",
+        &[
+            ("path", Str, Yes, Yes),
+            ("path_base64", Str, Opt, Opt),
+            ("lost_bytes", IntOrNull, Yes, Yes),
+        ],
+    ),
+    (
         "repair-lost",
         &[("blob", Str, Yes, No), ("pack", Str, Yes, No), ("error", Str, Yes, No)],
     ),
@@ -574,6 +611,18 @@ const SCHEMA: &[(&str, Fields)] = &[
             ("unreferenced_packs", Int, Yes, Yes),
             ("damaged_snapshots", ArrOfStr, Yes, Yes),
             ("problems", Arr("verify-problem"), Yes, Yes),
+            ("marked", Arr("verify-marked"), Yes, Yes),
+            ("marked_total", Int, Yes, Yes),
+            ("healed", Int, Yes, Yes),
+        ],
+    ),
+    (
+        "verify-marked",
+        &[
+            ("snapshot", Str, Yes, Yes),
+            ("path", Str, Yes, Yes),
+            ("path_base64", Str, Opt, Opt),
+            ("lost_bytes", IntOrNull, Yes, Yes),
         ],
     ),
     (
@@ -687,6 +736,12 @@ fn type_ok(ty: Ty, v: &Value, mode: Mode, at: &str, problems: &mut Vec<String>) 
         StrOrNull => v.is_string() || v.is_null(),
         IntOrNull => v.is_i64() || v.is_u64() || v.is_null(),
         ArrOfStr => v.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
+        Ranges => v.as_array().is_some_and(|a| {
+            a.iter().all(|r| {
+                r.as_array()
+                    .is_some_and(|p| p.len() == 2 && p.iter().all(Value::is_u64))
+            })
+        }),
         Arr(item) => match v.as_array() {
             Some(items) => {
                 for (i, x) in items.iter().enumerate() {
@@ -1143,6 +1198,7 @@ fn admin_documents(c: &Ctx) {
         check("index-rebuild", &c.ok(&["index", "rebuild"]), m);
         check("repair-index", &c.ok(&["repair", "index", "--dry-run"]), m);
         check("repair-index", &c.ok(&["repair", "index"]), m);
+        check("repair-snapshots", &c.ok(&["repair", "snapshots", "--dry-run"]), m);
         let pass = c.path("new-pass");
         fs::write(&pass, "another passphrase\n").unwrap();
         let added = c.ok(&[

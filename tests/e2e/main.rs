@@ -21,6 +21,7 @@ mod index;
 pub mod integrity;
 mod keys;
 mod repair;
+mod repair_snapshots;
 mod roundtrip;
 mod s3;
 mod security;

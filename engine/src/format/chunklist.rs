@@ -277,7 +277,7 @@ mod tests {
                 walk(root.hash(), *height, store, &mut out);
                 out
             }
-            Content::Tree(_) => panic!("not a list"),
+            Content::Tree(_) | Content::Damaged(_) => panic!("not a list"),
         }
     }
 

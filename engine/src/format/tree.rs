@@ -15,7 +15,8 @@
 //!   bytes16 symlink target
 //!   u16 xattr count, then per xattr: bytes16 name, bytes32 value
 //!   u8 content tag: 0 none; 1 inline chunks (u32 n, n × (id, u32 len));
-//!                   2 chunk-list root (id, u8 height); 3 subtree (id)
+//!                   2 chunk-list root (id, u8 height); 3 subtree (id);
+//!                   4 damaged (the original content, tags 0 to 3)
 //! ```
 
 use crate::format::FormatError;
@@ -109,6 +110,34 @@ pub enum Content {
     },
     /// A directory's node.
     Tree(TreeId),
+    /// Content that `amber repair snapshots` found data missing from: the original
+    /// reference (never itself damaged), kept so that a blob stored again later heals the
+    /// entry. A reader restores what can still be read and names the rest as lost.
+    Damaged(Box<Content>),
+}
+
+impl Content {
+    /// The reference itself, through a damage mark.
+    pub fn refs(&self) -> &Content {
+        match self {
+            Content::Damaged(inner) => inner,
+            other => other,
+        }
+    }
+
+    /// Whether a repair marked this content damaged.
+    pub fn is_damaged(&self) -> bool {
+        matches!(self, Content::Damaged(_))
+    }
+
+    /// `self` marked damaged (unchanged when it already is).
+    #[must_use]
+    pub fn into_damaged(self) -> Content {
+        match self {
+            Content::Damaged(_) => self,
+            other => Content::Damaged(Box::new(other)),
+        }
+    }
 }
 
 /// One entry of a directory.
@@ -265,7 +294,7 @@ impl Entry {
         if self.mtime.nsec >= 1_000_000_000 || self.ctime.nsec >= 1_000_000_000 {
             return Err(FormatError::invalid("entry time", "nanoseconds of 10^9 or more"));
         }
-        if let Content::Inline(chunks) = &self.content
+        if let Content::Inline(chunks) = self.content.refs()
             && u32::try_from(chunks.len()).is_err()
         {
             return Err(FormatError::invalid("content", "more than 2^32 - 1 inline chunks"));
@@ -309,6 +338,10 @@ pub(crate) fn encode_content(w: &mut Writer, c: &Content) {
             w.u8(3);
             w.id(id.hash());
         }
+        Content::Damaged(inner) => {
+            w.u8(4);
+            encode_content(w, inner);
+        }
     }
 }
 
@@ -333,6 +366,15 @@ pub(crate) fn decode_content(r: &mut Reader<'_>) -> Result<Content, FormatError>
             height: r.u8("list height")?,
         },
         3 => Content::Tree(TreeId::new(r.id("subtree")?)),
+        4 => match decode_content(&mut *r)? {
+            Content::Damaged(_) => {
+                return Err(FormatError::invalid(
+                    "content tag",
+                    "a damage mark inside a damage mark",
+                ));
+            }
+            inner => Content::Damaged(Box::new(inner)),
+        },
         other => return Err(FormatError::invalid("content tag", format!("unknown tag {other}"))),
     })
 }

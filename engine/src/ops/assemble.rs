@@ -649,7 +649,7 @@ impl<'w> TreeAssembler<'w> {
     fn holds(&self, content: &Content) -> Result<bool> {
         match content {
             Content::None => Ok(true),
-            Content::Tree(_) => Ok(false),
+            Content::Tree(_) | Content::Damaged(_) => Ok(false),
             Content::List { root, .. } => Ok(self
                 .writer
                 .stored_len(BlobKind::ChunkList, &BlobId::from(*root))?

@@ -20,7 +20,7 @@ use crate::format::chunklist::{ListBuilder, ListNode};
 use crate::format::snapshot::{Snapshot, SnapshotStats, SourceKind};
 use crate::format::tree::{ChunkRef, Content, Entry, EntryKind, TreeNode};
 use crate::id::{BlobId, ChunkId, Hash32, ListId, SnapshotId, TreeId};
-use crate::ops::content::ChunkCursor;
+use crate::ops::content::{ChunkCursor, Piece};
 use crate::ops::fsmeta::{self, NameCache};
 use crate::ops::progress::Progress;
 use crate::ops::ranges::{BlockSet, ByteRange};
@@ -306,7 +306,7 @@ pub struct BlockRestoreOptions {
 }
 
 /// What a volume restore did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BlockRestoreReport {
     /// Volume size.
     pub size: u64,
@@ -320,6 +320,26 @@ pub struct BlockRestoreReport {
     pub from_seed: u64,
     /// Bytes written to the output.
     pub bytes_written: u64,
+    /// Bytes of a volume a repair marked damaged that are lost, left as zeros.
+    pub lost_bytes: u64,
+    /// Where they are: (offset, length), neighbours merged, the first
+    /// [`MAX_LISTED_RANGES`].
+    pub lost_ranges: Vec<(u64, u64)>,
+}
+
+/// Lost ranges a block restore lists.
+pub const MAX_LISTED_RANGES: usize = 1000;
+
+impl BlockRestoreReport {
+    fn lost(&mut self, offset: u64, len: u64) {
+        self.lost_bytes += len;
+        let listed = self.lost_ranges.len();
+        match self.lost_ranges.last_mut() {
+            Some((at, n)) if *at + *n == offset => *n += len,
+            _ if listed < MAX_LISTED_RANGES => self.lost_ranges.push((offset, len)),
+            _ => {}
+        }
+    }
 }
 
 struct Output {
@@ -422,19 +442,34 @@ fn fill_output(
         size: entry.size,
         ..BlockRestoreReport::default()
     };
-    let mut cursor = ChunkCursor::new(repo, &entry.content);
+    // A volume a repair marked damaged is restored in part: what is lost stays zeros.
+    let marked = entry.content.is_damaged();
+    let mut cursor = if marked {
+        ChunkCursor::tolerant(repo, &entry.content, entry.size)
+    } else {
+        ChunkCursor::new(repo, &entry.content)
+    };
     let mut offset = 0u64;
-    loop {
+    let mut more = true;
+    while more {
         let mut batch = Vec::with_capacity(BATCH_BLOCKS);
         while batch.len() < BATCH_BLOCKS {
-            let Some(c) = cursor.next_chunk()? else { break };
-            batch.push((offset, c));
-            offset += u64::from(c.len);
+            match cursor.next_piece()? {
+                Some(Piece::Chunk(c)) => {
+                    batch.push((offset, c));
+                    offset += u64::from(c.len);
+                }
+                Some(Piece::Lost(n)) => {
+                    zero_lost(output, &mut report, offset, n)?;
+                    offset += n;
+                }
+                None => {
+                    more = false;
+                    break;
+                }
+            }
         }
-        if batch.is_empty() {
-            break;
-        }
-        let blocks = pool.install(|| fetch_batch(repo, seed, &batch))?;
+        let blocks = pool.install(|| fetch_batch(repo, seed, &batch, marked))?;
         write_batch(output, blocks, &mut report, &progress)?;
     }
     if offset != entry.size {
@@ -447,13 +482,41 @@ fn fill_output(
     Ok(report)
 }
 
+/// Zeros for `len` lost bytes at `offset` (nothing to write in a fresh file).
+fn zero_lost(out: &Output, report: &mut BlockRestoreReport, offset: u64, len: u64) -> Result<()> {
+    report.lost(offset, len);
+    if out.fresh {
+        return Ok(());
+    }
+    let zeros = vec![0u8; 1 << 20];
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(zeros.len() as u64);
+        let piece = zeros.get(..n as usize).unwrap_or_default();
+        out.file
+            .write_all_at(piece, offset + done)
+            .map_err(|e| Error::io(&out.path, e))?;
+        done += n;
+    }
+    Ok(())
+}
+
 enum Fetched {
     Hole(u64, u32),
+    /// A block of a volume marked damaged that cannot be read.
+    Lost(u64, u32),
     Seed(u64, Vec<u8>),
     Repo(u64, Vec<u8>),
 }
 
-fn fetch_batch(repo: &Repository, seed: Option<&File>, batch: &[(u64, ChunkRef)]) -> Result<Vec<Fetched>> {
+/// Reads a batch of blocks; with `marked` (a volume a repair marked damaged), a block that
+/// is lost is [`Fetched::Lost`] rather than an error.
+fn fetch_batch(
+    repo: &Repository,
+    seed: Option<&File>,
+    batch: &[(u64, ChunkRef)],
+    marked: bool,
+) -> Result<Vec<Fetched>> {
     batch
         .par_iter()
         .map(|&(offset, c)| {
@@ -466,7 +529,11 @@ fn fetch_batch(repo: &Repository, seed: Option<&File>, batch: &[(u64, ChunkRef)]
             {
                 return Ok(Fetched::Seed(offset, data));
             }
-            let data = repo.read_chunk(c.id).map_err(|e| Error::Corrupt {
+            let read = repo.read_chunk(c.id);
+            if marked && read.as_ref().is_err_and(crate::repo::is_damage) {
+                return Ok(Fetched::Lost(offset, c.len));
+            }
+            let data = read.map_err(|e| Error::Corrupt {
                 kind: "volume block",
                 id: c.id.to_hex(),
                 detail: format!("at byte {offset}: {e}"),
@@ -497,6 +564,12 @@ fn write_batch(
                     continue;
                 }
                 (offset, vec![0u8; len as usize])
+            }
+            Fetched::Lost(offset, len) => {
+                report.blocks -= 1;
+                zero_lost(out, report, offset, u64::from(len))?;
+                progress.add_bytes(u64::from(len));
+                continue;
             }
             Fetched::Seed(offset, data) => {
                 report.from_seed += 1;

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::backend::{BackendError, PutMode};
 use crate::error::{Error, Result};
-use crate::format::snapshot::Snapshot;
+use crate::format::snapshot::{Snapshot, SourceKind};
 use crate::id::SnapshotId;
 use crate::ops::reach::reach;
 use crate::repo::Repository;
@@ -90,7 +90,7 @@ pub fn forget(repo: &Repository, policy: &Policy, dry_run: bool) -> Result<Forge
     let snaps: HashMap<SnapshotId, &Snapshot> = list.snapshots.iter().map(|(id, s)| (*id, s)).collect();
     let mut parts: HashMap<SnapshotId, Vec<SnapshotId>> = HashMap::new();
     for (id, snap) in &list.snapshots {
-        parts.insert(*id, reach(repo, snap)?.parts);
+        parts.insert(*id, parts_of(repo, snap)?);
     }
     let is_part: HashSet<SnapshotId> = parts.values().flatten().copied().collect();
     let protected = protected(repo)?;
@@ -122,6 +122,20 @@ pub fn forget(repo: &Repository, policy: &Policy, dry_run: bool) -> Result<Forge
         }
     }
     Ok(report)
+}
+
+/// The snapshots `snap` is made of: none unless it is an image or an environment. One
+/// whose tree node is lost names none that can be known (its parts then stand as units of
+/// their own), rather than stopping the retention of the whole vault.
+fn parts_of(repo: &Repository, snap: &Snapshot) -> Result<Vec<SnapshotId>> {
+    if !matches!(snap.source, SourceKind::Image | SourceKind::Environment) {
+        return Ok(Vec::new());
+    }
+    match reach(repo, snap) {
+        Ok(r) => Ok(r.parts),
+        Err(e) if crate::repo::is_damage(&e) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
 }
 
 /// The kept with their reasons (oldest first) and the removed (units first).

@@ -100,22 +100,46 @@ fn walk_layer(repo: &Repository, root: TreeId, live: &mut LiveSet, seen: &mut Se
 fn walk_content(repo: &Repository, content: &Content, live: &mut LiveSet, seen: &mut Seen) -> Result<()> {
     match content {
         Content::None | Content::Tree(_) => Ok(()),
+        Content::Damaged(inner) => walk_damaged(repo, inner, live, seen),
         Content::Inline(chunks) => {
             live.blobs
                 .extend(chunks.iter().filter(|c| !c.id.is_hole()).map(|c| BlobId::from(c.id)));
             Ok(())
         }
-        Content::List { root, .. } => walk_list(repo, *root, live, seen),
+        Content::List { root, .. } => walk_list(repo, *root, live, seen, false),
     }
 }
 
-fn walk_list(repo: &Repository, list: ListId, live: &mut LiveSet, seen: &mut Seen) -> Result<()> {
+/// Content a repair marked damaged: what of it can still be read is kept (a restore writes
+/// it, and a blob stored again heals the rest); a node that cannot be read is skipped, and
+/// the walk goes on past it.
+fn walk_damaged(repo: &Repository, inner: &Content, live: &mut LiveSet, seen: &mut Seen) -> Result<()> {
+    match inner {
+        Content::Tree(sub) => match repo.load_tree(*sub) {
+            Ok(_) => walk_tree(repo, *sub, live, seen),
+            Err(e) if crate::repo::is_damage(&e) => {
+                live.blobs.insert((*sub).into());
+                Ok(())
+            }
+            Err(e) => Err(e),
+        },
+        Content::List { root, .. } => walk_list(repo, *root, live, seen, true),
+        other => walk_content(repo, other, live, seen),
+    }
+}
+
+/// A chunk list; `lenient` (below a damage mark): a node that cannot be read is skipped.
+fn walk_list(repo: &Repository, list: ListId, live: &mut LiveSet, seen: &mut Seen, lenient: bool) -> Result<()> {
     if !seen.lists.insert(list) {
         return Ok(());
     }
     live.blobs.insert(list.into());
     live.nodes_read += 1;
-    let node = repo.load_list(list)?;
+    let node = match repo.load_list(list) {
+        Ok(node) => node,
+        Err(e) if lenient && crate::repo::is_damage(&e) => return Ok(()),
+        Err(e) => return Err(e),
+    };
     for e in &node.entries {
         if node.level == 0 {
             let id = crate::id::ChunkId::new(e.id);
@@ -123,7 +147,7 @@ fn walk_list(repo: &Repository, list: ListId, live: &mut LiveSet, seen: &mut See
                 live.blobs.insert(id.into());
             }
         } else {
-            walk_list(repo, ListId::new(e.id), live, seen)?;
+            walk_list(repo, ListId::new(e.id), live, seen, lenient)?;
         }
     }
     Ok(())

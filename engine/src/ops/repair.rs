@@ -8,6 +8,8 @@
 //! that do not open are marked damaged and named. Damage marks are kept: rebuilding an
 //! index from directories says nothing of whether the blobs are whole.
 
+pub mod snapshots;
+
 use std::collections::HashSet;
 
 use crate::error::Result;

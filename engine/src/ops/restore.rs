@@ -18,7 +18,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use crate::error::{Error, Result};
 use crate::format::tree::{Content, Entry, EntryKind};
 use crate::id::TreeId;
-use crate::ops::content::for_each_chunk;
+use crate::ops::content::{Piece, for_each_chunk, for_each_piece};
 use crate::ops::fsmeta;
 use crate::ops::progress::Progress;
 use crate::ops::{join_rel, reading_pool};
@@ -66,6 +66,19 @@ pub struct RestoreReport {
     pub errors: Vec<PathError>,
     /// Metadata that could not be applied (owner, xattrs on unsupporting file systems).
     pub warnings: Vec<PathError>,
+    /// Entries a repair marked damaged that are still short of data: restored with what
+    /// can be read (lost bytes left as zeros, a lost directory's entries missing).
+    pub damaged: Vec<DamagedPath>,
+}
+
+/// An entry marked damaged, restored in part.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DamagedPath {
+    /// Path relative to the snapshot root.
+    pub path: Vec<u8>,
+    /// Bytes left as zeros because they are lost; `None` for a directory whose entries are
+    /// lost.
+    pub lost_bytes: Option<u64>,
 }
 
 struct Shared {
@@ -89,6 +102,14 @@ impl Shared {
             r.errors.push(PathError {
                 path: path.to_vec(),
                 message,
+            })
+        });
+    }
+    fn damaged(&self, path: &[u8], lost_bytes: Option<u64>) {
+        self.with_report(|r| {
+            r.damaged.push(DamagedPath {
+                path: path.to_vec(),
+                lost_bytes,
             })
         });
     }
@@ -177,11 +198,13 @@ pub fn restore_tree(repo: &Repository, root: TreeId, dest: &Path, opts: &Restore
     if let Some(root_entry) = opts.root_entry.as_ref().filter(|_| everything) {
         shared.warn(b"", fsmeta::apply(dest, root_entry, shared.chown));
     }
-    let report = shared
+    let mut report = shared
         .report
         .lock()
         .map(|r| r.clone())
         .map_err(|_| Error::Pipeline("report poisoned".into()))?;
+    // Files finish in any order; the report lists them as the tree does.
+    report.damaged.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(report)
 }
 
@@ -268,12 +291,29 @@ fn restore_subdir(
     rel: &[u8],
     chosen: bool,
 ) -> Result<()> {
-    let Content::Tree(id) = entry.content else {
-        shared.error(rel, "directory without a tree".into());
-        return Ok(());
+    let (id, marked) = match entry.content.refs() {
+        Content::Tree(id) => (*id, entry.content.is_damaged()),
+        _ => {
+            shared.error(rel, "directory without a tree".into());
+            return Ok(());
+        }
     };
     let node = match shared.repo.load_tree(id) {
         Ok(n) => n,
+        // A directory a repair marked damaged: made empty, named in the report.
+        Err(_) if marked => {
+            if chosen {
+                if let Err(e) = create_dir(path) {
+                    shared.error(rel, e.to_string());
+                    return Ok(());
+                }
+                shared.with_report(|r| r.dirs += 1);
+                shared.damaged(rel, None);
+            }
+            walk.dirs
+                .push((path.to_path_buf(), rel.to_vec(), entry.clone(), chosen));
+            return Ok(());
+        }
         Err(e) => {
             shared.error(rel, format!("cannot read directory: {e}"));
             return Ok(());
@@ -377,7 +417,12 @@ fn spawn_file_job(shared: &Arc<Shared>, entry: Entry, path: PathBuf, rel: Vec<u8
         .map_err(|_| Error::Pipeline("job slots closed".into()))?;
     let job = shared.clone();
     shared.pool.spawn(move || {
-        match write_file(&job, &entry, &path) {
+        let written = if entry.content.is_damaged() {
+            write_damaged_file(&job, &entry, &path, &rel)
+        } else {
+            write_file(&job, &entry, &path)
+        };
+        match written {
             Ok(bytes) => {
                 job.warn(&rel, fsmeta::apply(&path, &entry, job.chown));
                 job.progress.add_file(0);
@@ -461,4 +506,43 @@ fn write_file(shared: &Shared, entry: &Entry, path: &Path) -> Result<u64> {
     }
     file.set_len(written).map_err(|e| Error::io(path, e))?;
     Ok(written)
+}
+
+/// Writes what can be read of a file a repair marked damaged: lost chunks (and the bytes
+/// below lost chunk-list nodes) stay zeros, the file keeps its size, and the report names
+/// it with the bytes lost. A file whose data is all back is restored whole.
+fn write_damaged_file(shared: &Shared, entry: &Entry, path: &Path, rel: &[u8]) -> Result<u64> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    let (mut at, mut lost) = (0u64, 0u64);
+    for_each_piece(&shared.repo, &entry.content, entry.size, &mut |piece| {
+        let len = match piece {
+            Piece::Lost(n) => {
+                lost += n;
+                n
+            }
+            Piece::Chunk(c) if c.id.is_hole() => u64::from(c.len),
+            Piece::Chunk(c) => {
+                match shared.repo.read_chunk(c.id) {
+                    Ok(data) if data.len() as u64 == u64::from(c.len) => {
+                        write_sparse_at(&file, at, &data).map_err(|e| Error::io(path, e))?;
+                    }
+                    Ok(_) => lost += u64::from(c.len),
+                    Err(e) if crate::repo::is_damage(&e) => lost += u64::from(c.len),
+                    Err(e) => return Err(e),
+                }
+                u64::from(c.len)
+            }
+        };
+        at += len;
+        shared.progress.add_bytes(len);
+        Ok(())
+    })?;
+    file.set_len(entry.size).map_err(|e| Error::io(path, e))?;
+    if lost > 0 || at != entry.size {
+        shared.damaged(rel, Some(lost + entry.size.saturating_sub(at)));
+    }
+    Ok(entry.size)
 }

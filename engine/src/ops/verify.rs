@@ -21,7 +21,7 @@ use crate::format::layout::Record;
 use crate::format::snapshot::{Snapshot, SourceKind};
 use crate::format::tree::{Content, EntryKind};
 use crate::id::{BlobId, PackId, SnapshotId, TreeId};
-use crate::ops::content::for_each_chunk;
+use crate::ops::content::{Piece, for_each_chunk, for_each_piece};
 use crate::ops::join_rel;
 use crate::ops::tar::for_each_record;
 use crate::repo::Repository;
@@ -131,6 +131,25 @@ pub struct VerifyReport {
     pub problems: Vec<Problem>,
     /// Snapshots affected by any problem.
     pub damaged_snapshots: Vec<SnapshotId>,
+    /// Entries `amber repair snapshots` marked damaged whose data is still lost (at most
+    /// [`MAX_AFFECTED`]): known damage, not a problem.
+    pub marked: Vec<Marked>,
+    /// How many such entries there are in all.
+    pub marked_total: u64,
+    /// Entries marked damaged whose data is all back (a blob stored again healed them).
+    pub healed: u64,
+}
+
+/// An entry a repair marked damaged, with what of it is still lost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Marked {
+    /// The (repaired) snapshot.
+    pub snapshot: SnapshotId,
+    /// The entry's path (raw bytes; `layer.tar:<member>` in a layer).
+    pub path: Vec<u8>,
+    /// Bytes of its content that cannot be read; `None` for a directory whose node is
+    /// lost (what was below it is unknown).
+    pub lost_bytes: Option<u64>,
 }
 
 impl VerifyReport {
@@ -172,6 +191,9 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
     report.damaged_snapshots = found.snapshots.iter().copied().collect();
     report.damaged_snapshots.sort_unstable();
     report.problems = found.problems;
+    report.marked = found.marked;
+    report.marked_total = found.marked_total;
+    report.healed = found.healed;
     Ok(report)
 }
 
@@ -203,6 +225,10 @@ pub(crate) struct Findings {
     lost_packs: HashMap<PackId, String>,
     /// Blobs of those packs, and of packs of another length: blob → pack.
     lost_in: HashMap<BlobId, PackId>,
+    /// Entries marked damaged that are still short of data (the first [`MAX_AFFECTED`]).
+    marked: Vec<Marked>,
+    marked_total: u64,
+    healed: u64,
 }
 
 impl Findings {
@@ -246,6 +272,22 @@ impl Findings {
                 snapshot: site.snapshot,
                 path: site.path.clone(),
                 range: len.map(|l| (site.offset, l)),
+            });
+        }
+    }
+
+    /// Notes an entry marked damaged: healed when nothing of it is lost any more.
+    fn marked(&mut self, site: &Site, lost_bytes: Option<u64>) {
+        if lost_bytes == Some(0) {
+            self.healed += 1;
+            return;
+        }
+        self.marked_total += 1;
+        if self.marked.len() < MAX_AFFECTED {
+            self.marked.push(Marked {
+                snapshot: site.snapshot,
+                path: site.path.clone(),
+                lost_bytes,
             });
         }
     }
@@ -336,11 +378,71 @@ fn visit_tree(repo: &Repository, tree: TreeId, site: &mut Site, found: &mut Find
         site.path = join_rel(&dir, &e.name);
         match (&e.kind, &e.content) {
             (_, Content::Tree(sub)) => visit_tree(repo, *sub, site, found, visit),
+            (_, Content::Damaged(inner)) => match inner.as_ref() {
+                Content::Tree(sub) => visit_marked_dir(repo, *sub, site, found, visit),
+                other => {
+                    if let Some(lost) = visit_marked(repo, other, e.size, site, found, visit) {
+                        found.marked(site, Some(lost));
+                    }
+                }
+            },
             (EntryKind::File, content) => visit_content(repo, content, site, found, visit),
             _ => {}
         }
     }
     site.path = dir;
+}
+
+/// A directory a repair marked damaged: healed when its node reads again (then it is
+/// checked as any other), else known damage.
+fn visit_marked_dir(repo: &Repository, sub: TreeId, site: &mut Site, found: &mut Findings, visit: &mut Visit<'_>) {
+    if repo.load_tree(sub).is_ok() {
+        found.healed += 1;
+        visit_tree(repo, sub, site, found, visit);
+    } else {
+        found.marked(site, None);
+    }
+}
+
+/// The content of an entry a repair marked damaged (`size` bytes): chunks that are whole
+/// are checked as any other's; returns the bytes of the rest, which is known damage
+/// (`None` when the walk failed, which is a problem in `found`).
+fn visit_marked(
+    repo: &Repository,
+    inner: &Content,
+    size: u64,
+    site: &mut Site,
+    found: &mut Findings,
+    visit: &mut Visit<'_>,
+) -> Option<u64> {
+    site.offset = 0;
+    let mut lost = 0u64;
+    let walked = for_each_piece(repo, inner, size, &mut |piece| {
+        match piece {
+            Piece::Lost(n) => {
+                lost += n;
+                site.offset += n;
+            }
+            Piece::Chunk(c) => {
+                let blob = BlobId::from(c.id);
+                let whole = c.id.is_hole() || repo.index().holds_good(&blob).unwrap_or(false);
+                if !whole {
+                    lost += u64::from(c.len);
+                } else if !c.id.is_hole() {
+                    visit(found, site, blob, u64::from(c.len));
+                }
+                site.offset += u64::from(c.len);
+            }
+        }
+        Ok(())
+    });
+    match walked {
+        Ok(()) => Some(lost),
+        Err(e) => {
+            metadata_problem(found, &e, site);
+            None
+        }
+    }
 }
 
 /// A layer: its `layer.tar` layout, member by member, and the other entries as files.
@@ -356,21 +458,36 @@ fn visit_layer(repo: &Repository, root: TreeId, site: &mut Site, found: &mut Fin
             visit_content(repo, &e.content, site, found, visit);
             continue;
         }
+        // A layer a repair marked damaged: its members' lost data is known damage.
+        let marked = e.content.is_damaged();
+        let mut layer_lost = 0u64;
         let mut member = b"layer.tar".to_vec();
         let walked = for_each_record(repo, &e.content, &mut |rec| {
             match rec {
                 Record::Header(h) => member = member_path(&h),
-                Record::Member { content, .. } | Record::Tail { content, .. } => {
+                Record::Member { content, size } | Record::Tail { content, size } => {
                     site.path.clone_from(&member);
-                    visit_content(repo, &content, site, found, visit);
+                    if marked {
+                        let lost = visit_marked(repo, &content, size, site, found, visit).unwrap_or(0);
+                        layer_lost += lost;
+                        if lost > 0 {
+                            found.marked(site, Some(lost));
+                        }
+                    } else {
+                        visit_content(repo, &content, site, found, visit);
+                    }
                 }
                 _ => {}
             }
             Ok(())
         });
-        if let Err(err) = walked {
-            site.path = b"layer.tar".to_vec();
-            metadata_problem(found, &err, site);
+        site.path = b"layer.tar".to_vec();
+        match walked {
+            // A marked layer whose layout cannot be read is lost as a whole: known damage.
+            Err(_) if marked => found.marked(site, Some(e.size)),
+            Err(err) => metadata_problem(found, &err, site),
+            Ok(()) if marked && layer_lost == 0 => found.healed += 1,
+            Ok(()) => {}
         }
     }
 }

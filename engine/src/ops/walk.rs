@@ -41,8 +41,17 @@ pub fn walk(
     for e in node.entries() {
         let path = join_rel(prefix, &e.name);
         visit(&path, e)?;
-        if let Content::Tree(sub) = e.content {
-            walk(repo, sub, &path, visit)?;
+        match &e.content {
+            Content::Tree(sub) => walk(repo, *sub, &path, visit)?,
+            // A directory a repair marked damaged: walked once its node reads again.
+            Content::Damaged(inner) => {
+                if let Content::Tree(sub) = inner.as_ref()
+                    && repo.load_tree(*sub).is_ok()
+                {
+                    walk(repo, *sub, &path, visit)?;
+                }
+            }
+            _ => {}
         }
     }
     Ok(())

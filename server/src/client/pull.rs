@@ -26,7 +26,7 @@ use tokio::task::JoinSet;
 use crate::cli::Global;
 use crate::client::{Remote, block_on, failed};
 use crate::commands::inspect::extend;
-use crate::commands::restore::{path_errors, restore_head};
+use crate::commands::restore::{damaged_line, damaged_paths, path_errors, restore_head};
 use crate::output::{bytes, emit, failure};
 use amber_server::serve::convert;
 
@@ -59,6 +59,8 @@ struct Item0 {
     rel: Vec<u8>,
     entry: Entry,
     chunks: Vec<(pb::ChunkRef, u64)>,
+    /// Marked damaged by a repair, and still short of data.
+    damaged: bool,
     /// Selected by `--include` (or everything); other directories are only ancestors.
     chosen: bool,
 }
@@ -85,6 +87,20 @@ struct Tally {
     chunks_kept: u64,
     chunks_seeded: u64,
     warnings: Vec<PathError>,
+    /// Entries marked damaged restored in part: path, bytes lost (`None`: a directory
+    /// whose entries are lost).
+    damaged: Vec<(Vec<u8>, Option<u64>)>,
+    /// Lost byte ranges of a volume: (offset, length), neighbours merged.
+    lost_ranges: Vec<(u64, u64)>,
+}
+
+impl Tally {
+    fn lost(&mut self, offset: u64, len: u64) {
+        match self.lost_ranges.last_mut() {
+            Some((at, n)) if *at + *n == offset => *n += len,
+            _ => self.lost_ranges.push((offset, len)),
+        }
+    }
 }
 
 /// Runs a tree or volume restore from the server.
@@ -108,7 +124,11 @@ pub fn run(g: &Global, args: &PullArgs) -> Result<ExitCode> {
         // The full id: `latest` could name another snapshot by the time the plan is read.
         let (info, kind, target, tally) = fetch(&remote, &found.id, args).await?;
         report(g, &info.id, kind, target, &tally, started);
-        Ok(ExitCode::SUCCESS)
+        Ok(if tally.damaged.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(crate::commands::EXIT_INCOMPLETE)
+        })
     })
 }
 
@@ -183,6 +203,9 @@ fn report(g: &Global, id: &str, kind: &str, target: &Path, t: &Tally, started: I
     for w in &t.warnings {
         eprintln!("warning: {}: {}", display_path(&w.path), w.message);
     }
+    for (path, lost) in &t.damaged {
+        eprintln!("{}", damaged_line(path, *lost));
+    }
     let mut obj = restore_head(id, kind, target);
     let counts = if kind == "block" {
         json!({
@@ -191,6 +214,8 @@ fn report(g: &Global, id: &str, kind: &str, target: &Path, t: &Tally, started: I
             "holes": t.holes,
             "from_repo": t.chunks_fetched,
             "from_seed": t.chunks_seeded,
+            "lost_bytes": t.lost_ranges.iter().map(|(_, n)| n).sum::<u64>(),
+            "lost_ranges": t.lost_ranges,
         })
     } else {
         json!({
@@ -200,6 +225,7 @@ fn report(g: &Global, id: &str, kind: &str, target: &Path, t: &Tally, started: I
             "bytes": t.bytes,
             "errors": [],
             "warnings": path_errors(&t.warnings),
+            "damaged": damaged_paths(&t.damaged),
         })
     };
     extend(&mut obj, counts);
@@ -332,6 +358,7 @@ fn plan_item(e: pb::PlanEntry) -> Result<Item0> {
         rel: e.path,
         entry,
         chunks: Vec::new(),
+        damaged: e.damaged,
         chosen: true,
     })
 }
@@ -366,6 +393,9 @@ async fn restore_tree(
             EntryKind::Dir => {
                 if item.chosen {
                     std::fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
+                    if item.damaged {
+                        tally.damaged.push((item.rel.clone(), None));
+                    }
                 }
                 dirs.push(Item0 { path, ..item });
             }
@@ -466,7 +496,11 @@ async fn restore_volume(
     item.path = out.to_path_buf();
     tally.bytes = item.entry.size;
     tally.blocks = item.chunks.len() as u64;
-    tally.holes = item.chunks.iter().filter(|(c, _)| c.id.iter().all(|&b| b == 0)).count() as u64;
+    tally.holes = item
+        .chunks
+        .iter()
+        .filter(|(c, _)| !c.lost && c.id.iter().all(|&b| b == 0))
+        .count() as u64;
     let seed = match seed {
         Some(p) => Some(File::open(p).with_context(|| format!("cannot open seed {}", p.display()))?),
         None => None,
@@ -493,9 +527,20 @@ async fn fill_window(fetcher: &Fetcher, items: &[Item0], seed: Option<&File>, ta
     let mut wants = Vec::new();
     for (n, item) in items.iter().enumerate() {
         let file = Arc::new(open_target(&item.path, item.entry.size)?);
+        let mut lost = 0u64;
         for (c, offset) in &item.chunks {
             let id: [u8; 32] = c.id.as_slice().try_into().context("a chunk id that is not 32 bytes")?;
-            if fetcher.in_place(&file, &id, c.length, *offset)? {
+            if c.lost && item.damaged {
+                // Lost for good (until healed): zeros, named in the report.
+                write_sparse(&file, &vec![0u8; c.length as usize], *offset)?;
+                lost += u64::from(c.length);
+                tally.lost(*offset, u64::from(c.length));
+            } else if c.lost {
+                bail!(
+                    "the server marked a chunk of {} lost in an entry not marked damaged",
+                    item.path.display()
+                );
+            } else if fetcher.in_place(&file, &id, c.length, *offset)? {
                 tally.chunks_kept += 1;
             } else if let Some(data) = seed.and_then(|s| fetcher.seeded(s, &id, c.length, *offset)) {
                 write_sparse(&file, &data, *offset)?;
@@ -515,6 +560,9 @@ async fn fill_window(fetcher: &Fetcher, items: &[Item0], seed: Option<&File>, ta
         }
         open.push(file);
         tally.files += 1;
+        if item.damaged {
+            tally.damaged.push((item.rel.clone(), Some(lost)));
+        }
     }
     fetcher.fetch_all(&open, items, wants, tally).await?;
     Ok(())

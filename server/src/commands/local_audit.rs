@@ -27,6 +27,10 @@ pub fn call(command: &Command) -> Option<(&'static str, String)> {
         Command::Copy { to, .. } => ("amber copy", format!("to {}", to.to_string_lossy())),
         Command::Index(IndexCommand::Rebuild) => ("amber index rebuild", String::new()),
         Command::Repair(RepairCommand::Index { dry_run: false }) => ("amber repair index", String::new()),
+        Command::Repair(RepairCommand::Snapshots {
+            dry_run: false,
+            snapshots,
+        }) => ("amber repair snapshots", snapshots.join(" ")),
         Command::Key(KeyCommand::Add { .. }) => ("amber key add", String::new()),
         Command::Key(KeyCommand::Remove { .. }) => ("amber key remove", String::new()),
         Command::Tier(TierCommand::Apply { .. }) => ("amber tier apply", String::new()),

@@ -1,7 +1,9 @@
-//! `amber repair index`.
+//! `amber repair index` and `amber repair snapshots`.
 
 use std::process::ExitCode;
 
+use amber_engine::ops::display_path;
+use amber_engine::ops::repair::snapshots::{RepairSnapshotsOptions, RepairSnapshotsReport, repair_snapshots};
 use amber_engine::ops::repair::{RepairIndexReport, repair_index};
 use anyhow::Result;
 use serde_json::{Value, json};
@@ -12,9 +14,15 @@ use crate::context;
 use crate::output::emit;
 
 pub fn run(g: &Global, cmd: &RepairCommand) -> Result<ExitCode> {
-    let RepairCommand::Index { dry_run } = cmd;
+    match cmd {
+        RepairCommand::Index { dry_run } => index(g, *dry_run),
+        RepairCommand::Snapshots { dry_run, snapshots } => snapshots_cmd(g, *dry_run, snapshots),
+    }
+}
+
+fn index(g: &Global, dry_run: bool) -> Result<ExitCode> {
     let repo = context::open_fresh(g)?;
-    let r = repair_index(&repo, *dry_run)?;
+    let r = repair_index(&repo, dry_run)?;
     for (object, why) in &r.unrecoverable {
         eprintln!("amber: left out {object}: {why}");
     }
@@ -78,6 +86,84 @@ fn report_text(r: &RepairIndexReport) -> String {
             r.lost_blobs.len(),
             r.unrecoverable.len()
         ));
+    }
+    lines.join("\n")
+}
+
+fn snapshots_cmd(g: &Global, dry_run: bool, names: &[String]) -> Result<ExitCode> {
+    let repo = context::open_fresh(g)?;
+    let snapshots = names
+        .iter()
+        .map(|n| repo.resolve_snapshot(n, None).map(|(id, _)| id))
+        .collect::<Result<Vec<_>, _>>()?;
+    let r = repair_snapshots(&repo, &RepairSnapshotsOptions { snapshots, dry_run })?;
+    for (id, why) in &r.unrepairable {
+        eprintln!("amber: snapshot {id} cannot be repaired: {why}");
+    }
+    emit(g.json, &snapshots_json(&r), || snapshots_text(&r));
+    if r.unrepairable.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::from(EXIT_INCOMPLETE))
+    }
+}
+
+/// The "repair-snapshots" document of `docs/json.md`.
+fn snapshots_json(r: &RepairSnapshotsReport) -> Value {
+    let repaired: Vec<Value> = r
+        .repaired
+        .iter()
+        .map(|s| {
+            let paths = crate::commands::restore::damaged_paths(&s.paths);
+            json!({
+                "original": s.original.to_hex(),
+                "repaired": s.repaired.map(|id| id.to_hex()),
+                "kind": s.kind,
+                "files": s.files,
+                "dirs": s.dirs,
+                "lost_bytes": s.lost_bytes,
+                "parts": s.parts,
+                "paths": paths,
+            })
+        })
+        .collect();
+    let unrepairable: Vec<Value> = r
+        .unrepairable
+        .iter()
+        .map(|(id, why)| json!({ "snapshot": id.to_hex(), "error": why }))
+        .collect();
+    let unchanged: Vec<String> = r.unchanged.iter().map(|id| id.to_hex()).collect();
+    json!({
+        "dry_run": r.dry_run,
+        "checked": r.checked,
+        "repaired": repaired,
+        "unchanged": unchanged,
+        "unrepairable": unrepairable,
+    })
+}
+
+fn snapshots_text(r: &RepairSnapshotsReport) -> String {
+    if r.checked == 0 && r.unrepairable.is_empty() {
+        return "no snapshot is short of data: nothing to repair".into();
+    }
+    let mut lines = Vec::new();
+    for s in &r.repaired {
+        let short = &s.original.to_hex()[..8];
+        let head = match s.repaired {
+            Some(new) => format!("snapshot {short} repaired as {}", &new.to_hex()[..8]),
+            None => format!("snapshot {short} would be repaired"),
+        };
+        lines.push(format!(
+            "{head}: {} files and {} directories marked damaged, {} bytes lost, {} parts replaced",
+            s.files, s.dirs, s.lost_bytes, s.parts
+        ));
+        lines.extend(s.paths.iter().map(|(p, _)| format!("  damaged: {}", display_path(p))));
+    }
+    for id in &r.unchanged {
+        lines.push(format!("snapshot {} needs no new snapshot", &id.to_hex()[..8]));
+    }
+    if r.repaired.iter().any(|s| s.repaired.is_some()) {
+        lines.push("the originals are kept: `amber forget` them once the repaired snapshots are checked".into());
     }
     lines.join("\n")
 }

@@ -46,6 +46,30 @@ pub fn path_errors(v: &[PathError]) -> Value {
         .collect()
 }
 
+/// The `damaged` entries of a tree restore: `{path, lost_bytes}` (`lost_bytes` null for a
+/// directory whose entries are lost).
+pub fn damaged_paths(v: &[(Vec<u8>, Option<u64>)]) -> Value {
+    v.iter()
+        .map(|(path, lost)| {
+            let mut obj = Map::new();
+            put_path(&mut obj, "path", path);
+            obj.insert("lost_bytes".into(), json!(lost));
+            Value::Object(obj)
+        })
+        .collect()
+}
+
+/// The stderr line for an entry marked damaged, restored in part.
+pub fn damaged_line(path: &[u8], lost: Option<u64>) -> String {
+    match lost {
+        Some(n) => format!("damaged: {}: {n} bytes lost, left as zeros", display_path(path)),
+        None => format!(
+            "damaged: {}: directory entries lost, restored empty",
+            display_path(path)
+        ),
+    }
+}
+
 /// The text line of a tree restore.
 pub fn restored_line(id: &str, dest: &Path, files: u64, dirs: u64, bytes_done: u64, failed: usize) -> String {
     format!(
@@ -91,6 +115,10 @@ pub fn run(g: &Global, name: &str, dest: &Path, include: Vec<String>, whiteouts:
     for w in &r.warnings {
         eprintln!("warning: {}: {}", display_path(&w.path), w.message);
     }
+    let damaged: Vec<(Vec<u8>, Option<u64>)> = r.damaged.iter().map(|d| (d.path.clone(), d.lost_bytes)).collect();
+    for (path, lost) in &damaged {
+        eprintln!("{}", damaged_line(path, *lost));
+    }
     let mut obj = restore_head(&id.to_hex(), "tree", dest);
     let counts = json!({
         "files": r.files,
@@ -99,13 +127,14 @@ pub fn run(g: &Global, name: &str, dest: &Path, include: Vec<String>, whiteouts:
         "bytes": r.bytes,
         "errors": path_errors(&r.errors),
         "warnings": path_errors(&r.warnings),
+        "damaged": damaged_paths(&damaged),
         "duration_seconds": started.elapsed().as_secs_f64(),
     });
     extend(&mut obj, counts);
     emit(g.json, &Value::Object(obj), || {
         restored_line(&id.to_hex(), dest, r.files, r.dirs, r.bytes, r.errors.len())
     });
-    Ok(if r.errors.is_empty() {
+    Ok(if r.errors.is_empty() && damaged.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_INCOMPLETE)
@@ -133,6 +162,8 @@ pub fn block(g: &Global, name: &str, out: &Path, seed: Option<PathBuf>) -> Resul
         "from_repo": r.from_repo,
         "from_seed": r.from_seed,
         "bytes_written": r.bytes_written,
+        "lost_bytes": r.lost_bytes,
+        "lost_ranges": r.lost_ranges,
         "duration_seconds": started.elapsed().as_secs_f64(),
     });
     extend(&mut obj, counts);
@@ -149,6 +180,13 @@ pub fn block(g: &Global, name: &str, out: &Path, seed: Option<PathBuf>) -> Resul
             r.from_seed
         )
     });
+    if r.lost_bytes > 0 {
+        eprintln!(
+            "damaged: the volume was marked damaged by a repair: {} bytes lost, left as zeros",
+            r.lost_bytes
+        );
+        return Ok(ExitCode::from(EXIT_INCOMPLETE));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

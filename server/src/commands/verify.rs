@@ -101,7 +101,18 @@ fn report_json(f: &Found) -> Value {
         "unreferenced_packs": s.unreferenced_packs,
         "damaged_snapshots": s.damaged_snapshots,
         "problems": f.problems.iter().map(problem_json).collect::<Vec<_>>(),
+        "marked": s.marked.iter().map(marked_json).collect::<Vec<_>>(),
+        "marked_total": s.marked_total,
+        "healed": s.healed,
     })
+}
+
+fn marked_json(m: &pb::VerifyMarked) -> Value {
+    let mut obj = Map::new();
+    obj.insert("snapshot".into(), json!(m.snapshot));
+    put_path(&mut obj, "path", &m.path);
+    obj.insert("lost_bytes".into(), json!(m.lost_bytes));
+    Value::Object(obj)
 }
 
 fn or_null(text: &str) -> Value {
@@ -159,6 +170,12 @@ fn report_text(f: &Found) -> String {
         out.push_str(&format!(
             "; {} archived packs not read ({} restores asked for)",
             s.cold_not_read, s.warm_up_requested
+        ));
+    }
+    if s.marked_total > 0 || s.healed > 0 {
+        out.push_str(&format!(
+            "\n{} entries marked damaged by a repair are still short of data; {} have healed",
+            s.marked_total, s.healed
         ));
     }
     if f.clean() {

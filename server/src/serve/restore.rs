@@ -6,9 +6,10 @@ use std::sync::Arc;
 use amber_engine::format::snapshot::SourceKind;
 use amber_engine::format::tree::{Content, Entry, EntryKind};
 use amber_engine::id::{ChunkId, TreeId};
-use amber_engine::ops::content::for_each_chunk;
+use amber_engine::ops::content::{Piece, for_each_chunk, for_each_piece};
 use amber_engine::ops::display_path;
 use amber_engine::ops::image::{ImageFormat, write_image_archive};
+use amber_engine::ops::repair::snapshots::lost_bytes;
 use amber_engine::ops::tar::{recorded_diff_id, restore_tar};
 use amber_engine::ops::walk::{find_dir, walk};
 use amber_engine::repo::Repository;
@@ -206,13 +207,16 @@ fn plan(repo: &Repository, r: &pb::ReadPlanRequest, out: &Out<pb::PlanMessage>) 
         send(Item::Entry(pb::PlanEntry {
             path: Vec::new(),
             meta: Some(convert::meta(root_entry)),
+            damaged: false,
         }))?;
     }
     let mut visit = |path: &[u8], e: &Entry| -> amber_engine::error::Result<()> {
         entries += 1;
+        let damaged = still_damaged(repo, e)?;
         let msg = Item::Entry(pb::PlanEntry {
             path: path.to_vec(),
             meta: Some(convert::meta(e)),
+            damaged,
         });
         send(msg).map_err(|_| amber_engine::error::Error::Pipeline("client gone".into()))?;
         // Later names of a hard-linked file carry no chunks: the client links them.
@@ -220,7 +224,11 @@ fn plan(repo: &Repository, r: &pb::ReadPlanRequest, out: &Out<pb::PlanMessage>) 
         if linked {
             return Ok(());
         }
-        send_file_chunks(repo, &e.content, &send)
+        if damaged && e.kind == EntryKind::File {
+            send_damaged_chunks(repo, e, &send)
+        } else {
+            send_file_chunks(repo, &e.content, &send)
+        }
     };
     walk(repo, root, b"", &mut visit).map_err(|e| from_engine(&e))?;
     send(Item::End(pb::PlanEnd { entries }))
@@ -244,6 +252,7 @@ fn send_file_chunks(
         batch.push(pb::ChunkRef {
             id: c.id.hash().as_bytes().to_vec(),
             length: c.len,
+            lost: false,
         });
         if batch.len() >= PLAN_CHUNKS {
             flush(&mut batch)?;
@@ -251,6 +260,73 @@ fn send_file_chunks(
         Ok(())
     })?;
     flush(&mut batch)
+}
+
+/// Whether an entry a repair marked damaged still lacks data (a directory whose node does
+/// not read, a file with bytes that cannot be read).
+fn still_damaged(repo: &Repository, e: &Entry) -> amber_engine::error::Result<bool> {
+    match e.content.refs() {
+        _ if !e.content.is_damaged() => Ok(false),
+        Content::Tree(sub) => Ok(repo.load_tree(*sub).is_err()),
+        content => Ok(lost_bytes(repo, content, e.size)? > 0),
+    }
+}
+
+/// The chunks of a file marked damaged, those that cannot be read marked `lost` (and the
+/// bytes below an unreadable chunk-list node sent as lost zero-id chunks).
+fn send_damaged_chunks(
+    repo: &Repository,
+    e: &Entry,
+    send: &dyn Fn(Item) -> Result<(), Status>,
+) -> amber_engine::error::Result<()> {
+    let gone = || amber_engine::error::Error::Pipeline("client gone".into());
+    let mut batch = Vec::new();
+    let push = |batch: &mut Vec<pb::ChunkRef>, c: pb::ChunkRef| {
+        batch.push(c);
+        if batch.len() >= PLAN_CHUNKS {
+            let chunks = std::mem::take(batch);
+            send(Item::Chunks(pb::PlanChunks { chunks })).map_err(|_| gone())?;
+        }
+        Ok(())
+    };
+    for_each_piece(repo, &e.content, e.size, &mut |piece| match piece {
+        Piece::Chunk(c) => {
+            let good = c.id.is_hole() || repo.index().holds_good(&c.id.into())?;
+            let lost = !good;
+            let id = if lost {
+                [0u8; 32].to_vec()
+            } else {
+                c.id.hash().as_bytes().to_vec()
+            };
+            push(
+                &mut batch,
+                pb::ChunkRef {
+                    id,
+                    length: c.len,
+                    lost,
+                },
+            )
+        }
+        Piece::Lost(mut n) => {
+            while n > 0 {
+                let length = u32::try_from(n).unwrap_or(u32::MAX);
+                push(
+                    &mut batch,
+                    pb::ChunkRef {
+                        id: vec![0; 32],
+                        length,
+                        lost: true,
+                    },
+                )?;
+                n -= u64::from(length);
+            }
+            Ok(())
+        }
+    })?;
+    if !batch.is_empty() {
+        send(Item::Chunks(pb::PlanChunks { chunks: batch })).map_err(|_| gone())?;
+    }
+    Ok(())
 }
 
 fn chunk_ids(raw: &[Vec<u8>]) -> Result<Vec<ChunkId>, Status> {

@@ -105,6 +105,17 @@ pub fn to_wire(r: &VerifyReport) -> (pb::VerifySummary, Vec<pb::VerifyProblem>) 
         warm_up_requested: r.warm_up_requested,
         unreferenced_packs: r.unreferenced_packs,
         damaged_snapshots: r.damaged_snapshots.iter().map(ToString::to_string).collect(),
+        marked: r
+            .marked
+            .iter()
+            .map(|m| pb::VerifyMarked {
+                snapshot: m.snapshot.to_string(),
+                path: m.path.clone(),
+                lost_bytes: m.lost_bytes,
+            })
+            .collect(),
+        marked_total: r.marked_total,
+        healed: r.healed,
     };
     let problems = r
         .problems

@@ -1,0 +1,209 @@
+//! `amber repair snapshots`: a data pack deleted (a file's content lost) and a metadata
+//! pack deleted (a directory's tree node lost). The repair writes new snapshots in which
+//! the file and the directory are marked damaged, never dropped; their restore writes
+//! everything else exactly, the file at its size with the lost bytes as zeros, the
+//! directory empty, and names both (exit 3). With the originals forgotten, verify is
+//! clean and names the marks as known damage, and compaction runs. A new snapshot of the
+//! same content stores the lost blobs again, which heals the repaired snapshots: they then
+//! restore exactly. On the local store and on S3.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::common::{Repo, Rng, assert_same_tree, id_of, num, write_random};
+use crate::stores::{Store, on_every_store};
+
+on_every_store! {
+    repair_snapshots_marks_what_is_lost_and_heals_when_it_comes_back => repair_on,
+}
+
+/// The keys under `prefix` that are not in `before`.
+fn new_keys(repo: &Repo, prefix: &str, before: &[String]) -> Vec<String> {
+    let old: BTreeSet<&String> = before.iter().collect();
+    repo.object_keys(prefix)
+        .into_iter()
+        .filter(|k| !old.contains(k))
+        .collect()
+}
+
+/// `amber <args>` expecting `code`; its JSON document.
+#[track_caller]
+fn run(repo: &Repo, args: &[&str], code: i32) -> Value {
+    let out = repo.run(args);
+    out.expect_code(code);
+    out.json()
+}
+
+/// Takes a snapshot of `dir`, returning its id and the data and metadata packs it wrote.
+fn snapshot_packs(repo: &Repo, dir: &Path) -> (String, Vec<String>, Vec<String>) {
+    let (data, meta) = (repo.object_keys("data/"), repo.object_keys("meta/"));
+    let id = id_of(&repo.snapshot(dir, &[]));
+    (id, new_keys(repo, "data/", &data), new_keys(repo, "meta/", &meta))
+}
+
+/// The state directory (index cache and copies of metadata packs).
+fn drop_cache(repo: &Repo) {
+    let cache = match repo.url {
+        Some(_) => repo.scratch("cache"),
+        None => repo.path.join("cache"),
+    };
+    let _ = fs::remove_dir_all(cache);
+}
+
+/// `(snapshot, path, lost_bytes)` of verify's known damage.
+fn marked(report: &Value) -> BTreeSet<(String, String, Option<u64>)> {
+    report["marked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let path = m["path"].as_str().unwrap().to_string();
+            (
+                m["snapshot"].as_str().unwrap().to_string(),
+                path,
+                m["lost_bytes"].as_u64(),
+            )
+        })
+        .collect()
+}
+
+fn repair_on(store: Store) {
+    let repo = store.repo("repair-snapshots");
+    let mut rng = Rng::new(0x5EA1);
+    let src = repo.scratch("src");
+    write_random(&src.join("results/run.csv"), 20_000, &mut rng);
+    // The node of `results` is written by this snapshot of the directory alone, in its own
+    // metadata pack; the later snapshots of `src` name the same node.
+    let (alone, _, meta_results) = snapshot_packs(&repo, &src.join("results"));
+    write_random(&src.join("keep.bin"), 1 << 20, &mut rng);
+    write_random(&src.join("notes/n.txt"), 30_000, &mut rng);
+    let (first, _, _) = snapshot_packs(&repo, &src);
+    write_random(&src.join("lost.bin"), 2 << 20, &mut rng);
+    let (second, data_lost, _) = snapshot_packs(&repo, &src);
+    assert_eq!(
+        (meta_results.len(), data_lost.len()),
+        (1, 1),
+        "{meta_results:?} {data_lost:?}"
+    );
+
+    repo.delete_object(&data_lost[0]);
+    repo.delete_object(&meta_results[0]);
+    drop_cache(&repo);
+    let found = run(&repo, &["verify"], 3);
+    let damaged: BTreeSet<&str> = found["damaged_snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        damaged,
+        BTreeSet::from([alone.as_str(), first.as_str(), second.as_str()]),
+        "{found}"
+    );
+
+    let before = repo.snapshots().len();
+    let dry = run(&repo, &["repair", "snapshots", "--dry-run"], 3);
+    assert_eq!(repo.snapshots().len(), before, "a dry run writes nothing: {dry}");
+    assert_eq!(dry["repaired"].as_array().unwrap().len(), 2, "{dry}");
+
+    let fixed = run(&repo, &["repair", "snapshots"], 3);
+    crate::cli::check("repair-snapshots", &fixed, crate::cli::Mode::Local);
+    // The snapshot of `results` alone has lost its root: nothing to keep.
+    assert_eq!(fixed["unrepairable"][0]["snapshot"], alone.as_str(), "{fixed}");
+    let repaired: Vec<&Value> = fixed["repaired"].as_array().unwrap().iter().collect();
+    let of = |original: &str| -> &Value {
+        repaired
+            .iter()
+            .find(|r| r["original"] == original)
+            .unwrap_or_else(|| panic!("{original} not repaired: {fixed}"))
+    };
+    let (r_first, r_second) = (of(&first), of(&second));
+    assert_eq!((num(r_first, "files"), num(r_first, "dirs")), (0, 1), "{r_first}");
+    assert_eq!(
+        (
+            num(r_second, "files"),
+            num(r_second, "dirs"),
+            num(r_second, "lost_bytes")
+        ),
+        (1, 1, 2 << 20),
+        "{r_second}"
+    );
+    assert_eq!(
+        r_second["paths"],
+        json!([{ "path": "lost.bin", "lost_bytes": 2 << 20 }, { "path": "results", "lost_bytes": null }]),
+        "{r_second}"
+    );
+    let new_second = r_second["repaired"].as_str().unwrap().to_string();
+    let new_first = r_first["repaired"].as_str().unwrap().to_string();
+    // The originals are kept.
+    assert_eq!(repo.snapshots().len(), before + 2);
+
+    // The repaired snapshot restores all it can, and names the rest (exit 3).
+    let dest = repo.scratch("partial");
+    let out = repo.run(&["restore", &new_second, dest.to_str().unwrap()]);
+    out.expect_code(3);
+    let restored = out.json();
+    crate::cli::check("restore", &restored, crate::cli::Mode::Local);
+    assert_eq!(
+        restored["damaged"],
+        json!([{ "path": "lost.bin", "lost_bytes": 2 << 20 }, { "path": "results", "lost_bytes": null }]),
+        "{restored}"
+    );
+    assert_eq!(restored["errors"], json!([]), "{restored}");
+    assert_eq!(
+        fs::read(dest.join("keep.bin")).unwrap(),
+        fs::read(src.join("keep.bin")).unwrap()
+    );
+    assert_eq!(
+        fs::read(dest.join("notes/n.txt")).unwrap(),
+        fs::read(src.join("notes/n.txt")).unwrap()
+    );
+    let zeros = fs::read(dest.join("lost.bin")).unwrap();
+    assert_eq!(zeros.len(), 2 << 20);
+    assert!(zeros.iter().all(|&b| b == 0), "lost bytes are zeros");
+    assert_eq!(
+        fs::read_dir(dest.join("results")).unwrap().count(),
+        0,
+        "a lost directory is empty"
+    );
+
+    // The originals forgotten, verify is clean: the marks are known damage.
+    run(&repo, &["forget", "--keep-tag", "repaired"], 0);
+    let clean = run(&repo, &["verify"], 0);
+    crate::cli::check("verify", &clean, crate::cli::Mode::Local);
+    assert_eq!(
+        marked(&clean),
+        BTreeSet::from([
+            (new_first.clone(), "results".to_string(), None),
+            (new_second.clone(), "results".to_string(), None),
+            (new_second.clone(), "lost.bin".to_string(), Some(2 << 20)),
+        ]),
+        "{clean}"
+    );
+    run(&repo, &["compact", "--grace", "0s"], 0);
+    let read = run(&repo, &["verify", "--read-data"], 0);
+    assert_eq!(num(&read, "marked_total"), 3, "{read}");
+
+    // The same content snapshotted again: its blobs are stored anew, and the marks heal.
+    repo.snapshot(&src, &[]);
+    let healed = run(&repo, &["verify", "--read-data"], 0);
+    assert_eq!(
+        (num(&healed, "marked_total"), num(&healed, "healed")),
+        (0, 3),
+        "{healed}"
+    );
+    drop_cache(&repo);
+    let whole = repo.scratch("whole");
+    repo.restore(&new_second, &whole);
+    assert_same_tree(&src, &whole);
+    let again = run(&repo, &["repair", "snapshots"], 0);
+    assert_eq!(
+        again["repaired"],
+        json!([]),
+        "nothing is short of data any more: {again}"
+    );
+}
