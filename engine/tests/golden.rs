@@ -124,6 +124,7 @@ const ALL_VECTORS: &[&str] = &[
     "blob-incompressible",
     "pack",
     "tree",
+    "tree-damaged",
     "chunklist",
     "chunklist-root",
     "snapshot-plain",
@@ -769,6 +770,46 @@ fn tree() {
         [1, 0, 0, 0, 0],
         "an empty directory"
     );
+}
+
+/// A node a repair wrote: `data.bin` and `results` of `tree.hex` marked damaged (content tag
+/// 4 around their original content), `latest` unchanged.
+fn golden_damaged_tree(keys: &VaultKeys) -> TreeNode {
+    let entries = golden_tree(keys)
+        .entries()
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            if e.kind != EntryKind::Symlink {
+                e.content = e.content.into_damaged();
+            }
+            e
+        })
+        .collect();
+    TreeNode::new(entries).unwrap()
+}
+
+#[test]
+fn tree_with_damage_marks() {
+    let mut v = Vectors::default();
+    let keys = keys();
+    let node = golden_damaged_tree(&keys);
+    let stored = v.golden("tree-damaged", &node.encode());
+    let decoded = TreeNode::decode(&stored).unwrap();
+    assert_eq!(decoded, node);
+    let plain = golden_tree(&keys);
+    for (marked, original) in decoded.entries().iter().zip(plain.entries()) {
+        assert_eq!(marked.content.refs(), &original.content, "the mark keeps the reference");
+        assert_eq!(marked.content.is_damaged(), original.kind != EntryKind::Symlink);
+    }
+    // Each mark adds one byte (tag 4) before the original tag.
+    assert_eq!(stored.len(), plain.encode().len() + 2);
+    // A mark inside a mark is rejected.
+    let at = stored.windows(2).position(|w| w == [4, 3]).unwrap();
+    let mut nested = stored[..at].to_vec();
+    nested.extend_from_slice(&[4, 4]);
+    nested.extend_from_slice(&stored[at + 1..]);
+    assert!(TreeNode::decode(&nested).is_err());
 }
 
 /// Builds a chunk list from `refs`, returning the content and every node emitted, in order.

@@ -836,6 +836,7 @@ fn parse_ty(text: &str) -> Ty {
         "string or null" => StrOrNull,
         "integer or null" => IntOrNull,
         "array of string" => ArrOfStr,
+        "array of ranges" => Ranges,
         other => match (
             other.strip_prefix("array of "),
             other.strip_prefix("object of "),

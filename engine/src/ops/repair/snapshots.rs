@@ -11,7 +11,8 @@
 //! its directory a damaged, empty one; a file, volume or layer with any chunk (or
 //! chunk-list node, or layout chunk) not whole is marked as a whole, its readable chunks
 //! still named. Snapshots made of parts (images, environments) are written anew naming
-//! the repaired parts. See `format-spec/repair.md`.
+//! the repaired parts. See `format-spec/snapshot.md` (Repaired snapshots) and
+//! `format-spec/tree.md` (Damage marks).
 
 use std::collections::{BTreeSet, HashMap};
 
