@@ -171,6 +171,9 @@ fn remote(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Serve { .. } => anyhow::bail!("`amber serve` runs a server; drop --server / AMBER_SERVER"),
+        Command::Repair(crate::cli::RepairCommand::Snapshots { dry_run, snapshots }) => {
+            repair::remote_snapshots(g, dry_run, &snapshots)
+        }
         Command::Init { .. }
         | Command::Index(_)
         | Command::Repair(_)

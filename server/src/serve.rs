@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod log;
 pub mod metrics;
 pub mod reader;
+pub mod repair;
 pub mod restore;
 pub mod retention;
 pub mod share;

@@ -542,27 +542,27 @@ const SCHEMA: &[(&str, Fields)] = &[
     (
         "repair-snapshots",
         &[
-            ("dry_run", Bool, Yes, No),
-            ("checked", Int, Yes, No),
-            ("repaired", Arr("repaired-snapshot"), Yes, No),
-            ("unchanged", ArrOfStr, Yes, No),
-            ("unrepairable", Arr("unrepairable"), Yes, No),
+            ("dry_run", Bool, Yes, Yes),
+            ("checked", Int, Yes, Yes),
+            ("repaired", Arr("repaired-snapshot"), Yes, Yes),
+            ("unchanged", ArrOfStr, Yes, Yes),
+            ("unrepairable", Arr("unrepairable"), Yes, Yes),
         ],
     ),
     (
         "repaired-snapshot",
         &[
-            ("original", Str, Yes, No),
-            ("repaired", StrOrNull, Yes, No),
-            ("kind", Str, Yes, No),
-            ("files", Int, Yes, No),
-            ("dirs", Int, Yes, No),
-            ("lost_bytes", Int, Yes, No),
-            ("parts", Int, Yes, No),
-            ("paths", Arr("damaged-path"), Yes, No),
+            ("original", Str, Yes, Yes),
+            ("repaired", StrOrNull, Yes, Yes),
+            ("kind", Str, Yes, Yes),
+            ("files", Int, Yes, Yes),
+            ("dirs", Int, Yes, Yes),
+            ("lost_bytes", Int, Yes, Yes),
+            ("parts", Int, Yes, Yes),
+            ("paths", Arr("damaged-path"), Yes, Yes),
         ],
     ),
-    ("unrepairable", &[("snapshot", Str, Yes, No), ("error", Str, Yes, No)]),
+    ("unrepairable", &[("snapshot", Str, Yes, Yes), ("error", Str, Yes, Yes)]),
     (
         "damaged-path",
         &[
@@ -1182,6 +1182,7 @@ fn admin_documents(c: &Ctx) {
         assert!(!audit["records"].as_array().unwrap().is_empty(), "{audit}");
     }
     check("verify", &c.ok(&["verify", "--read-data"]), m);
+    check("repair-snapshots", &c.ok(&["repair", "snapshots", "--dry-run"]), m);
     let dry = c.ok(&["compact", "--dry-run"]);
     check("compact", &dry, m);
     assert_eq!(dry["dry_run"], true, "{dry}");
@@ -1199,7 +1200,6 @@ fn admin_documents(c: &Ctx) {
         check("index-rebuild", &c.ok(&["index", "rebuild"]), m);
         check("repair-index", &c.ok(&["repair", "index", "--dry-run"]), m);
         check("repair-index", &c.ok(&["repair", "index"]), m);
-        check("repair-snapshots", &c.ok(&["repair", "snapshots", "--dry-run"]), m);
         let pass = c.path("new-pass");
         fs::write(&pass, "another passphrase\n").unwrap();
         let added = c.ok(&[

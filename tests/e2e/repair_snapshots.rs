@@ -207,3 +207,91 @@ fn repair_on(store: Store) {
         "nothing is short of data any more: {again}"
     );
 }
+
+/// Through `amber serve` with an admin token: the same repair, and restores of the
+/// repaired tree and volume that write what can be read and name the rest, as locally.
+/// Other roles are refused.
+#[test]
+fn repair_snapshots_through_a_server_marks_and_restores_in_part() {
+    use crate::server::harness::{Server, s};
+    let server = Server::start();
+    let admin = server.admin();
+    let mut rng = Rng::new(0x5EA2);
+    let data_dir = server.data().join("vaults/default/data");
+    let packs = || crate::common::files_under(&data_dir);
+    let src = server.scratch("tree");
+    write_random(&src.join("keep.bin"), 1 << 20, &mut rng);
+    let tree1 = id_of(&server.push(&admin, &[s(&src)]));
+    let before = packs();
+    write_random(&src.join("lost.bin"), 2 << 20, &mut rng);
+    let tree2 = id_of(&server.push(&admin, &[s(&src)]));
+    let img = server.scratch("disk.img");
+    write_random(&img, 4 << 20, &mut rng);
+    let with_tree = packs();
+    let volume = id_of(&server.push(&admin, &["--block", s(&img)]));
+    let lost: Vec<_> = packs().into_iter().filter(|p| !before.contains(p)).collect();
+    assert_eq!(
+        lost.len(),
+        2,
+        "one data pack for lost.bin, one for the volume: {lost:?}"
+    );
+    for p in &lost {
+        fs::remove_file(p).unwrap();
+    }
+    assert!(with_tree.iter().all(|p| before.contains(p) || lost.contains(p)));
+
+    let sidecar = server.token(&admin, "sidecar");
+    server
+        .run(&sidecar, &["--json", "repair", "snapshots"])
+        .expect_error(&["(PermissionDenied)"]);
+    let out = server.run(&admin, &["--json", "repair", "snapshots"]);
+    out.expect_code(0);
+    let fixed = out.json();
+    crate::cli::check("repair-snapshots", &fixed, crate::cli::Mode::Server);
+    let repaired: Vec<&Value> = fixed["repaired"].as_array().unwrap().iter().collect();
+    let new_of = |original: &str| -> String {
+        let r = repaired
+            .iter()
+            .find(|r| r["original"] == original)
+            .unwrap_or_else(|| panic!("{original} not repaired: {fixed}"));
+        r["repaired"].as_str().unwrap().to_string()
+    };
+    assert_eq!(repaired.len(), 2, "{fixed}");
+    assert!(!repaired.iter().any(|r| r["original"] == tree1.as_str()), "{fixed}");
+
+    let dest = server.scratch("partial");
+    let out = server.run(&admin, &["--json", "restore", &new_of(&tree2), s(&dest)]);
+    out.expect_code(3);
+    let restored = out.json();
+    crate::cli::check("restore", &restored, crate::cli::Mode::Server);
+    assert_eq!(
+        restored["damaged"],
+        json!([{ "path": "lost.bin", "lost_bytes": 2 << 20 }]),
+        "{restored}"
+    );
+    assert_eq!(
+        fs::read(dest.join("keep.bin")).unwrap(),
+        fs::read(src.join("keep.bin")).unwrap()
+    );
+    let zeros = fs::read(dest.join("lost.bin")).unwrap();
+    assert!(zeros.len() == 2 << 20 && zeros.iter().all(|&b| b == 0));
+
+    let disk = server.scratch("disk-out.img");
+    let out = server.run(&admin, &["--json", "restore", &new_of(&volume), "--block", s(&disk)]);
+    out.expect_code(3);
+    let block = out.json();
+    crate::cli::check("restore-block", &block, crate::cli::Mode::Server);
+    assert_eq!(num(&block, "lost_bytes"), 4 << 20, "{block}");
+    assert_eq!(block["lost_ranges"], json!([[0, 4 << 20]]), "{block}");
+    assert_eq!(fs::metadata(&disk).unwrap().len(), 4 << 20);
+
+    let calls: Vec<String> = server
+        .audit(&admin)
+        .iter()
+        .map(|r| r["call"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        calls.iter().any(|c| c == "/amber.v1.Admin/RepairSnapshots"),
+        "{calls:?}"
+    );
+}

@@ -21,6 +21,8 @@ use crate::repo::Repository;
 pub struct LiveSet {
     /// Every blob a snapshot names.
     pub blobs: HashSet<BlobId>,
+    /// Those of them named only below a damage mark (tree.md): lost ones are known lost.
+    pub marked: HashSet<BlobId>,
     /// Snapshots walked.
     pub snapshots: u64,
     /// Tree nodes and chunk-list nodes read (each distinct node once).
@@ -114,6 +116,19 @@ fn walk_content(repo: &Repository, content: &Content, live: &mut LiveSet, seen: 
 /// it, and a blob stored again heals the rest); a node that cannot be read is skipped, and
 /// the walk goes on past it.
 fn walk_damaged(repo: &Repository, inner: &Content, live: &mut LiveSet, seen: &mut Seen) -> Result<()> {
+    let before = std::mem::take(&mut live.blobs);
+    let walked = walk_below_mark(repo, inner, live, seen);
+    let below = std::mem::replace(&mut live.blobs, before);
+    for blob in below {
+        if !live.blobs.contains(&blob) {
+            live.marked.insert(blob);
+        }
+        live.blobs.insert(blob);
+    }
+    walked
+}
+
+fn walk_below_mark(repo: &Repository, inner: &Content, live: &mut LiveSet, seen: &mut Seen) -> Result<()> {
     match inner {
         Content::Tree(sub) => match repo.load_tree(*sub) {
             Ok(_) => walk_tree(repo, *sub, live, seen),

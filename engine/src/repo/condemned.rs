@@ -119,16 +119,17 @@ pub fn rescue_before_commit(repo: &Repository, snap: &Snapshot) -> Result<()> {
 }
 
 /// Touches the pack of every blob `snap` names, failing when one is in no pack or its
-/// metadata does not read.
+/// metadata does not read. A blob named only below a damage mark (a repaired snapshot)
+/// may be in no pack: the mark says it is lost.
 fn touch_what_it_needs(repo: &Repository, snap: &Snapshot) -> Result<()> {
     let unnamed = SnapshotId::new(Hash32::default());
     let live = live_blobs(repo, &[(unnamed, snap.clone())])?;
     for blob in &live.blobs {
-        let loc = repo
-            .index()
-            .lookup(blob)?
-            .ok_or_else(|| Error::MissingBlob(blob.to_hex()))?;
-        repo.index().touch(loc.pack);
+        match repo.index().lookup(blob)? {
+            Some(loc) => repo.index().touch(loc.pack),
+            None if live.marked.contains(blob) => {}
+            None => return Err(Error::MissingBlob(blob.to_hex())),
+        }
     }
     Ok(())
 }

@@ -3,13 +3,17 @@
 use std::process::ExitCode;
 
 use amber_engine::ops::display_path;
-use amber_engine::ops::repair::snapshots::{RepairSnapshotsOptions, RepairSnapshotsReport, repair_snapshots};
+use amber_engine::ops::repair::snapshots::{RepairSnapshotsOptions, repair_snapshots};
 use amber_engine::ops::repair::{RepairIndexReport, repair_index};
-use anyhow::Result;
+use amber_proto::v1 as pb;
+use amber_server::serve::repair::to_wire;
+use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
 use crate::cli::{Global, RepairCommand};
+use crate::client::{Remote, block_on, failed};
 use crate::commands::EXIT_INCOMPLETE;
+use crate::commands::restore::damaged_paths;
 use crate::context;
 use crate::output::emit;
 
@@ -97,72 +101,98 @@ fn snapshots_cmd(g: &Global, dry_run: bool, names: &[String]) -> Result<ExitCode
         .map(|n| repo.resolve_snapshot(n, None).map(|(id, _)| id))
         .collect::<Result<Vec<_>, _>>()?;
     let r = repair_snapshots(&repo, &RepairSnapshotsOptions { snapshots, dry_run })?;
-    for (id, why) in &r.unrepairable {
-        eprintln!("amber: snapshot {id} cannot be repaired: {why}");
-    }
-    emit(g.json, &snapshots_json(&r), || snapshots_text(&r));
-    if r.unrepairable.is_empty() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        Ok(ExitCode::from(EXIT_INCOMPLETE))
-    }
+    print_snapshots(g, &to_wire(&r))
 }
 
-/// The "repair-snapshots" document of `docs/json.md`.
-fn snapshots_json(r: &RepairSnapshotsReport) -> Value {
-    let repaired: Vec<Value> = r
-        .repaired
-        .iter()
-        .map(|s| {
-            let paths = crate::commands::restore::damaged_paths(&s.paths);
-            json!({
-                "original": s.original.to_hex(),
-                "repaired": s.repaired.map(|id| id.to_hex()),
-                "kind": s.kind,
-                "files": s.files,
-                "dirs": s.dirs,
-                "lost_bytes": s.lost_bytes,
-                "parts": s.parts,
-                "paths": paths,
-            })
-        })
-        .collect();
-    let unrepairable: Vec<Value> = r
-        .unrepairable
-        .iter()
-        .map(|(id, why)| json!({ "snapshot": id.to_hex(), "error": why }))
-        .collect();
-    let unchanged: Vec<String> = r.unchanged.iter().map(|id| id.to_hex()).collect();
-    json!({
-        "dry_run": r.dry_run,
-        "checked": r.checked,
-        "repaired": repaired,
-        "unchanged": unchanged,
-        "unrepairable": unrepairable,
+/// `amber repair snapshots --server`: the same run through `Admin/RepairSnapshots`.
+pub fn remote_snapshots(g: &Global, dry_run: bool, names: &[String]) -> Result<ExitCode> {
+    block_on(async {
+        let remote = Remote::connect(g).await?;
+        let req = pb::RepairSnapshotsRequest {
+            vault: remote.vault.clone(),
+            dry_run,
+            snapshots: names.to_vec(),
+        };
+        let mut stream = remote
+            .admin()
+            .repair_snapshots(remote.request(req))
+            .await
+            .map_err(|s| failed("cannot repair snapshots", &s))?
+            .into_inner();
+        let mut events = Vec::new();
+        while let Some(event) = stream.message().await.map_err(|s| failed("repairing failed", &s))? {
+            events.push(event);
+        }
+        if !events.last().is_some_and(|e| e.done.is_some()) {
+            bail!("the server ended the repair without its summary");
+        }
+        print_snapshots(g, &events)
     })
 }
 
-fn snapshots_text(r: &RepairSnapshotsReport) -> String {
-    if r.checked == 0 && r.unrepairable.is_empty() {
+/// Prints the "repair-snapshots" document of `docs/json.md` from the wire events; exit 3
+/// when a snapshot could not be repaired.
+fn print_snapshots(g: &Global, events: &[pb::RepairSnapshotsEvent]) -> Result<ExitCode> {
+    let repaired: Vec<&pb::RepairedSnapshot> = events.iter().filter_map(|e| e.repaired.as_ref()).collect();
+    let unrepairable: Vec<&pb::RepairUnrepairable> = events.iter().filter_map(|e| e.unrepairable.as_ref()).collect();
+    let done = events.iter().find_map(|e| e.done.clone()).unwrap_or_default();
+    for u in &unrepairable {
+        eprintln!("amber: snapshot {} cannot be repaired: {}", u.snapshot, u.error);
+    }
+    let doc = json!({
+        "dry_run": done.dry_run,
+        "checked": done.checked,
+        "repaired": repaired.iter().map(|s| repaired_json(s)).collect::<Vec<_>>(),
+        "unchanged": done.unchanged,
+        "unrepairable": unrepairable
+            .iter()
+            .map(|u| json!({ "snapshot": u.snapshot, "error": u.error }))
+            .collect::<Vec<_>>(),
+    });
+    emit(g.json, &doc, || snapshots_text(&repaired, &done));
+    Ok(if unrepairable.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_INCOMPLETE)
+    })
+}
+
+fn repaired_json(s: &pb::RepairedSnapshot) -> Value {
+    let paths: Vec<(Vec<u8>, Option<u64>)> = s.paths.iter().map(|p| (p.path.clone(), p.lost_bytes)).collect();
+    json!({
+        "original": s.original,
+        "repaired": (!s.repaired.is_empty()).then_some(&s.repaired),
+        "kind": s.kind,
+        "files": s.files,
+        "dirs": s.dirs,
+        "lost_bytes": s.lost_bytes,
+        "parts": s.parts,
+        "paths": damaged_paths(&paths),
+    })
+}
+
+fn snapshots_text(repaired: &[&pb::RepairedSnapshot], done: &pb::RepairSnapshotsDone) -> String {
+    if done.checked == 0 {
         return "no snapshot is short of data: nothing to repair".into();
     }
+    let short = |id: &str| id.get(..8).unwrap_or(id).to_string();
     let mut lines = Vec::new();
-    for s in &r.repaired {
-        let short = &s.original.to_hex()[..8];
-        let head = match s.repaired {
-            Some(new) => format!("snapshot {short} repaired as {}", &new.to_hex()[..8]),
-            None => format!("snapshot {short} would be repaired"),
+    for s in repaired {
+        let head = if s.repaired.is_empty() {
+            format!("snapshot {} would be repaired", short(&s.original))
+        } else {
+            format!("snapshot {} repaired as {}", short(&s.original), short(&s.repaired))
         };
         lines.push(format!(
             "{head}: {} files and {} directories marked damaged, {} bytes lost, {} parts replaced",
             s.files, s.dirs, s.lost_bytes, s.parts
         ));
-        lines.extend(s.paths.iter().map(|(p, _)| format!("  damaged: {}", display_path(p))));
+        lines.extend(s.paths.iter().map(|p| format!("  damaged: {}", display_path(&p.path))));
     }
-    for id in &r.unchanged {
-        lines.push(format!("snapshot {} needs no new snapshot", &id.to_hex()[..8]));
+    for id in &done.unchanged {
+        lines.push(format!("snapshot {} needs no new snapshot", short(id)));
     }
-    if r.repaired.iter().any(|s| s.repaired.is_some()) {
+    if !done.dry_run && !repaired.is_empty() {
         lines.push("the originals are kept: `amber forget` them once the repaired snapshots are checked".into());
     }
     lines.join("\n")

@@ -207,6 +207,29 @@ impl Admin for AdminService {
         Ok(Response::new(stream(&self.state, caller, target, produce)))
     }
 
+    type RepairSnapshotsStream = ReceiverStream<Result<pb::RepairSnapshotsEvent, Status>>;
+
+    async fn repair_snapshots(
+        &self,
+        req: Request<pb::RepairSnapshotsRequest>,
+    ) -> Result<Response<Self::RepairSnapshotsStream>, Status> {
+        let caller = self.state.authorize(
+            &req,
+            "/amber.v1.Admin/RepairSnapshots",
+            Access::Admin,
+            &req.get_ref().vault,
+        )?;
+        let r = req.into_inner();
+        let target = match (r.dry_run, r.snapshots.is_empty()) {
+            (true, _) => "dry run".to_string(),
+            (false, true) => "vault".to_string(),
+            (false, false) => r.snapshots.join(" "),
+        };
+        let repo = caller.vault.repo.clone();
+        let produce = move |out: &Out<pb::RepairSnapshotsEvent>| crate::serve::repair::send_run(&repo, &r, out);
+        Ok(Response::new(stream(&self.state, caller, target, produce)))
+    }
+
     async fn protect(&self, req: Request<pb::ProtectRequest>) -> Result<Response<pb::ProtectResponse>, Status> {
         let caller = self
             .state
