@@ -123,7 +123,7 @@ pub fn remote_snapshots(g: &Global, dry_run: bool, names: &[String]) -> Result<E
         while let Some(event) = stream.message().await.map_err(|s| failed("repairing failed", &s))? {
             events.push(event);
         }
-        if !events.last().is_some_and(|e| e.done.is_some()) {
+        if events.last().is_none_or(|e| e.done.is_none()) {
             bail!("the server ended the repair without its summary");
         }
         print_snapshots(g, &events)
