@@ -295,3 +295,65 @@ fn repair_snapshots_through_a_server_marks_and_restores_in_part() {
         "{calls:?}"
     );
 }
+
+/// An environment whose tree part lost a file: the part is repaired first, then the
+/// environment, whose repaired snapshot names the repaired part; restoring it writes the
+/// rest and names the part restored in part (exit 3).
+#[test]
+fn repair_snapshots_repairs_an_environment_after_its_part() {
+    let repo = Repo::init();
+    let mut rng = Rng::new(0x5EA3);
+    let nb = repo.scratch("notebooks");
+    write_random(&nb.join("keep.ipynb"), 40_000, &mut rng);
+    let tree = format!("/home/researcher/notebooks={}", nb.display());
+    let env_snapshot = || id_of(&repo.ok(&["--env", "lab-9", "env", "snapshot", "--tree", &tree]));
+    let first = env_snapshot();
+    write_random(&nb.join("lost.bin"), 2 << 20, &mut rng);
+    let data = repo.object_keys("data/");
+    let second = env_snapshot();
+    let lost = new_keys(&repo, "data/", &data);
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    repo.delete_object(&lost[0]);
+
+    let fixed = run(&repo, &["repair", "snapshots"], 0);
+    let repaired = fixed["repaired"].as_array().unwrap();
+    let kinds: Vec<&str> = repaired.iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["tree", "environment"], "the part first: {fixed}");
+    assert_eq!(
+        (num(&repaired[1], "parts"), num(&repaired[1], "files")),
+        (1, 0),
+        "{fixed}"
+    );
+    assert_eq!(repaired[1]["original"], second.as_str(), "{fixed}");
+    assert!(!repaired.iter().any(|r| r["original"] == first.as_str()), "{fixed}");
+    let (new_part, new_env) = (
+        repaired[0]["repaired"].as_str().unwrap(),
+        repaired[1]["repaired"].as_str().unwrap(),
+    );
+
+    let envs = repo.ok(&["envs"]);
+    let listed = envs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == new_env)
+        .unwrap_or_else(|| panic!("{new_env} not listed: {envs}"));
+    assert_eq!(listed["parts"][0]["snapshot"], new_part, "{listed}");
+
+    let into = repo.scratch("restored");
+    let out = repo.run(&["env", "restore", new_env, "--into", into.to_str().unwrap()]);
+    out.expect_code(3);
+    let steps = out.json()["steps"].as_array().unwrap().clone();
+    let failed: Vec<&Value> = steps.iter().filter(|s| s["ok"] == false).collect();
+    assert_eq!(failed.len(), 1, "{steps:?}");
+    assert!(
+        failed[0]["detail"].as_str().unwrap().contains("restored in part"),
+        "{steps:?}"
+    );
+    let restored = into.join("trees/home/researcher/notebooks");
+    assert_eq!(
+        fs::read(restored.join("keep.ipynb")).unwrap(),
+        fs::read(nb.join("keep.ipynb")).unwrap()
+    );
+    assert_eq!(fs::metadata(restored.join("lost.bin")).unwrap().len(), 2 << 20);
+}

@@ -274,6 +274,14 @@ fn restore_part(g: &Global, repo: &Repository, part: &Part, into: &Path) -> Resu
                     e.message
                 );
             }
+            if let Some(d) = r.damaged.first() {
+                bail!(
+                    "restored in part into {}: {} entries marked damaged by a repair are short of data, first {}",
+                    dest.display(),
+                    r.damaged.len(),
+                    amber_engine::ops::display_path(&d.path)
+                );
+            }
             Ok(format!("{} files into {}", r.files, dest.display()))
         }
         PartKind::Volume => {
@@ -287,6 +295,13 @@ fn restore_part(g: &Global, repo: &Repository, part: &Part, into: &Path) -> Resu
                 progress: None,
             };
             let r = restore_block(repo, part.snapshot, &out, &opts)?;
+            if r.lost_bytes > 0 {
+                bail!(
+                    "restored in part into {}: {} bytes of a volume marked damaged by a repair are lost, left as zeros",
+                    out.display(),
+                    r.lost_bytes
+                );
+            }
             Ok(format!("{} bytes into {}", r.size, out.display()))
         }
     }
