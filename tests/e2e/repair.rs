@@ -174,25 +174,63 @@ fn segment_and_header_on(store: Store) {
     assert_restores(&repo, &b, &two, "b3");
 }
 
-/// A torn data pack (cut short) that its segment describes at its old length is named as
-/// not recoverable, and the repair exits 3 instead of leaving it out silently.
+/// A torn data pack (cut short) that its segment describes at its old length: the repair
+/// copies out the blobs that still lie within it, names those cut off (exit 3), and
+/// condemns it, so the next compaction deletes it. `repair snapshots` then marks the files
+/// that lost data, and a restore writes every other file exactly.
 #[test]
-fn repair_index_names_a_torn_pack_it_cannot_describe() {
+fn repair_index_rescues_what_a_torn_pack_still_holds() {
     let repo = Repo::init();
     let src = repo.scratch("src");
-    write_random(&src.join("w.bin"), 3 << 20, &mut Rng::new(0x70A1));
+    let mut rng = Rng::new(0x70A1);
+    // Forty files of one chunk each, in one data pack.
+    for i in 0..40 {
+        write_random(&src.join(format!("f{i:02}.bin")), 60_000, &mut rng);
+    }
     repo.snapshot(&src, &[]);
     let key = repo.object_keys("data/").pop().unwrap();
+    let pack = key.rsplit('/').next().unwrap().to_string();
     repo.rewrite_object(&key, |bytes| bytes.truncate(bytes.len() / 2));
     let out = repo.run(&["repair", "index"]);
     out.expect_code(3);
     let report = out.json();
-    let named: Vec<&str> = report["unrecoverable"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["object"].as_str().unwrap())
-        .collect();
-    assert_eq!(named, [key.as_str()], "{report}");
-    assert!(out.stderr.contains(&key), "{out}");
+    assert_eq!(report["unrecoverable"], serde_json::json!([]), "{report}");
+    assert_eq!(report["rescued"]["packs"], 1, "{report}");
+    let rescued = num(&report["rescued"], "blobs");
+    let lost: Vec<&Value> = report["lost_blobs"].as_array().unwrap().iter().collect();
+    assert!(rescued >= 10 && lost.len() >= 10, "about half each: {report}");
+    assert_eq!(rescued + lost.len() as u64, 40, "{report}");
+    assert!(lost.iter().all(|l| l["pack"] == pack.as_str()), "{report}");
+    assert!(lost[0]["error"].as_str().unwrap().contains("cut off"), "{report}");
+    assert!(out.stderr.contains(&pack), "{out}");
+    // The rescued blobs live on elsewhere; the torn pack goes with the next compaction.
+    run(&repo, &["compact", "--grace", "0s"], 0);
+    assert!(!repo.object_keys("data/").contains(&key), "the torn pack is deleted");
+    // What was cut off is named (by the pack the old segment still records).
+    let found = run(&repo, &["verify"], 3);
+    assert!(
+        kinds(&found)
+            .iter()
+            .all(|k| ["missing-blob", "missing-pack", "damaged-blob"].contains(&k.as_str())),
+        "{found}"
+    );
+
+    let fixed = run(&repo, &["repair", "snapshots"], 0);
+    assert_eq!(num(&fixed["repaired"][0], "files"), lost.len() as u64, "{fixed}");
+    let new = fixed["repaired"][0]["repaired"].as_str().unwrap().to_string();
+    let dest = repo.scratch("partial");
+    repo.run(&["restore", &new, dest.to_str().unwrap()]).expect_code(3);
+    let (mut whole, mut zeroed) = (0u64, 0u64);
+    for i in 0..40 {
+        let name = format!("f{i:02}.bin");
+        let (want, got) = (fs::read(src.join(&name)).unwrap(), fs::read(dest.join(&name)).unwrap());
+        assert_eq!(got.len(), want.len(), "{name} keeps its size");
+        if got == want {
+            whole += 1;
+        } else {
+            assert!(got.iter().all(|&b| b == 0), "{name}: lost bytes are zeros");
+            zeroed += 1;
+        }
+    }
+    assert_eq!((whole, zeroed), (rescued, lost.len() as u64));
 }

@@ -110,6 +110,15 @@ fn classify(
     report: &mut RepairIndexReport,
 ) -> Result<Option<PackRecord>> {
     let key = pack_key(info.kind, &id);
+    for e in &info.cut {
+        let why = format!(
+            "cut off: the pack is {} bytes long, the blob lay at bytes {}..{}",
+            info.object.size,
+            e.offset,
+            u64::from(e.offset) + u64::from(e.sealed_len)
+        );
+        report.lost_blobs.push((e.id, id, why));
+    }
     let known = info.entries.clone().map(|entries| PackRecord {
         id,
         kind: info.kind,
@@ -141,10 +150,10 @@ fn classify(
         Err(e) if is_unreadable(&e) => {
             match &known {
                 Some(r) => plan.damaged.push(r.clone()),
-                // Described only at another length (torn), and its directory does not open.
+                // Its directory does not open, and no segment says what it holds.
                 None => report
                     .unrecoverable
-                    .push((key, format!("{e}; no index segment describes it at this length"))),
+                    .push((key, format!("{e}; no index segment describes it"))),
             }
             Ok(known)
         }

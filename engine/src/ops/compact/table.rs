@@ -22,6 +22,9 @@ pub struct PackInfo {
     pub object: ObjectInfo,
     /// Its blobs; `None` when neither a segment nor its directory could say.
     pub entries: Option<Vec<PackEntry>>,
+    /// Blobs a segment says it holds that lie beyond its end: a pack cut short (torn),
+    /// described by a segment at its old length, holds only the blobs that still fit.
+    pub cut: Vec<PackEntry>,
 }
 
 impl PackInfo {
@@ -60,6 +63,7 @@ pub fn pack_table(repo: &Repository) -> Result<PackTable> {
                     kind,
                     object: obj,
                     entries: None,
+                    cut: Vec::new(),
                 };
                 table.packs.insert(PackId::new(h), info);
             }
@@ -73,11 +77,8 @@ pub fn pack_table(repo: &Repository) -> Result<PackTable> {
             Ok(records) => {
                 let named = records.iter().map(|r| r.id).collect();
                 for r in records {
-                    if let Some(p) = table.packs.get_mut(&r.id)
-                        && p.object.size == r.len
-                        && p.entries.is_none()
-                    {
-                        p.entries = Some(r.entries);
+                    if let Some(p) = table.packs.get_mut(&r.id) {
+                        take_record(p, r.len, r.entries);
                     }
                 }
                 table.segments.push((id, named));
@@ -92,6 +93,22 @@ pub fn pack_table(repo: &Repository) -> Result<PackTable> {
     }
     read_missing_directories(repo, &mut table)?;
     Ok(table)
+}
+
+/// What a segment says of pack `p` (recorded at `len`). A record at the pack's length is
+/// taken over any other; one at another length (the pack was cut short or grew: damage, as
+/// a pack's name is the hash of its bytes) says which blobs still lie within the pack.
+fn take_record(p: &mut PackInfo, len: u64, entries: Vec<PackEntry>) {
+    let exact = p.object.size == len;
+    if p.entries.is_some() && !exact {
+        return;
+    }
+    let size = p.object.size;
+    let (fit, cut): (Vec<PackEntry>, Vec<PackEntry>) = entries
+        .into_iter()
+        .partition(|e| u64::from(e.offset) + u64::from(e.sealed_len) <= size);
+    p.entries = Some(fit);
+    p.cut = cut;
 }
 
 fn read_missing_directories(repo: &Repository, table: &mut PackTable) -> Result<()> {
