@@ -274,3 +274,37 @@ fn draw_loop(verb: &str, p: &Progress, stopped: &Receiver<()>, log_every: Option
         }
     }
 }
+
+/// Progress of a long command on stderr (`compact`, `verify`), alike in both modes: one
+/// line redrawn in place on a terminal; otherwise (a log) one line as each phase ends.
+pub struct StepPrinter {
+    label: &'static str,
+    terminal: bool,
+}
+
+impl StepPrinter {
+    /// A printer whose lines start with `label`.
+    pub fn new(label: &'static str) -> Self {
+        StepPrinter {
+            label,
+            terminal: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        }
+    }
+
+    /// Shows `done` of `total` in `phase`.
+    pub fn show(&self, phase: &str, done: u64, total: u64) {
+        let label = self.label;
+        if self.terminal {
+            eprint!("\r\x1b[K{label}: {phase} {done}/{total}");
+        } else if done == total {
+            eprintln!("{label}: {phase} {done}/{total}");
+        }
+    }
+
+    /// Clears the line on a terminal.
+    pub fn finish(&self) {
+        if self.terminal {
+            eprint!("\r\x1b[K");
+        }
+    }
+}

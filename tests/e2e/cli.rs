@@ -1181,7 +1181,13 @@ fn admin_documents(c: &Ctx) {
     if m == Mode::Server {
         assert!(!audit["records"].as_array().unwrap().is_empty(), "{audit}");
     }
-    check("verify", &c.ok(&["verify", "--read-data"]), m);
+    let verified = c.run(&["verify", "--read-data"]);
+    verified.expect_code(0);
+    check("verify", &verified.json(), m);
+    // Progress, alike in both modes (stderr is not a terminal: one line per phase).
+    for phase in ["verify: packs ", "verify: snapshots "] {
+        assert!(verified.stderr.contains(phase), "{phase:?} in {m:?}\n{verified}");
+    }
     check("repair-snapshots", &c.ok(&["repair", "snapshots", "--dry-run"]), m);
     let dry = c.ok(&["compact", "--dry-run"]);
     check("compact", &dry, m);

@@ -118,18 +118,8 @@ pub fn compact(repo: &Repository, opts: &CompactOptions) -> Result<CompactReport
     compact_with_progress(repo, opts, &|_| {})
 }
 
-/// Where a run is, for a progress display: `phase` is `snapshots` (walked), `packs`
-/// (listed and their blobs known), `delete` (condemned packs deleted or kept) or `repack`
-/// (packs copied out); `done` of `total` in that phase.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CompactStep {
-    /// The phase.
-    pub phase: &'static str,
-    /// Items done in it.
-    pub done: u64,
-    /// Items in it.
-    pub total: u64,
-}
+/// Where a compaction is: phases `snapshots`, `packs`, `delete`, `repack`.
+pub use crate::ops::progress::Step as CompactStep;
 
 /// As [`compact`], telling `progress` where it is at the start and end of each phase and
 /// after each pack it deletes or repacks.

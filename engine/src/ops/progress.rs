@@ -33,3 +33,15 @@ impl Progress {
         )
     }
 }
+
+/// Where a long operation with phases is (compaction, verification): items done of the
+/// phase's total.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Step {
+    /// The phase.
+    pub phase: &'static str,
+    /// Items done in it.
+    pub done: u64,
+    /// Items in it.
+    pub total: u64,
+}

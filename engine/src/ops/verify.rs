@@ -23,6 +23,7 @@ use crate::format::tree::{Content, EntryKind};
 use crate::id::{BlobId, PackId, SnapshotId, TreeId};
 use crate::ops::content::{Piece, for_each_chunk, for_each_piece};
 use crate::ops::join_rel;
+use crate::ops::progress::Step;
 use crate::ops::tar::for_each_record;
 use crate::repo::Repository;
 
@@ -165,13 +166,27 @@ impl VerifyReport {
 /// When the check cannot run at all (the store cannot be listed, the index cannot be
 /// read); damage is reported in the [`VerifyReport`], never as an error.
 pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
+    verify_with_progress(repo, opts, &|_| {})
+}
+
+/// As [`verify`], telling `progress` where it is: phase `packs` (read whole, with
+/// `--read-data`) after each pack, then `snapshots` (walked) after each snapshot, and at
+/// the start of each.
+///
+/// # Errors
+/// As [`verify`].
+pub fn verify_with_progress(
+    repo: &Repository,
+    opts: &VerifyOptions,
+    progress: &(dyn Fn(Step) + Sync),
+) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
     let mut found = Findings::default();
     // Packs first (their listing, then what --read-data reads), so that the one walk of
     // the snapshots can name every place that needs what they lost.
     let store = packs::check_listing(repo, &mut found)?;
     report.packs = store.len() as u64;
-    packs::read_data(repo, opts, &store, &mut found, &mut report)?;
+    packs::read_data(repo, opts, &store, &mut found, &mut report, progress)?;
     let list = repo.snapshot_list()?;
     for (id, detail) in &list.damaged {
         found.add(ProblemKind::Snapshot, None, Some(id.to_hex()), detail.clone());
@@ -179,12 +194,23 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
     }
     report.snapshots = (list.snapshots.len() + list.damaged.len()) as u64;
     let mut used: HashSet<PackId> = HashSet::new();
-    for (id, snap) in &list.snapshots {
+    let total = list.snapshots.len() as u64;
+    progress(Step {
+        phase: "snapshots",
+        done: 0,
+        total,
+    });
+    for (done, (id, snap)) in (1..).zip(&list.snapshots) {
         let mut visit = |found: &mut Findings, site: &Site, blob: BlobId, len: u64| {
             report.chunks += 1;
             note_use(repo, found, &mut used, site, blob, len);
         };
         visit_snapshot(repo, *id, snap, &mut found, &mut visit);
+        progress(Step {
+            phase: "snapshots",
+            done,
+            total,
+        });
     }
     report.unreferenced_packs = store.keys().filter(|p| !used.contains(p)).count() as u64;
     found.mark_damaged(repo);

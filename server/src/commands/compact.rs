@@ -11,7 +11,7 @@ use crate::cli::{CompactArgs, Global};
 use crate::client::{Remote, block_on, failed};
 use crate::commands::forget::duration_secs;
 use crate::context;
-use crate::output::emit;
+use crate::output::{StepPrinter, emit};
 
 /// Runs `amber compact`.
 ///
@@ -26,7 +26,7 @@ pub fn run(g: &Global, args: &CompactArgs) -> Result<ExitCode> {
         grace_seconds: Some(duration_secs("--grace", &args.grace)?),
         force_cold: args.force_cold,
     };
-    let steps = StepPrinter::new();
+    let steps = StepPrinter::new("compact");
     let done = if g.server.is_some() {
         block_on(async {
             let remote = Remote::connect(g).await?;
@@ -60,34 +60,6 @@ pub fn run(g: &Global, args: &CompactArgs) -> Result<ExitCode> {
     }
     emit(g.json, &report_json(&done), || report_text(&done));
     Ok(ExitCode::SUCCESS)
-}
-
-/// Compaction progress on stderr, alike in both modes: one line redrawn in place on a
-/// terminal; otherwise (a log) one line as each phase ends.
-struct StepPrinter {
-    terminal: bool,
-}
-
-impl StepPrinter {
-    fn new() -> Self {
-        StepPrinter {
-            terminal: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        }
-    }
-
-    fn show(&self, phase: &str, done: u64, total: u64) {
-        if self.terminal {
-            eprint!("\r\x1b[Kcompact: {phase} {done}/{total}");
-        } else if done == total {
-            eprintln!("compact: {phase} {done}/{total}");
-        }
-    }
-
-    fn finish(&self) {
-        if self.terminal {
-            eprint!("\r\x1b[K");
-        }
-    }
 }
 
 /// `5%` or `0.05` as a share.

@@ -6,7 +6,8 @@
 use std::process::ExitCode;
 
 use amber_engine::ops::display_path;
-use amber_engine::ops::verify::verify;
+use amber_engine::ops::progress::Step;
+use amber_engine::ops::verify::verify_with_progress;
 use amber_proto::v1 as pb;
 use amber_server::serve::verify::{options, to_wire};
 use anyhow::{Result, bail};
@@ -16,7 +17,7 @@ use crate::cli::{Global, VerifyArgs};
 use crate::client::{Remote, block_on, failed};
 use crate::commands::EXIT_INCOMPLETE;
 use crate::context;
-use crate::output::{bytes, emit, put_path};
+use crate::output::{StepPrinter, bytes, emit, put_path};
 
 /// A verification as both modes print it.
 #[derive(Default)]
@@ -37,14 +38,17 @@ impl Found {
 /// A bad `--read-data-subset`; when the store, the index or the server cannot be used.
 pub fn run(g: &Global, args: &VerifyArgs) -> Result<ExitCode> {
     let subset = args.read_data_subset.clone().unwrap_or_default();
+    let steps = StepPrinter::new("verify");
     let found = if g.server.is_some() {
-        remote(g, args, &subset)?
+        remote(g, args, &subset, &steps)?
     } else {
         let opts = options(args.read_data, &subset, args.warm_up)?;
         let repo = context::open(g)?;
-        let (summary, problems) = to_wire(&verify(&repo, &opts)?);
+        let show = |s: Step| steps.show(s.phase, s.done, s.total);
+        let (summary, problems) = to_wire(&verify_with_progress(&repo, &opts, &show)?);
         Found { summary, problems }
     };
+    steps.finish();
     for p in &found.problems {
         eprintln!("amber: {}", problem_line(p));
     }
@@ -56,7 +60,7 @@ pub fn run(g: &Global, args: &VerifyArgs) -> Result<ExitCode> {
     })
 }
 
-fn remote(g: &Global, args: &VerifyArgs, subset: &str) -> Result<Found> {
+fn remote(g: &Global, args: &VerifyArgs, subset: &str, steps: &StepPrinter) -> Result<Found> {
     block_on(async {
         let remote = Remote::connect(g).await?;
         let req = pb::VerifyRequest {
@@ -74,6 +78,9 @@ fn remote(g: &Global, args: &VerifyArgs, subset: &str) -> Result<Found> {
         let mut found = Found::default();
         let mut finished = false;
         while let Some(msg) = stream.message().await.map_err(|s| failed("verifying failed", &s))? {
+            if let Some(s) = &msg.step {
+                steps.show(&s.phase, s.done, s.total);
+            }
             found.problems.extend(msg.problem);
             if let Some(summary) = msg.summary {
                 found.summary = summary;

@@ -84,15 +84,9 @@ pub fn options(req: &pb::CompactRequest) -> Result<CompactOptions, String> {
 /// INVALID_ARGUMENT for bad options; the engine's error as a status.
 pub fn send_run(repo: &Repository, req: &pb::CompactRequest, out: &Out<pb::CompactEvent>) -> Result<(), Status> {
     let opts = options(req).map_err(Status::invalid_argument)?;
-    let last = std::sync::Mutex::new(None::<(&'static str, Instant)>);
+    let throttle = Throttle::default();
     let progress = |s: CompactStep| {
-        let Ok(mut last) = last.lock() else { return };
-        let due = match *last {
-            Some((phase, at)) => phase != s.phase || s.done == s.total || at.elapsed() >= STEP_EVERY,
-            None => true,
-        };
-        if due {
-            *last = Some((s.phase, Instant::now()));
+        if throttle.due(s) {
             out.send(pb::CompactEvent {
                 step: Some(step_to_wire(s)),
                 done: None,
@@ -109,6 +103,28 @@ pub fn send_run(repo: &Repository, req: &pb::CompactRequest, out: &Out<pb::Compa
 
 /// The least time between two progress messages of one phase.
 pub const STEP_EVERY: Duration = Duration::from_millis(250);
+
+/// Which progress steps to send: each phase's first and last, and in between at most
+/// one every [`STEP_EVERY`].
+#[derive(Default)]
+pub struct Throttle {
+    last: std::sync::Mutex<Option<(&'static str, Instant)>>,
+}
+
+impl Throttle {
+    /// Whether step `s` is to be sent (noting it when so).
+    pub fn due(&self, s: CompactStep) -> bool {
+        let Ok(mut last) = self.last.lock() else { return false };
+        let due = match *last {
+            Some((phase, at)) => phase != s.phase || s.done == s.total || at.elapsed() >= STEP_EVERY,
+            None => true,
+        };
+        if due {
+            *last = Some((s.phase, Instant::now()));
+        }
+        due
+    }
+}
 
 /// The wire form of a step.
 pub fn step_to_wire(s: CompactStep) -> pb::CompactStep {

@@ -9,7 +9,10 @@ use amber_engine::ops::verify::{self, DataCheck, Subset, VerifyOptions, VerifyRe
 use amber_proto::v1 as pb;
 use tonic::Status;
 
+use amber_engine::ops::progress::Step;
+
 use crate::serve::audit;
+use crate::serve::compact::{Throttle, step_to_wire};
 use crate::serve::reader::Out;
 use crate::serve::state::State;
 use crate::serve::status::from_engine;
@@ -75,20 +78,29 @@ pub fn options(read_data: bool, subset: &str, warm_up: bool) -> Result<VerifyOpt
 /// INVALID_ARGUMENT for a bad subset; what the engine reports when the check cannot run.
 pub fn send_report(vault: &Vault, req: &pb::VerifyRequest, out: &Out<pb::VerifyResponse>) -> Result<(), Status> {
     let opts = options(req.read_data, &req.read_data_subset, req.warm_up).map_err(|e| from_engine(&e))?;
-    let report = verify::verify(&vault.repo, &opts).map_err(|e| from_engine(&e))?;
+    let throttle = Throttle::default();
+    let progress = |s: Step| {
+        if throttle.due(s) {
+            out.send(pb::VerifyResponse {
+                step: Some(step_to_wire(s)),
+                ..pb::VerifyResponse::default()
+            });
+        }
+    };
+    let report = verify::verify_with_progress(&vault.repo, &opts, &progress).map_err(|e| from_engine(&e))?;
     let (summary, problems) = to_wire(&report);
     for problem in problems {
         let msg = pb::VerifyResponse {
             problem: Some(problem),
-            summary: None,
+            ..pb::VerifyResponse::default()
         };
         if !out.send(msg) {
             return Ok(());
         }
     }
     out.send(pb::VerifyResponse {
-        problem: None,
         summary: Some(summary),
+        ..pb::VerifyResponse::default()
     });
     Ok(())
 }

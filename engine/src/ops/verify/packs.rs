@@ -2,6 +2,7 @@
 //! recorded (existence and length, read from the listing: no data pack is touched), and,
 //! with `--read-data`, whole packs fetched and checked blob by blob.
 
+use crate::ops::progress::Step;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -186,6 +187,7 @@ pub(crate) fn read_data(
     store: &HashMap<PackId, StorePack>,
     found: &mut Findings,
     report: &mut VerifyReport,
+    progress: &(dyn Fn(Step) + Sync),
 ) -> Result<()> {
     let chosen = choose(repo, &opts.read_data, store)?;
     let mut readable = Vec::new();
@@ -197,10 +199,28 @@ pub(crate) fn read_data(
         readable.push((id, p.kind));
     }
     let pool = crate::ops::reading_pool(repo, READ_THREADS, "verify")?;
+    let total = readable.len() as u64;
+    let done = std::sync::atomic::AtomicU64::new(0);
+    if total > 0 {
+        progress(Step {
+            phase: "packs",
+            done: 0,
+            total,
+        });
+    }
     let checked: Vec<PackCheck> = pool.install(|| {
         readable
             .par_iter()
-            .map(|&(id, kind)| check_pack(repo, id, kind))
+            .map(|&(id, kind)| {
+                let c = check_pack(repo, id, kind);
+                let done = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                progress(Step {
+                    phase: "packs",
+                    done,
+                    total,
+                });
+                c
+            })
             .collect()
     });
     for c in checked {
