@@ -105,6 +105,10 @@ fn repair_on(store: Store) {
         "{found}"
     );
 
+    // Counting the vault goes on past them: each is named unreadable.
+    let stats = run(&repo, &["stats"], 0);
+    assert_eq!(num(&stats, "unreadable_snapshots"), 3, "{stats}");
+
     let before = repo.snapshots().len();
     let dry = run(&repo, &["repair", "snapshots", "--dry-run"], 3);
     assert_eq!(repo.snapshots().len(), before, "a dry run writes nothing: {dry}");
@@ -175,6 +179,12 @@ fn repair_on(store: Store) {
     run(&repo, &["forget", "--keep-tag", "repaired"], 0);
     let clean = run(&repo, &["verify"], 0);
     crate::cli::check("verify", &clean, crate::cli::Mode::Local);
+    let stats = run(&repo, &["stats"], 0);
+    assert_eq!(
+        (num(&stats, "unreadable_snapshots"), num(&stats["total"], "snapshots")),
+        (0, 2),
+        "{stats}"
+    );
     assert_eq!(
         marked(&clean),
         BTreeSet::from([

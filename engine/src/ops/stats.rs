@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, HashSet};
 use crate::error::Result;
 use crate::format::layout::Record;
 use crate::format::snapshot::{Snapshot, SourceKind};
-use crate::format::tree::{Content, EntryKind};
+use crate::format::tree::{ChunkRef, Content, EntryKind};
 use crate::id::{BlobId, TreeId};
-use crate::ops::content::for_each_chunk;
+use crate::ops::content::{Piece, for_each_chunk, for_each_piece};
 use crate::ops::tar::for_each_record;
 use crate::ops::walk::walk;
 use crate::repo::Repository;
@@ -75,15 +75,24 @@ impl Counting {
 /// Counts the vault.
 ///
 /// # Errors
-/// When the snapshot list or the index cannot be read; a snapshot whose metadata does not
-/// read stops the count with that error (`amber verify` names what is damaged).
+/// When the snapshot list or the index cannot be read. A snapshot whose metadata is lost
+/// or damaged is left out of the counts and counted as unreadable (`amber verify` names
+/// what is damaged); content a repair marked damaged counts what of it can still be read.
 pub fn stats(repo: &Repository) -> Result<VaultStats> {
     let list = repo.snapshot_list()?;
     let mut total = Counting::default();
     let mut by_kind: BTreeMap<String, Counting> = BTreeMap::new();
     let mut by_env: BTreeMap<String, Counting> = BTreeMap::new();
+    let mut unreadable = list.damaged.len() as u64;
     for (_, snap) in &list.snapshots {
-        let chunks = snapshot_chunks(repo, snap)?;
+        let chunks = match snapshot_chunks(repo, snap) {
+            Ok(chunks) => chunks,
+            Err(e) if crate::repo::is_damage(&e) => {
+                unreadable += 1;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let mut groups = vec![&mut total];
         groups.push(by_kind.entry(snap.source.name().to_string()).or_default());
         let env = (!snap.environment.is_empty()).then(|| by_env.entry(snap.environment.clone()).or_default());
@@ -103,7 +112,7 @@ pub fn stats(repo: &Repository) -> Result<VaultStats> {
         by_environment: by_env.into_iter().map(|(k, c)| (k, c.group)).collect(),
         packs: lengths.len() as u64,
         stored_bytes: lengths.iter().map(|(_, len)| len).sum(),
-        unreadable_snapshots: list.damaged.len() as u64,
+        unreadable_snapshots: unreadable,
     })
 }
 
@@ -112,11 +121,20 @@ pub fn stats(repo: &Repository) -> Result<VaultStats> {
 fn snapshot_chunks(repo: &Repository, snap: &Snapshot) -> Result<Vec<(BlobId, u64)>> {
     let mut out = Vec::new();
     let mut note = |content: &Content| -> Result<()> {
-        for_each_chunk(repo, content, &mut |c| {
-            if !c.id.is_hole() {
+        let marked = content.is_damaged();
+        let mut add = |c: ChunkRef| -> Result<()> {
+            // Below a damage mark, only what can still be read counts.
+            if !c.id.is_hole() && (!marked || repo.index().holds_good(&c.id.into())?) {
                 out.push((BlobId::new(*c.id.hash()), u64::from(c.len)));
             }
             Ok(())
+        };
+        if !marked {
+            return for_each_chunk(repo, content, &mut add);
+        }
+        for_each_piece(repo, content, 0, &mut |piece| match piece {
+            Piece::Chunk(c) => add(c),
+            Piece::Lost(_) => Ok(()),
         })
     };
     let root = TreeId::new(snap.root);
