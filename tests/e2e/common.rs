@@ -340,6 +340,15 @@ impl Repo {
         keys
     }
 
+    /// The keys under `prefix` that are not in `before` (what a command wrote).
+    pub fn new_keys(&self, prefix: &str, before: &[String]) -> Vec<String> {
+        let old: std::collections::BTreeSet<&String> = before.iter().collect();
+        self.object_keys(prefix)
+            .into_iter()
+            .filter(|k| !old.contains(k))
+            .collect()
+    }
+
     /// Replaces object `key` of the store with what `change` makes of its bytes (damage
     /// done behind amber's back).
     pub fn rewrite_object(&self, key: &str, change: impl FnOnce(&mut Vec<u8>)) {

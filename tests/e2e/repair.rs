@@ -4,7 +4,6 @@
 //! segments describe the packs, the damaged pack's blobs are copied out and the pack goes
 //! with the next compaction. On the local store and on S3.
 
-use std::collections::BTreeSet;
 use std::fs;
 use std::path::PathBuf;
 
@@ -15,15 +14,6 @@ use crate::stores::{Store, on_every_store};
 
 on_every_store! {
     repair_index_mends_a_truncated_segment_and_a_damaged_pack_header => segment_and_header_on,
-}
-
-/// The new keys under `prefix` since `before`.
-fn new_keys(repo: &Repo, prefix: &str, before: &[String]) -> Vec<String> {
-    let old: BTreeSet<&String> = before.iter().collect();
-    repo.object_keys(prefix)
-        .into_iter()
-        .filter(|k| !old.contains(k))
-        .collect()
 }
 
 /// The state directory of the repository (its index cache).
@@ -72,11 +62,12 @@ fn segment_and_header_on(store: Store) {
         repo.object_keys("meta/"),
     );
     let a = id_of(&repo.snapshot(&one, &[]));
-    let segs_a = new_keys(&repo, "index/", &segs0);
-    let data_a = new_keys(&repo, "data/", &data0);
-    let packs_a = (data_a.len() + new_keys(&repo, "meta/", &meta0).len()) as u64;
+    let segs_a = repo.new_keys("index/", &segs0);
+    let data_a = repo.new_keys("data/", &data0);
+    let packs_a = (data_a.len() + repo.new_keys("meta/", &meta0).len()) as u64;
     let b = id_of(&repo.snapshot(&two, &[]));
-    let data_b: Vec<String> = new_keys(&repo, "data/", &data0)
+    let data_b: Vec<String> = repo
+        .new_keys("data/", &data0)
         .into_iter()
         .filter(|k| !data_a.contains(k))
         .collect();

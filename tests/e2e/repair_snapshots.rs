@@ -20,15 +20,6 @@ on_every_store! {
     repair_snapshots_marks_what_is_lost_and_heals_when_it_comes_back => repair_on,
 }
 
-/// The keys under `prefix` that are not in `before`.
-fn new_keys(repo: &Repo, prefix: &str, before: &[String]) -> Vec<String> {
-    let old: BTreeSet<&String> = before.iter().collect();
-    repo.object_keys(prefix)
-        .into_iter()
-        .filter(|k| !old.contains(k))
-        .collect()
-}
-
 /// `amber <args>` expecting `code`; its JSON document.
 #[track_caller]
 fn run(repo: &Repo, args: &[&str], code: i32) -> Value {
@@ -41,7 +32,7 @@ fn run(repo: &Repo, args: &[&str], code: i32) -> Value {
 fn snapshot_packs(repo: &Repo, dir: &Path) -> (String, Vec<String>, Vec<String>) {
     let (data, meta) = (repo.object_keys("data/"), repo.object_keys("meta/"));
     let id = id_of(&repo.snapshot(dir, &[]));
-    (id, new_keys(repo, "data/", &data), new_keys(repo, "meta/", &meta))
+    (id, repo.new_keys("data/", &data), repo.new_keys("meta/", &meta))
 }
 
 /// The state directory (index cache and copies of metadata packs).
@@ -321,7 +312,7 @@ fn repair_snapshots_repairs_an_environment_after_its_part() {
     write_random(&nb.join("lost.bin"), 2 << 20, &mut rng);
     let data = repo.object_keys("data/");
     let second = env_snapshot();
-    let lost = new_keys(&repo, "data/", &data);
+    let lost = repo.new_keys("data/", &data);
     assert_eq!(lost.len(), 1, "{lost:?}");
     repo.delete_object(&lost[0]);
 

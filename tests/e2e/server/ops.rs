@@ -120,6 +120,19 @@ fn get(addr: &str, path: &str) -> (String, String) {
     (head.to_string(), body.to_string())
 }
 
+/// `/metrics` once no ingest stream is open: a push thread ends its stream just after the
+/// client has its commit, so the gauge may lag the client by a moment.
+fn settled_metrics(addr: &str) -> (String, String) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (head, body) = get(addr, "/metrics");
+        if metric(&body, "amber_streams_active") == 0.0 || std::time::Instant::now() > deadline {
+            return (head, body);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 fn metric(body: &str, name: &str) -> f64 {
     body.lines()
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
@@ -148,7 +161,7 @@ fn metrics_on_their_own_port_and_json_logs_with_request_ids() {
     let denied = server.run("amber1_0000000000000000_00", &["snapshots"]);
     assert_ne!(denied.code, Some(0));
 
-    let (head, body) = get(&addr, "/metrics");
+    let (head, body) = settled_metrics(&addr);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(head.to_ascii_lowercase().contains("text/plain"), "{head}");
     let received = metric(&body, "amber_bytes_received_total");

@@ -241,15 +241,12 @@ struct Mender<'a> {
 
 impl Mender<'_> {
     fn root(&mut self, kind: SourceKind, root: TreeId) -> Result<Node> {
-        if kind == SourceKind::TarLayer {
-            self.layer(root)
-        } else {
-            self.tree(root, b"")
-        }
+        self.tree(root, b"", kind == SourceKind::TarLayer)
     }
 
-    /// A tree node and everything below it.
-    fn tree(&mut self, id: TreeId, path: &[u8]) -> Result<Node> {
+    /// A tree node and everything below it; in a layer's root (`layer`), its layout is
+    /// marked damaged when any of the layer is short of data.
+    fn tree(&mut self, id: TreeId, path: &[u8], layer: bool) -> Result<Node> {
         let node = match self.repo.load_tree(id) {
             Ok(node) => node,
             Err(e) if is_damage(&e) => return Ok(Node::Lost(e.to_string())),
@@ -258,33 +255,15 @@ impl Mender<'_> {
         let mut changed = false;
         let mut entries = Vec::with_capacity(node.entries().len());
         for e in node.entries() {
-            let new = self.entry(e, &join_rel(path, &e.name))?;
-            changed |= new.is_some();
-            entries.push(new.unwrap_or_else(|| e.clone()));
-        }
-        self.store(id, &node, changed.then_some(entries))
-    }
-
-    /// A layer's root: its layout is marked damaged when any of the layer is short of
-    /// data; other entries as in a tree.
-    fn layer(&mut self, root: TreeId) -> Result<Node> {
-        let node = match self.repo.load_tree(root) {
-            Ok(node) => node,
-            Err(e) if is_damage(&e) => return Ok(Node::Lost(e.to_string())),
-            Err(e) => return Err(e),
-        };
-        let mut changed = false;
-        let mut entries = Vec::with_capacity(node.entries().len());
-        for e in node.entries() {
-            let new = if e.name == LAYOUT_ENTRY {
+            let new = if layer && e.name == LAYOUT_ENTRY {
                 self.layout(e)?
             } else {
-                self.entry(e, &e.name)?
+                self.entry(e, &join_rel(path, &e.name))?
             };
             changed |= new.is_some();
             entries.push(new.unwrap_or_else(|| e.clone()));
         }
-        self.store(root, &node, changed.then_some(entries))
+        self.store(id, &node, changed.then_some(entries))
     }
 
     /// The node as it was (stored again if only its stored copy was damaged), or anew.
@@ -317,7 +296,7 @@ impl Mender<'_> {
         let mut new = e.clone();
         match &e.content {
             Content::None | Content::Damaged(_) => return Ok(None),
-            Content::Tree(sub) => match self.tree(*sub, path)? {
+            Content::Tree(sub) => match self.tree(*sub, path, false)? {
                 Node::Same => return Ok(None),
                 Node::New(id) => new.content = Content::Tree(id),
                 Node::Lost(_) => {
