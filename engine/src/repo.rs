@@ -484,6 +484,19 @@ impl Repository {
         Ok(self.snapshot_list()?.snapshots)
     }
 
+    /// The ids of every snapshot the store holds, from one listing (none is opened).
+    ///
+    /// # Errors
+    /// Store errors listing them.
+    pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
+        let listing = self.backend().list(SNAPSHOTS_PREFIX)?;
+        Ok(listing
+            .iter()
+            .filter_map(|obj| id_of_key(&obj.key))
+            .map(SnapshotId::new)
+            .collect())
+    }
+
     /// Every snapshot, oldest first, and those that fail to open with why: one damaged
     /// snapshot object never hides the others.
     ///
@@ -491,9 +504,7 @@ impl Repository {
     /// Store errors listing them.
     pub fn snapshot_list(&self) -> Result<SnapshotList> {
         let mut list = SnapshotList::default();
-        for obj in self.backend().list(SNAPSHOTS_PREFIX)? {
-            let Some(h) = id_of_key(&obj.key) else { continue };
-            let id = SnapshotId::new(h);
+        for id in self.snapshot_ids()? {
             match self.load_snapshot(id) {
                 Ok(s) => list.snapshots.push((id, s)),
                 Err(e @ (Error::Corrupt { .. } | Error::Crypto(_) | Error::Format(_))) => {

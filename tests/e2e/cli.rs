@@ -498,6 +498,7 @@ const SCHEMA: &[(&str, Fields)] = &[
         &[
             ("dry_run", Bool, Yes, Yes),
             ("snapshots", Int, Yes, Yes),
+            ("snapshots_walked", Int, Yes, Yes),
             ("nodes_read", Int, Yes, Yes),
             ("packs", Int, Yes, Yes),
             ("stored_bytes", Int, Yes, Yes),

@@ -100,9 +100,12 @@ fn gives_back_on(store: Store) {
     // v1's pack (a and b) is half unused: repacked; nothing is wholly unused yet.
     assert_eq!(field(&dry, "repacked.packs"), 1, "{dry}");
     assert!(field(&dry, "repacked.bytes") >= 3 * MIB, "{dry}");
+    // The first run makes the index's reference counts from both snapshots.
+    assert_eq!(field(&dry, "snapshots_walked"), 2, "{dry}");
 
     let done = compact(&repo, &["--grace", "0s"]);
     assert_eq!(field(&done, "snapshots"), 2, "{done}");
+    assert_eq!(field(&done, "snapshots_walked"), 0, "nothing came or went: {done}");
     assert_eq!(field(&done, "repacked.packs"), 1, "{done}");
     assert!(field(&done, "deleted.packs") >= 1, "{done}");
     assert!(field(&done, "deleted.bytes") >= 6 * MIB, "{done}");
@@ -127,6 +130,7 @@ fn gives_back_on(store: Store) {
     // The packs must be older than the grace period to be condemned at all.
     let young = compact(&repo, &["--grace", "1h"]);
     assert_eq!(field(&young, "condemned.packs"), 0, "{young}");
+    assert_eq!(field(&young, "snapshots_walked"), 1, "only the forgotten one: {young}");
     assert!(field(&young, "young_packs") >= 1, "{young}");
     std::thread::sleep(Duration::from_secs(4));
     let first = compact(&repo, &["--grace", "3s"]);

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::format::condemn::{CondemnRecord, Condemned, Reason};
 use crate::format::pack::PackEntry;
 use crate::id::{BlobId, PackId};
-use crate::ops::live::{LiveSet, live_blobs};
+use crate::ops::live::{LiveSet, counted_live, live_blobs};
 use crate::ops::tier::PriceTable;
 use crate::repo::layout::{pack_key, segment_key};
 use crate::repo::writer::BlobWriter;
@@ -61,6 +61,9 @@ impl Default for CompactOptions {
 pub struct CompactReport {
     /// Snapshots whose blobs were kept.
     pub snapshots: u64,
+    /// Snapshots whose metadata the run walked: those that came or went since the
+    /// index's reference counts were last brought up to date (all, the first time).
+    pub snapshots_walked: u64,
     /// Metadata nodes read to find the blobs in use.
     pub nodes_read: u64,
     /// Packs in the store, and their bytes, before the run.
@@ -171,21 +174,7 @@ fn pass(
     let now = store_now(repo, opts.dry_run)?;
     let records = condemned::refresh(repo)?;
     report.unreadable.extend(records.unreadable.iter().cloned());
-    let list = repo.snapshot_list()?;
-    if let Some((id, why)) = list.damaged.first() {
-        return Err(Error::Corrupt {
-            kind: "snapshot",
-            id: id.to_hex(),
-            detail: format!(
-                "{why}; compaction cannot tell what it uses and deletes nothing: \
-                 `amber verify` says what it affects, `amber forget` removes it"
-            ),
-        });
-    }
-    let snapshots = list.snapshots.len() as u64;
-    progress(step("snapshots", 0, snapshots));
-    let live = live_blobs(repo, &list.snapshots)?;
-    progress(step("snapshots", snapshots, snapshots));
+    let live = live_set(repo, progress)?;
     let table = pack_table(repo)?;
     let packs = table.packs.len() as u64;
     progress(step("packs", packs, packs));
@@ -219,10 +208,52 @@ fn pass(
     Ok(wrote)
 }
 
+/// The blobs in use: from the index's reference counts, brought up to date, or (when the
+/// index cannot keep them) by walking every snapshot.
+fn live_set(repo: &Repository, progress: &dyn Fn(CompactStep)) -> Result<LiveSet> {
+    let walked = |done, total| progress(step("snapshots", done, total));
+    if let Some(live) = counted_live(repo, &walked).map_err(refuse_unknown)? {
+        return Ok(live);
+    }
+    let list = repo.snapshot_list()?;
+    if let Some((id, why)) = list.damaged.first() {
+        return Err(refuse_unknown(Error::Corrupt {
+            kind: "snapshot",
+            id: id.to_hex(),
+            detail: why.clone(),
+        }));
+    }
+    let snapshots = list.snapshots.len() as u64;
+    walked(0, snapshots);
+    let live = live_blobs(repo, &list.snapshots).map_err(refuse_unknown)?;
+    walked(snapshots, snapshots);
+    Ok(live)
+}
+
+/// A snapshot whose use is unknown stops the run, saying so and what to do.
+fn refuse_unknown(e: Error) -> Error {
+    match e {
+        Error::Corrupt {
+            kind: "snapshot",
+            id,
+            detail,
+        } => Error::Corrupt {
+            kind: "snapshot",
+            id,
+            detail: format!(
+                "{detail}; compaction cannot tell what it uses and deletes nothing: \
+                 `amber verify` says what it affects, `amber forget` removes it"
+            ),
+        },
+        other => other,
+    }
+}
+
 impl Pass<'_> {
     fn summarise(&self, report: &mut CompactReport) {
         report.snapshots = self.live.snapshots;
-        report.nodes_read = self.live.nodes_read;
+        report.snapshots_walked += self.live.walked;
+        report.nodes_read += self.live.nodes_read;
         report.packs = self.table.packs.len() as u64;
         report.stored_bytes = self.table.packs.values().map(|p| p.object.size).sum();
         report.live_bytes = self

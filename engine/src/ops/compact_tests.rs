@@ -13,6 +13,7 @@ use crate::id::{SnapshotId, TreeId};
 use crate::ops::compact::{CompactOptions, compact};
 use crate::ops::forget::{Policy, forget};
 use crate::ops::ingest::snapshot_tree;
+use crate::ops::live::{counted_live, live_blobs};
 use crate::ops::restore::{RestoreOptions, restore_tree};
 use crate::ops::tests::{PW, init, noise};
 use crate::ops::verify::{DataCheck, VerifyOptions, verify};
@@ -141,6 +142,9 @@ impl World {
         }
         let report = verify(&self.repo, &VerifyOptions::default()).unwrap();
         assert_no_snapshot_affected(&report, step);
+        let counted = counted_live(&self.repo, &|_, _| {}).unwrap().expect("counts kept");
+        let walked = live_blobs(&self.repo, &self.repo.snapshots().unwrap()).unwrap();
+        assert_eq!(counted.blobs, walked.blobs, "step {step}: counted and walked live sets");
     }
 }
 

@@ -4,7 +4,12 @@
 //! Only metadata is read. A tree node or chunk list already visited (by this snapshot or
 //! an earlier one) is not walked again, so the cost is one visit per distinct metadata
 //! node plus one per snapshot: snapshots that share their unchanged subtrees cost only
-//! what changed.
+//! what changed. Compaction keeps the answer as reference counts in the index and walks
+//! only what came or went since its last run ([`counted_live`]).
+
+mod counts;
+#[cfg(test)]
+mod counts_tests;
 
 use std::collections::HashSet;
 
@@ -16,6 +21,8 @@ use crate::id::{BlobId, ListId, SnapshotId, TreeId};
 use crate::ops::tar::for_each_record;
 use crate::repo::Repository;
 
+pub use counts::{counted_live, root_node};
+
 /// The blobs in use, and what it cost to find them.
 #[derive(Debug, Default)]
 pub struct LiveSet {
@@ -23,8 +30,11 @@ pub struct LiveSet {
     pub blobs: HashSet<BlobId>,
     /// Those of them named only below a damage mark (tree.md): lost ones are known lost.
     pub marked: HashSet<BlobId>,
-    /// Snapshots walked.
+    /// Snapshots whose blobs these are.
     pub snapshots: u64,
+    /// Snapshots whose metadata was walked to find them: all of them, or (from counts)
+    /// those that came or went since the counts were last brought up to date.
+    pub walked: u64,
     /// Tree nodes and chunk-list nodes read (each distinct node once).
     pub nodes_read: u64,
 }
@@ -45,14 +55,20 @@ pub fn live_blobs(repo: &Repository, snapshots: &[(SnapshotId, Snapshot)]) -> Re
     let mut live = LiveSet::default();
     let mut seen = Seen::default();
     for (id, snap) in snapshots {
-        walk_snapshot(repo, snap, &mut live, &mut seen).map_err(|e| Error::Corrupt {
-            kind: "snapshot",
-            id: id.to_hex(),
-            detail: format!("its metadata cannot be read, so what it uses is unknown: {e}"),
-        })?;
+        walk_snapshot(repo, snap, &mut live, &mut seen).map_err(|e| unknown_use(*id, &e))?;
         live.snapshots += 1;
     }
+    live.walked = live.snapshots;
     Ok(live)
+}
+
+/// Snapshot `id` cannot be read far enough to tell which blobs it uses.
+fn unknown_use(id: SnapshotId, e: &Error) -> Error {
+    Error::Corrupt {
+        kind: "snapshot",
+        id: id.to_hex(),
+        detail: format!("its metadata cannot be read, so what it uses is unknown: {e}"),
+    }
 }
 
 fn walk_snapshot(repo: &Repository, snap: &Snapshot, live: &mut LiveSet, seen: &mut Seen) -> Result<()> {

@@ -473,7 +473,7 @@ mod block {
     }
 }
 
-mod tar {
+pub(super) mod tar {
     use super::*;
     use crate::ops::extract::extract_layer;
     use crate::ops::tar::{TarOptions, restore_tar, snapshot_tar};
@@ -495,7 +495,7 @@ mod tar {
         b
     }
 
-    pub(super) fn member_for_tests(out: &mut Vec<u8>, name: &[u8], data: &[u8], flag: u8) {
+    pub(crate) fn member_for_tests(out: &mut Vec<u8>, name: &[u8], data: &[u8], flag: u8) {
         member(out, name, data, flag, b"", 0);
     }
 

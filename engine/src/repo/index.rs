@@ -4,6 +4,7 @@
 
 mod damage;
 mod marks;
+mod refs;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -13,6 +14,8 @@ use rocksdb::{ColumnFamilyDescriptor, DB, Options, WriteBatch};
 
 use damage::DamageLog;
 use marks::PackMarks;
+use refs::{CF_COUNTED, CF_REFS, CF_UNREAD};
+pub use refs::{Node, RefBatch, RefsGuard};
 
 use crate::error::{Error, Result};
 use crate::format::blob::BlobKind;
@@ -25,7 +28,16 @@ const CF_PACKS: &str = "packs";
 const CF_SEGMENTS: &str = "segments";
 const CF_WIRE: &str = "wire";
 const CF_LAYERS: &str = "layers";
-const ALL_CFS: [&str; 5] = [CF_BLOBS, CF_PACKS, CF_SEGMENTS, CF_WIRE, CF_LAYERS];
+const ALL_CFS: [&str; 8] = [
+    CF_BLOBS,
+    CF_PACKS,
+    CF_SEGMENTS,
+    CF_WIRE,
+    CF_LAYERS,
+    CF_REFS,
+    CF_COUNTED,
+    CF_UNREAD,
+];
 const LOCATION_LEN: usize = 32 + 1 + 4 + 4 + 4 + 1;
 
 /// Where a blob is stored.
@@ -110,6 +122,9 @@ pub struct Index {
     /// Packs in an archive class or condemned (as the store's listings last said): their
     /// blobs are not offered for reuse; and the packs this process wrote or reused.
     marks: PackMarks,
+    /// Held by the one compaction of this process that is bringing the reference
+    /// counts up to date.
+    counting: Mutex<()>,
 }
 
 impl std::fmt::Debug for Index {
@@ -153,6 +168,7 @@ impl Index {
                 overlay: None,
                 damage,
                 marks: PackMarks::default(),
+                counting: Mutex::default(),
             }),
             // Busy, or broken: a reader still works (read-only, or from the store alone).
             Err(_) if mode == IndexMode::Read => Self::open_read_only(path, damage),
@@ -168,7 +184,7 @@ impl Index {
         opts
     }
 
-    fn descriptors() -> [ColumnFamilyDescriptor; 5] {
+    fn descriptors() -> [ColumnFamilyDescriptor; 8] {
         ALL_CFS.map(|n| ColumnFamilyDescriptor::new(n, Options::default()))
     }
 
@@ -200,6 +216,7 @@ impl Index {
                     overlay: Some(Mutex::default()),
                     damage,
                     marks: PackMarks::default(),
+                    counting: Mutex::default(),
                 });
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
@@ -215,6 +232,7 @@ impl Index {
             })),
             damage,
             marks: PackMarks::default(),
+            counting: Mutex::default(),
         })
     }
 

@@ -101,6 +101,7 @@ fn report_json(r: &pb::CompactResponse) -> Value {
     json!({
         "dry_run": r.dry_run,
         "snapshots": r.snapshots,
+        "snapshots_walked": r.snapshots_walked,
         "nodes_read": r.nodes_read,
         "packs": r.packs,
         "stored_bytes": r.stored_bytes,

@@ -141,6 +141,7 @@ pub fn report_to_wire(r: &CompactReport, dry_run: bool) -> pb::CompactResponse {
         dry_run,
         snapshots: r.snapshots,
         nodes_read: r.nodes_read,
+        snapshots_walked: r.snapshots_walked,
         packs: r.packs,
         stored_bytes: r.stored_bytes,
         live_bytes: r.live_bytes,
