@@ -171,15 +171,8 @@ fn remote(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Serve { .. } => anyhow::bail!("`amber serve` runs a server; drop --server / AMBER_SERVER"),
-        Command::Repair(crate::cli::RepairCommand::Snapshots { dry_run, snapshots }) => {
-            repair::remote_snapshots(g, dry_run, &snapshots)
-        }
-        Command::Init { .. }
-        | Command::Index(_)
-        | Command::Repair(_)
-        | Command::Key(_)
-        | Command::Tier(_)
-        | Command::Copy { .. } => {
+        Command::Repair(cmd) => repair::run(g, &cmd),
+        Command::Init { .. } | Command::Index(_) | Command::Key(_) | Command::Tier(_) | Command::Copy { .. } => {
             anyhow::bail!("this command works on a local repository only; drop --server / AMBER_SERVER")
         }
     }

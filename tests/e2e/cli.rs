@@ -529,17 +529,17 @@ const SCHEMA: &[(&str, Fields)] = &[
     (
         "repair-index",
         &[
-            ("dry_run", Bool, Yes, No),
-            ("packs", Int, Yes, No),
-            ("blobs", Int, Yes, No),
-            ("described_packs", Int, Yes, No),
-            ("deleted_segments", Int, Yes, No),
-            ("rescued", Obj("repair-rescued"), Yes, No),
-            ("lost_blobs", Arr("repair-lost"), Yes, No),
-            ("unrecoverable", Arr("unreadable"), Yes, No),
+            ("dry_run", Bool, Yes, Yes),
+            ("packs", Int, Yes, Yes),
+            ("blobs", Int, Yes, Yes),
+            ("described_packs", Int, Yes, Yes),
+            ("deleted_segments", Int, Yes, Yes),
+            ("rescued", Obj("repair-rescued"), Yes, Yes),
+            ("lost_blobs", Arr("repair-lost"), Yes, Yes),
+            ("unrecoverable", Arr("unreadable"), Yes, Yes),
         ],
     ),
-    ("repair-rescued", &[("packs", Int, Yes, No), ("blobs", Int, Yes, No)]),
+    ("repair-rescued", &[("packs", Int, Yes, Yes), ("blobs", Int, Yes, Yes)]),
     (
         "repair-snapshots",
         &[
@@ -574,7 +574,11 @@ const SCHEMA: &[(&str, Fields)] = &[
     ),
     (
         "repair-lost",
-        &[("blob", Str, Yes, No), ("pack", Str, Yes, No), ("error", Str, Yes, No)],
+        &[
+            ("blob", Str, Yes, Yes),
+            ("pack", Str, Yes, Yes),
+            ("error", Str, Yes, Yes),
+        ],
     ),
     (
         "stats",
@@ -1203,10 +1207,16 @@ fn admin_documents(c: &Ctx) {
     let stats = c.ok(&["stats"]);
     check("stats", &stats, m);
     assert!(!stats["by_kind"].as_object().unwrap().is_empty(), "{stats}");
+    let dry_index = c.run(&["repair", "index", "--dry-run"]);
+    check("repair-index", &dry_index.expect_code(0).json(), m);
+    assert_eq!(dry_index.json()["dry_run"], true, "{dry_index}");
+    let index = c.run(&["repair", "index"]);
+    let rebuilt = index.expect_code(0).json();
+    check("repair-index", &rebuilt, m);
+    assert!(rebuilt["blobs"].as_u64().unwrap() > 0, "{index}");
+    assert!(index.stderr.contains("repair index: packs "), "{m:?}\n{index}");
     if m == Mode::Local {
         check("index-rebuild", &c.ok(&["index", "rebuild"]), m);
-        check("repair-index", &c.ok(&["repair", "index", "--dry-run"]), m);
-        check("repair-index", &c.ok(&["repair", "index"]), m);
         let pass = c.path("new-pass");
         fs::write(&pass, "another passphrase\n").unwrap();
         let added = c.ok(&[

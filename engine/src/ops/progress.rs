@@ -45,3 +45,10 @@ pub struct Step {
     /// Items in it.
     pub total: u64,
 }
+
+impl Step {
+    /// `done` of `total` in `phase`.
+    pub const fn new(phase: &'static str, done: u64, total: u64) -> Self {
+        Step { phase, done, total }
+    }
+}

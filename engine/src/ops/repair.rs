@@ -17,6 +17,7 @@ use crate::format::condemn::{CondemnRecord, Condemned, Reason};
 use crate::format::segment::PackRecord;
 use crate::id::{BlobId, PackId};
 use crate::ops::compact::{PackInfo, pack_table};
+use crate::ops::progress::Step;
 use crate::repo::layout::pack_key;
 use crate::repo::sync::{is_unreadable, read_pack_record};
 use crate::repo::writer::{BlobWriter, write_segments};
@@ -61,6 +62,19 @@ struct Plan {
 /// # Errors
 /// Store, index and crypto errors; damaged objects are reported, not errors.
 pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<RepairIndexReport> {
+    repair_index_with_progress(repo, dry_run, &|_| {})
+}
+
+/// [`repair_index`], calling `progress` in phase `packs` (listed, then each pack
+/// classified and indexed) and `rescue` (each damaged pack whose blobs are copied out).
+///
+/// # Errors
+/// As [`repair_index`].
+pub fn repair_index_with_progress(
+    repo: &Repository,
+    dry_run: bool,
+    progress: &dyn Fn(Step),
+) -> Result<RepairIndexReport> {
     let table = pack_table(repo)?;
     let described: HashSet<PackId> = table.segments.iter().flat_map(|(_, p)| p.iter().copied()).collect();
     let mut report = RepairIndexReport {
@@ -74,7 +88,9 @@ pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<RepairIndexRepor
     let mut plan = Plan::default();
     let mut ids: Vec<&PackId> = table.packs.keys().collect();
     ids.sort_unstable();
-    for id in ids {
+    let total = ids.len() as u64;
+    for (done, id) in (0..).zip(ids) {
+        progress(Step::new("packs", done, total));
         let Some(info) = table.packs.get(id) else { continue };
         let Some(record) = classify(repo, *id, info, described.contains(id), &mut plan, &mut report)? else {
             continue;
@@ -84,6 +100,7 @@ pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<RepairIndexRepor
             repo.index().reindex_pack(&record)?;
         }
     }
+    progress(Step::new("packs", total, total));
     report.described_packs = plan.undescribed.len() as u64;
     report.rescued_packs = plan.damaged.len() as u64;
     report.deleted_segments = table.damaged_segments.len() as u64;
@@ -93,7 +110,7 @@ pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<RepairIndexRepor
     }
     // The new segments are durable before the damaged ones go.
     write_segments(repo, &plan.undescribed)?;
-    rescue(repo, &plan.damaged, &mut report)?;
+    rescue(repo, &plan.damaged, &mut report, progress)?;
     for obj in &table.damaged_segments {
         repo.backend().delete(&obj.key)?;
     }
@@ -162,12 +179,19 @@ fn classify(
 }
 
 /// Copies every blob that opens out of the damaged packs, then condemns them.
-fn rescue(repo: &Repository, damaged: &[PackRecord], report: &mut RepairIndexReport) -> Result<()> {
+fn rescue(
+    repo: &Repository,
+    damaged: &[PackRecord],
+    report: &mut RepairIndexReport,
+    progress: &dyn Fn(Step),
+) -> Result<()> {
     if damaged.is_empty() {
         return Ok(());
     }
     let writer = BlobWriter::new(repo)?;
-    for pack in damaged {
+    let total = damaged.len() as u64;
+    for (done, pack) in (0..).zip(damaged) {
+        progress(Step::new("rescue", done, total));
         for e in &pack.entries {
             match repo.read_blob(e.id, e.kind) {
                 Ok(plain) => {
@@ -179,6 +203,7 @@ fn rescue(repo: &Repository, damaged: &[PackRecord], report: &mut RepairIndexRep
             }
         }
     }
+    progress(Step::new("rescue", total, total));
     // Condemned only once the copies and the segment naming them are durable.
     writer.finish()?;
     let record = CondemnRecord {

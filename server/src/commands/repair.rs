@@ -3,10 +3,11 @@
 use std::process::ExitCode;
 
 use amber_engine::ops::display_path;
+use amber_engine::ops::progress::Step;
+use amber_engine::ops::repair::repair_index_with_progress;
 use amber_engine::ops::repair::snapshots::{RepairSnapshotsOptions, repair_snapshots};
-use amber_engine::ops::repair::{RepairIndexReport, repair_index};
 use amber_proto::v1 as pb;
-use amber_server::serve::repair::to_wire;
+use amber_server::serve::repair::{index_to_wire, to_wire};
 use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
@@ -15,7 +16,7 @@ use crate::client::{Remote, block_on, failed};
 use crate::commands::EXIT_INCOMPLETE;
 use crate::commands::restore::damaged_paths;
 use crate::context;
-use crate::output::emit;
+use crate::output::{StepPrinter, emit};
 
 pub fn run(g: &Global, cmd: &RepairCommand) -> Result<ExitCode> {
     match cmd {
@@ -25,46 +26,87 @@ pub fn run(g: &Global, cmd: &RepairCommand) -> Result<ExitCode> {
 }
 
 fn index(g: &Global, dry_run: bool) -> Result<ExitCode> {
-    let repo = context::open_fresh(g)?;
-    let r = repair_index(&repo, dry_run)?;
-    for (object, why) in &r.unrecoverable {
-        eprintln!("amber: left out {object}: {why}");
-    }
-    for (blob, pack, why) in &r.lost_blobs {
-        eprintln!("amber: blob {blob} of pack {pack} does not open: {why}");
-    }
-    emit(g.json, &report_json(&r), || report_text(&r));
-    if r.unrecoverable.is_empty() && r.lost_blobs.is_empty() {
-        Ok(ExitCode::SUCCESS)
+    let steps = StepPrinter::new("repair index");
+    let show = |s: Step| steps.show(s.phase, s.done, s.total);
+    let events = if g.server.is_some() {
+        remote_index(g, dry_run, &steps)?
     } else {
-        Ok(ExitCode::from(EXIT_INCOMPLETE))
-    }
+        let repo = context::open_fresh(g)?;
+        index_to_wire(&repair_index_with_progress(&repo, dry_run, &show)?)
+    };
+    steps.finish();
+    print_index(g, &events)
 }
 
-fn report_json(r: &RepairIndexReport) -> Value {
-    let lost: Vec<Value> = r
-        .lost_blobs
-        .iter()
-        .map(|(blob, pack, why)| json!({ "blob": blob.to_hex(), "pack": pack.to_hex(), "error": why }))
-        .collect();
-    let unrecoverable: Vec<Value> = r
-        .unrecoverable
-        .iter()
-        .map(|(object, why)| json!({ "object": object, "error": why }))
-        .collect();
-    json!({
-        "dry_run": r.dry_run,
-        "packs": r.packs,
-        "blobs": r.blobs,
-        "described_packs": r.described_packs,
-        "deleted_segments": r.deleted_segments,
-        "rescued": { "packs": r.rescued_packs, "blobs": r.rescued_blobs },
-        "lost_blobs": lost,
-        "unrecoverable": unrecoverable,
+/// `amber repair index --server`: the same run through `Admin/RepairIndex`.
+fn remote_index(g: &Global, dry_run: bool, steps: &StepPrinter) -> Result<Vec<pb::RepairIndexEvent>> {
+    block_on(async {
+        let remote = Remote::connect(g).await?;
+        let req = pb::RepairIndexRequest {
+            vault: remote.vault.clone(),
+            dry_run,
+        };
+        let mut stream = remote
+            .admin()
+            .repair_index(remote.request(req))
+            .await
+            .map_err(|s| failed("cannot repair the index", &s))?
+            .into_inner();
+        let mut events = Vec::new();
+        while let Some(event) = stream
+            .message()
+            .await
+            .map_err(|s| failed("repairing the index failed", &s))?
+        {
+            match &event.step {
+                Some(s) => steps.show(&s.phase, s.done, s.total),
+                None => events.push(event),
+            }
+        }
+        if events.last().is_none_or(|e| e.done.is_none()) {
+            bail!("the server ended the repair without its summary");
+        }
+        Ok(events)
     })
 }
 
-fn report_text(r: &RepairIndexReport) -> String {
+/// Prints the "repair-index" document of `docs/json.md` from the wire events; exit 3 when
+/// something could not be recovered.
+fn print_index(g: &Global, events: &[pb::RepairIndexEvent]) -> Result<ExitCode> {
+    let lost: Vec<&pb::RepairIndexLost> = events.iter().filter_map(|e| e.lost.as_ref()).collect();
+    let unrecoverable: Vec<&pb::CompactUnreadable> = events.iter().filter_map(|e| e.unrecoverable.as_ref()).collect();
+    let done = events.iter().find_map(|e| e.done).unwrap_or_default();
+    for u in &unrecoverable {
+        eprintln!("amber: left out {}: {}", u.object, u.error);
+    }
+    for l in &lost {
+        eprintln!("amber: blob {} of pack {} does not open: {}", l.blob, l.pack, l.error);
+    }
+    let doc = json!({
+        "dry_run": done.dry_run,
+        "packs": done.packs,
+        "blobs": done.blobs,
+        "described_packs": done.described_packs,
+        "deleted_segments": done.deleted_segments,
+        "rescued": { "packs": done.rescued_packs, "blobs": done.rescued_blobs },
+        "lost_blobs": lost
+            .iter()
+            .map(|l| json!({ "blob": l.blob, "pack": l.pack, "error": l.error }))
+            .collect::<Vec<_>>(),
+        "unrecoverable": unrecoverable
+            .iter()
+            .map(|u| json!({ "object": u.object, "error": u.error }))
+            .collect::<Vec<_>>(),
+    });
+    emit(g.json, &doc, || index_text(&done, lost.len(), unrecoverable.len()));
+    Ok(if lost.is_empty() && unrecoverable.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_INCOMPLETE)
+    })
+}
+
+fn index_text(r: &pb::RepairIndexDone, lost: usize, unrecoverable: usize) -> String {
     let (rebuilt, described, copied) = if r.dry_run {
         ("would rebuild the index", "would describe", "would copy")
     } else {
@@ -84,17 +126,18 @@ fn report_text(r: &RepairIndexReport) -> String {
             r.rescued_blobs, r.rescued_packs
         ));
     }
-    if !r.lost_blobs.is_empty() || !r.unrecoverable.is_empty() {
+    if lost > 0 || unrecoverable > 0 {
         lines.push(format!(
-            "{} blobs and {} packs could not be recovered (named above)",
-            r.lost_blobs.len(),
-            r.unrecoverable.len()
+            "{lost} blobs and {unrecoverable} packs could not be recovered (named above)"
         ));
     }
     lines.join("\n")
 }
 
 fn snapshots_cmd(g: &Global, dry_run: bool, names: &[String]) -> Result<ExitCode> {
+    if g.server.is_some() {
+        return remote_snapshots(g, dry_run, names);
+    }
     let repo = context::open_fresh(g)?;
     let snapshots = names
         .iter()
@@ -105,7 +148,7 @@ fn snapshots_cmd(g: &Global, dry_run: bool, names: &[String]) -> Result<ExitCode
 }
 
 /// `amber repair snapshots --server`: the same run through `Admin/RepairSnapshots`.
-pub fn remote_snapshots(g: &Global, dry_run: bool, names: &[String]) -> Result<ExitCode> {
+fn remote_snapshots(g: &Global, dry_run: bool, names: &[String]) -> Result<ExitCode> {
     block_on(async {
         let remote = Remote::connect(g).await?;
         let req = pb::RepairSnapshotsRequest {

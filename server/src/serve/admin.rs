@@ -230,6 +230,22 @@ impl Admin for AdminService {
         Ok(Response::new(stream(&self.state, caller, target, produce)))
     }
 
+    type RepairIndexStream = ReceiverStream<Result<pb::RepairIndexEvent, Status>>;
+
+    async fn repair_index(
+        &self,
+        req: Request<pb::RepairIndexRequest>,
+    ) -> Result<Response<Self::RepairIndexStream>, Status> {
+        let caller = self
+            .state
+            .authorize(&req, "/amber.v1.Admin/RepairIndex", Access::Admin, &req.get_ref().vault)?;
+        let r = req.into_inner();
+        let target = if r.dry_run { "dry run" } else { "index" }.to_string();
+        let repo = caller.vault.repo.clone();
+        let produce = move |out: &Out<pb::RepairIndexEvent>| crate::serve::repair::send_index_run(&repo, &r, out);
+        Ok(Response::new(stream(&self.state, caller, target, produce)))
+    }
+
     async fn protect(&self, req: Request<pb::ProtectRequest>) -> Result<Response<pb::ProtectResponse>, Status> {
         let caller = self
             .state

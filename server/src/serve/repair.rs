@@ -1,11 +1,15 @@
-//! `Admin/RepairSnapshots`: the engine's snapshot repair over gRPC. The command line
-//! prints a local run through the same wire types ([`to_wire`]).
+//! `Admin/RepairSnapshots` and `Admin/RepairIndex`: the engine's repairs over gRPC. The
+//! command line prints a local run through the same wire types ([`to_wire`],
+//! [`index_to_wire`]).
 
+use amber_engine::ops::progress::Step;
 use amber_engine::ops::repair::snapshots::{RepairSnapshotsOptions, RepairSnapshotsReport, repair_snapshots};
+use amber_engine::ops::repair::{RepairIndexReport, repair_index_with_progress};
 use amber_engine::repo::Repository;
 use amber_proto::v1 as pb;
 use tonic::Status;
 
+use crate::serve::compact::{Throttle, step_to_wire};
 use crate::serve::reader::{Out, resolve};
 use crate::serve::status::from_engine;
 
@@ -74,4 +78,64 @@ pub fn to_wire(r: &RepairSnapshotsReport) -> Vec<pb::RepairSnapshotsEvent> {
         ..pb::RepairSnapshotsEvent::default()
     };
     repaired.chain(unrepairable).chain(std::iter::once(done)).collect()
+}
+
+/// Rebuilds the index of `repo` and streams progress, then what it did, to `out`.
+///
+/// # Errors
+/// The engine's error as a status.
+pub fn send_index_run(
+    repo: &Repository,
+    req: &pb::RepairIndexRequest,
+    out: &Out<pb::RepairIndexEvent>,
+) -> Result<(), Status> {
+    let throttle = Throttle::default();
+    let progress = |s: Step| {
+        if throttle.due(s) {
+            out.send(pb::RepairIndexEvent {
+                step: Some(step_to_wire(s)),
+                ..pb::RepairIndexEvent::default()
+            });
+        }
+    };
+    let report = repair_index_with_progress(repo, req.dry_run, &progress).map_err(|e| from_engine(&e))?;
+    for event in index_to_wire(&report) {
+        if !out.send(event) {
+            return Err(Status::cancelled("the client went away"));
+        }
+    }
+    Ok(())
+}
+
+/// The report as the stream sends it after its steps: the lost blobs, the objects nothing
+/// can describe, then `done`.
+pub fn index_to_wire(r: &RepairIndexReport) -> Vec<pb::RepairIndexEvent> {
+    let lost = r.lost_blobs.iter().map(|(blob, pack, why)| pb::RepairIndexEvent {
+        lost: Some(pb::RepairIndexLost {
+            blob: blob.to_hex(),
+            pack: pack.to_hex(),
+            error: why.clone(),
+        }),
+        ..pb::RepairIndexEvent::default()
+    });
+    let unrecoverable = r.unrecoverable.iter().map(|(object, why)| pb::RepairIndexEvent {
+        unrecoverable: Some(pb::CompactUnreadable {
+            object: object.clone(),
+            error: why.clone(),
+        }),
+        ..pb::RepairIndexEvent::default()
+    });
+    let done = pb::RepairIndexEvent {
+        done: Some(pb::RepairIndexDone {
+            dry_run: r.dry_run,
+            packs: r.packs,
+            blobs: r.blobs,
+            described_packs: r.described_packs,
+            deleted_segments: r.deleted_segments,
+            rescued_packs: r.rescued_packs,
+            rescued_blobs: r.rescued_blobs,
+        }),
+        ..pb::RepairIndexEvent::default()
+    };
+    lost.chain(unrecoverable).chain(std::iter::once(done)).collect()
 }
