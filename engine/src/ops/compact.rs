@@ -364,8 +364,8 @@ impl Pass<'_> {
         }
         // An ingest of this very process (a server's session) may have decided to reuse a
         // blob of it: its check before committing cannot see this run's deletion coming,
-        // so the pack waits for a run while no ingest of this process is in progress.
-        if index.is_touched(&c.id) && index.writers() > 0 {
+        // so the pack waits for a run once every ingest that may have touched it has ended.
+        if index.is_busy(&c.id) {
             report.busy_packs += 1;
             return false;
         }

@@ -86,6 +86,12 @@ pub fn write(repo: &Repository, record: &CondemnRecord) -> Result<String> {
 /// [`Error::Conflict`] for a pack already deleted; store and corruption errors.
 pub fn rescue_before_commit(repo: &Repository, snap: &Snapshot) -> Result<()> {
     refresh(repo)?;
+    if repo.index().any_condemned() {
+        // A reuse decision looks at the first level of a file's content (a chunk-list
+        // root), not at the chunks below it: while anything is condemned, every pack the
+        // snapshot names is touched, so none of them is missed below.
+        touch_what_it_needs(repo, snap)?;
+    }
     let touched = repo.index().touched();
     if touched.is_empty() {
         return Ok(());

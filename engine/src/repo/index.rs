@@ -13,6 +13,7 @@ use std::sync::Mutex;
 use rocksdb::{ColumnFamilyDescriptor, DB, Options, WriteBatch};
 
 use damage::DamageLog;
+pub use marks::WriterEpoch;
 use marks::PackMarks;
 use refs::{CF_COUNTED, CF_REFS, CF_UNREAD};
 pub use refs::{Node, RefBatch, RefsGuard};
@@ -377,14 +378,25 @@ impl Index {
         self.marks.is_touched(id)
     }
 
-    /// Notes a [`crate::repo::writer::BlobWriter`] started (an ingest in progress).
-    pub fn writer_started(&self) {
-        self.marks.writer_started();
+    /// Whether a writer of this process running now may rely on pack `id`: it wrote the
+    /// pack or offered a blob of it for reuse since the oldest running writer started.
+    pub fn is_busy(&self, id: &PackId) -> bool {
+        self.marks.is_busy(id)
     }
 
-    /// Notes a writer ended.
-    pub fn writer_ended(&self) {
-        self.marks.writer_ended();
+    /// Whether the last look at the store found any pack condemned.
+    pub fn any_condemned(&self) -> bool {
+        self.marks.any_condemned()
+    }
+
+    /// Notes a [`crate::repo::writer::BlobWriter`] started (an ingest in progress).
+    pub fn writer_started(&self) -> WriterEpoch {
+        self.marks.writer_started()
+    }
+
+    /// Notes the writer started at `epoch` ended.
+    pub fn writer_ended(&self, epoch: WriterEpoch) {
+        self.marks.writer_ended(epoch);
     }
 
     /// Writers of this process alive now.

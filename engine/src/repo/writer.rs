@@ -70,6 +70,8 @@ pub struct BlobWriter {
     pending: Pending,
     counters: Counters,
     packs: Arc<AtomicU64>,
+    /// When this writer started, for the index's busy packs.
+    epoch: crate::repo::index::WriterEpoch,
 }
 
 impl BlobWriter {
@@ -103,7 +105,7 @@ impl BlobWriter {
                 result
             })
             .map_err(|e| Error::Pipeline(format!("cannot start the packer: {e}")))?;
-        repo.index().writer_started();
+        let epoch = repo.index().writer_started();
         Ok(BlobWriter {
             repo: repo.clone(),
             tx: Some(tx),
@@ -113,6 +115,7 @@ impl BlobWriter {
             pending,
             counters: Counters::default(),
             packs,
+            epoch,
         })
     }
 
@@ -281,7 +284,7 @@ impl BlobWriter {
 
 impl Drop for BlobWriter {
     fn drop(&mut self) {
-        self.repo.index().writer_ended();
+        self.repo.index().writer_ended(self.epoch);
         self.abandon.store(true, Ordering::SeqCst);
         drop(self.tx.take());
         if let Some(h) = self.packer.take() {
