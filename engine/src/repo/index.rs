@@ -13,8 +13,8 @@ use std::sync::Mutex;
 use rocksdb::{ColumnFamilyDescriptor, DB, Options, WriteBatch};
 
 use damage::DamageLog;
-pub use marks::WriterEpoch;
 use marks::PackMarks;
+pub use marks::WriterEpoch;
 use refs::{CF_COUNTED, CF_REFS, CF_UNREAD};
 pub use refs::{Node, RefBatch, RefsGuard};
 

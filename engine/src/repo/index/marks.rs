@@ -115,7 +115,11 @@ impl PackMarks {
     }
 
     pub(crate) fn writers(&self) -> usize {
-        self.running.lock().unwrap_or_else(PoisonError::into_inner).values().sum()
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .sum()
     }
 
     pub(crate) fn untouch(&self, id: &PackId) {
@@ -131,7 +135,10 @@ mod tests {
     #[test]
     fn a_pack_is_busy_only_while_a_writer_that_may_rely_on_it_runs() {
         let marks = PackMarks::default();
-        let (p, q) = (PackId::new(Hash32::from_bytes([1; 32])), PackId::new(Hash32::from_bytes([2; 32])));
+        let (p, q) = (
+            PackId::new(Hash32::from_bytes([1; 32])),
+            PackId::new(Hash32::from_bytes([2; 32])),
+        );
         marks.touch(p);
         assert!(!marks.is_busy(&p), "no writer runs");
         let first = marks.writer_started();
