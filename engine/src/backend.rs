@@ -49,6 +49,18 @@ pub struct ObjectInfo {
     pub class: StorageClass,
 }
 
+/// An upload in parts that was begun and neither completed nor aborted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingUpload {
+    /// The key it would have written.
+    pub key: String,
+    /// The store's id of the upload.
+    pub id: String,
+    /// When it was begun, in seconds since the epoch, the store's clock (`None` when the
+    /// store does not say).
+    pub started: Option<i64>,
+}
+
 impl ObjectInfo {
     /// An object of the standard class with nothing else known.
     pub fn new(key: impl Into<String>, size: u64) -> Self {
@@ -399,6 +411,20 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// I/O.
     fn delete(&self, key: &str) -> Result<(), BackendError>;
+
+    /// Uploads in parts under `prefix` that were begun and neither completed nor aborted
+    /// (a writer killed mid-upload leaves one, whose parts the store keeps and bills).
+    /// A store that writes objects whole has none.
+    ///
+    /// # Errors
+    /// I/O.
+    fn pending_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>, BackendError>;
+
+    /// Aborts a pending upload, freeing its parts; one already gone is not an error.
+    ///
+    /// # Errors
+    /// I/O.
+    fn abort_upload(&self, upload: &PendingUpload) -> Result<(), BackendError>;
 
     /// Where the store is, for messages (a directory, a URL).
     fn describe(&self) -> String {

@@ -3,6 +3,10 @@
 Prints the port on stdout, then serves until stdin closes (when the test process that
 started it ends, however it ends), so no server outlives its tests.
 
+Uploads in parts are dated: moto lists every one as begun on 2010-11-10, while S3 says when
+each was begun (compaction aborts those a killed writer left, by age); the time each upload
+is created here is put into listings.
+
 Faults, for the fault tests (each counts requests to the bucket API; GET /_faults tells how
 many were injected, as JSON):
   --fail-every N   answer every Nth request with 503 SlowDown, as a throttled S3 does
@@ -14,8 +18,11 @@ many were injected, as JSON):
 import argparse
 import json
 import logging
+import re
 import sys
 import threading
+import time
+from urllib.parse import parse_qs
 
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
@@ -48,6 +55,8 @@ class Faults:
         # several request threads at once; S3 does both as one. Conditional writes are run
         # one at a time here, so the test server keeps S3's promise.
         self.conditional = threading.Lock()
+        # Upload id of each upload in parts created here -> when, as S3 writes it.
+        self.initiated = {}
 
     def __call__(self, environ, start_response):
         if environ.get("PATH_INFO") == "/_faults":
@@ -60,6 +69,8 @@ class Faults:
             start_response("200 OK", [("Content-Type", "application/json")])
             return [body]
         query = environ.get("QUERY_STRING", "")
+        if "uploads" in parse_qs(query, keep_blank_values=True) and environ["REQUEST_METHOD"] in ("GET", "POST"):
+            return self.dated_uploads(environ, start_response)
         is_part = "partNumber=" in query and "uploadId=" in query and environ["REQUEST_METHOD"] == "PUT"
         with self.lock:
             self.requests += 1
@@ -85,6 +96,36 @@ class Faults:
             with self.conditional:
                 return list(self.app(environ, start_response))
         return self.app(environ, start_response)
+
+
+    def dated_uploads(self, environ, start_response):
+        """Notes when an upload in parts is created; puts that time into listings."""
+        answer = {}
+
+        def capture(status, headers, exc_info=None):
+            answer["status"], answer["headers"] = status, headers
+
+        text = b"".join(self.app(environ, capture)).decode("utf-8")
+        if environ["REQUEST_METHOD"] == "POST":
+            now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+            with self.lock:
+                for upload_id in re.findall(r"<UploadId>([^<]*)</UploadId>", text):
+                    self.initiated[upload_id] = now
+        else:
+            text = re.sub(r"<Upload>.*?</Upload>", self.redate, text, flags=re.S)
+        body = text.encode("utf-8")
+        headers = [(k, v) for k, v in answer["headers"] if k.lower() != "content-length"]
+        start_response(answer["status"], headers + [("Content-Length", str(len(body)))])
+        return [body]
+
+    def redate(self, match):
+        block = match.group(0)
+        found = re.search(r"<UploadId>([^<]*)</UploadId>", block)
+        with self.lock:
+            when = found and self.initiated.get(found.group(1))
+        if not when:
+            return block
+        return re.sub(r"<Initiated>[^<]*</Initiated>", "<Initiated>%s</Initiated>" % when, block)
 
 
 def drain(environ):

@@ -3,8 +3,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{
-    Backend, BackendError, CasOutcome, DynBackend, ListPage, ObjectInfo, PutMode, PutOutcome, RestoreStatus,
-    RetrievalTier, StorageClass,
+    Backend, BackendError, CasOutcome, DynBackend, ListPage, ObjectInfo, PendingUpload, PutMode, PutOutcome,
+    RestoreStatus, RetrievalTier, StorageClass,
 };
 
 /// A store that ignores preconditions, as some S3-compatible servers do: create-only
@@ -43,6 +43,12 @@ impl Backend for NoPreconditions {
     }
     fn delete(&self, key: &str) -> Result<(), BackendError> {
         self.0.delete(key)
+    }
+    fn pending_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>, BackendError> {
+        self.0.pending_uploads(prefix)
+    }
+    fn abort_upload(&self, upload: &PendingUpload) -> Result<(), BackendError> {
+        self.0.abort_upload(upload)
     }
 }
 
@@ -111,6 +117,12 @@ impl Backend for FaultBackend {
     }
     fn delete(&self, key: &str) -> Result<(), BackendError> {
         self.inner.delete(key)
+    }
+    fn pending_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>, BackendError> {
+        self.inner.pending_uploads(prefix)
+    }
+    fn abort_upload(&self, upload: &PendingUpload) -> Result<(), BackendError> {
+        self.inner.abort_upload(upload)
     }
     fn describe(&self) -> String {
         self.inner.describe()
@@ -260,6 +272,15 @@ impl Backend for Faulty {
             return Err(BackendError::Injected(key.to_string()));
         }
         self.inner.delete(key)
+    }
+    fn pending_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>, BackendError> {
+        self.inner.pending_uploads(prefix)
+    }
+    fn abort_upload(&self, upload: &PendingUpload) -> Result<(), BackendError> {
+        if hits(&self.plan.delete_after) {
+            return Err(BackendError::Injected(upload.key.clone()));
+        }
+        self.inner.abort_upload(upload)
     }
     fn describe(&self) -> String {
         self.inner.describe()

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
 use super::{
-    Backend, BackendError, CasOutcome, ListPage, ObjectInfo, PutMode, PutOutcome, RestoreStatus, RetrievalTier,
-    StorageClass, page_of, validate_key,
+    Backend, BackendError, CasOutcome, ListPage, ObjectInfo, PendingUpload, PutMode, PutOutcome, RestoreStatus,
+    RetrievalTier, StorageClass, page_of, validate_key,
 };
 use crate::crypto::random_array;
 
@@ -224,6 +224,14 @@ impl Backend for LocalBackend {
             Some(_) => Ok(RestoreStatus::Readable),
             None => Err(BackendError::NotFound { key: key.into() }),
         }
+    }
+
+    fn pending_uploads(&self, _prefix: &str) -> Result<Vec<PendingUpload>, BackendError> {
+        Ok(Vec::new())
+    }
+
+    fn abort_upload(&self, _upload: &PendingUpload) -> Result<(), BackendError> {
+        Ok(())
     }
 
     fn delete(&self, key: &str) -> Result<(), BackendError> {

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use super::{
-    Backend, BackendError, CasOutcome, ListPage, ObjectInfo, PutMode, PutOutcome, RestoreStatus, RetrievalTier,
-    StorageClass, page_of, validate_key,
+    Backend, BackendError, CasOutcome, ListPage, ObjectInfo, PendingUpload, PutMode, PutOutcome, RestoreStatus,
+    RetrievalTier, StorageClass, page_of, validate_key,
 };
 
 #[derive(Debug, Clone)]
@@ -191,6 +191,14 @@ impl Backend for MemoryBackend {
                 }
             }
         })
+    }
+
+    fn pending_uploads(&self, _prefix: &str) -> Result<Vec<PendingUpload>, BackendError> {
+        Ok(Vec::new())
+    }
+
+    fn abort_upload(&self, _upload: &PendingUpload) -> Result<(), BackendError> {
+        Ok(())
     }
 
     fn delete(&self, key: &str) -> Result<(), BackendError> {

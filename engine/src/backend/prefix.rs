@@ -2,8 +2,8 @@
 //! directory) holds many vaults and the server's shared state beside them.
 
 use super::{
-    Backend, BackendError, CasOutcome, DynBackend, ListPage, ObjectInfo, PutMode, PutOutcome, RestoreStatus,
-    RetrievalTier, StorageClass, validate_key,
+    Backend, BackendError, CasOutcome, DynBackend, ListPage, ObjectInfo, PendingUpload, PutMode, PutOutcome,
+    RestoreStatus, RetrievalTier, StorageClass, validate_key,
 };
 
 /// Keys `k` of this store are `prefix/k` of the inner one.
@@ -85,6 +85,21 @@ impl Backend for PrefixBackend {
     }
     fn delete(&self, key: &str) -> Result<(), BackendError> {
         self.inner.delete(&self.outer(key)?)
+    }
+    fn pending_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>, BackendError> {
+        let outer = format!("{}{prefix}", self.prefix);
+        let mut uploads = self.inner.pending_uploads(&outer)?;
+        for u in &mut uploads {
+            u.key = u.key.strip_prefix(&self.prefix).unwrap_or(&u.key).to_string();
+        }
+        Ok(uploads)
+    }
+    fn abort_upload(&self, upload: &PendingUpload) -> Result<(), BackendError> {
+        let outer = PendingUpload {
+            key: self.outer(&upload.key)?,
+            ..upload.clone()
+        };
+        self.inner.abort_upload(&outer)
     }
     fn describe(&self) -> String {
         let outer = self.inner.describe();

@@ -36,8 +36,8 @@ use base64::Engine as _;
 use tokio::sync::Semaphore;
 
 use super::{
-    Backend, BackendError, CasOutcome, ListPage, ObjectInfo, PutMode, PutOutcome, RestoreStatus, RetrievalTier,
-    StorageClass, validate_key,
+    Backend, BackendError, CasOutcome, ListPage, ObjectInfo, PendingUpload, PutMode, PutOutcome, RestoreStatus,
+    RetrievalTier, StorageClass, validate_key,
 };
 
 /// How to reach and use a bucket.
@@ -880,6 +880,65 @@ impl Backend for S3Backend {
                 Err(e) => match failure(&e).into_error("DeleteObject", &full) {
                     BackendError::NotFound { .. } => Ok(()),
                     other => Err(other),
+                },
+            }
+        })
+    }
+
+    fn pending_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>, BackendError> {
+        let me = self.clone();
+        let full_prefix = format!("{}{prefix}", self.prefix);
+        run(async move {
+            let mut uploads = Vec::new();
+            let mut marker: Option<(String, String)> = None;
+            loop {
+                let _permit = me.permits.acquire().await;
+                let mut req = me
+                    .client
+                    .list_multipart_uploads()
+                    .bucket(&me.bucket)
+                    .prefix(&full_prefix);
+                if let Some((key, id)) = &marker {
+                    req = req.key_marker(key).upload_id_marker(id);
+                }
+                let out = req
+                    .send()
+                    .await
+                    .map_err(|e| failure(&e).into_error("ListMultipartUploads", &full_prefix))?;
+                uploads.extend(out.uploads().iter().filter_map(|u| {
+                    Some(PendingUpload {
+                        key: u.key()?.strip_prefix(&me.prefix)?.to_string(),
+                        id: u.upload_id()?.to_string(),
+                        started: u.initiated().map(aws_sdk_s3::primitives::DateTime::secs),
+                    })
+                }));
+                match (out.is_truncated(), out.next_key_marker(), out.next_upload_id_marker()) {
+                    (Some(true), Some(key), Some(id)) => marker = Some((key.to_string(), id.to_string())),
+                    _ => return Ok(uploads),
+                }
+            }
+        })
+    }
+
+    fn abort_upload(&self, upload: &PendingUpload) -> Result<(), BackendError> {
+        let full = self.full_key(&upload.key)?;
+        let id = upload.id.clone();
+        let me = self.clone();
+        run(async move {
+            let _permit = me.permits.acquire().await;
+            let sent = me
+                .client
+                .abort_multipart_upload()
+                .bucket(&me.bucket)
+                .key(&full)
+                .upload_id(&id)
+                .send()
+                .await;
+            match sent {
+                Ok(_) => Ok(()),
+                Err(e) => match failure(&e) {
+                    f if f.status == Some(404) || f.code == "NoSuchUpload" => Ok(()),
+                    f => Err(f.into_error("AbortMultipartUpload", &full)),
                 },
             }
         })

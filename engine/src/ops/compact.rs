@@ -563,6 +563,17 @@ impl Pass<'_> {
                 }
             }
         }
+        // Uploads in parts a killed writer left open (their parts are kept and billed). One
+        // still being written by a writer slower than the grace period fails that writer's
+        // pack, which it reports; nothing committed depends on an unfinished upload.
+        for upload in self.repo.backend().pending_uploads("")? {
+            if upload.started.is_some_and(|t| self.now - t >= self.opts.grace_secs) {
+                report.deleted_temp += 1;
+                if !self.opts.dry_run {
+                    self.repo.backend().abort_upload(&upload)?;
+                }
+            }
+        }
         Ok(())
     }
 }

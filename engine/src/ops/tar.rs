@@ -442,6 +442,25 @@ pub fn recorded<'s>(snap: &'s Snapshot, key: &str) -> Option<&'s str> {
     snap.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
+/// Whether layer snapshot `id` may be reused as it is held, instead of its stream being
+/// stored again: every blob it names is indexed, in no archived or condemned pack, and not
+/// marked damaged. A layer partly cold or damaged is taken in again, which stores what is
+/// missing anew (hot), so a new image or environment never leans on it.
+///
+/// # Errors
+/// Index errors. Metadata that does not read answers `false`.
+pub fn held_whole(repo: &Repository, id: SnapshotId, snap: &Snapshot) -> Result<bool> {
+    let Ok(live) = crate::ops::live::live_blobs(repo, &[(id, snap.clone())]) else {
+        return Ok(false);
+    };
+    for blob in &live.blobs {
+        if !repo.index().holds_good(blob)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Visits the layout's records in order.
 ///
 /// # Errors

@@ -92,3 +92,46 @@ fn a_writer_killed_mid_upload_leaves_no_snapshot_and_no_lock_and_the_next_one_wo
         "{keys:?}"
     );
 }
+
+/// A writer killed in the middle of an upload in parts leaves the upload open, and the
+/// store keeps (and bills) its parts: compaction aborts the uploads begun longer than the
+/// grace period ago (here made by hand, as a killed writer leaves them), a dry run only
+/// counts them, and the vault's data is untouched.
+#[test]
+fn compaction_aborts_uploads_in_parts_that_a_killed_writer_left_open() {
+    let moto = Moto::shared();
+    let (repo, bucket) = moto.repo("uploads", "v");
+    repo.init_here();
+    let src = repo.scratch("src");
+    sample_tree(&src, 6);
+    let id = id_of(&repo.snapshot(&src, &[]));
+    let store = moto.backend(&bucket, "v");
+    let key = format!("data/ab/{}", "ab".repeat(32));
+    let begun = std::process::Command::new("curl")
+        .args([
+            "-sf",
+            "-X",
+            "POST",
+            &format!("{}/{bucket}/v/{key}?uploads", moto.endpoint),
+        ])
+        .output()
+        .unwrap();
+    assert!(begun.status.success(), "{begun:?}");
+    let open = store.pending_uploads("").unwrap();
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0].key, key);
+    assert!(open[0].started.is_some(), "{open:?}");
+
+    let dry = repo.ok(&["compact", "--dry-run", "--grace", "0s"]);
+    assert!(dry["deleted_temp"].as_u64().unwrap() >= 1, "{dry}");
+    assert_eq!(store.pending_uploads("").unwrap().len(), 1, "a dry run aborts nothing");
+    let young = repo.ok(&["compact", "--grace", "1h"]);
+    assert_eq!(young["deleted_temp"], 0, "younger than the grace period: {young}");
+    assert_eq!(store.pending_uploads("").unwrap().len(), 1);
+    let done = repo.ok(&["compact", "--grace", "0s"]);
+    assert!(done["deleted_temp"].as_u64().unwrap() >= 1, "{done}");
+    assert_eq!(store.pending_uploads("").unwrap(), Vec::new());
+    let dest = repo.scratch("restored");
+    repo.ok(&["restore", &id, p(&dest)]);
+    assert_same_tree(&src, &dest);
+}

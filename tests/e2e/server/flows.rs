@@ -355,6 +355,36 @@ fn tar_layers_on(store: Store) {
     assert_eq!(server.snapshot_ids(&admin).len(), 3);
 }
 
+/// A layer held with a pack lost (found by verify) is not reused by its digest: its next
+/// push sends the stream again, which stores the lost data anew, and the layer restores.
+#[test]
+fn a_layer_held_in_part_is_sent_again_instead_of_reused_by_its_digest() {
+    let server = server_with_metrics_on(Store::Local, "held-in-part");
+    let admin = server.admin();
+    let data_dir = server.data().join("vaults/default/data");
+    let (tar, _) = make_layer(&server, 31);
+    let before = crate::common::files_under(&data_dir);
+    let v = push_and_check_layer(&server, &admin, &tar, &tar);
+    let id = snapshot_id(&v);
+    let written: Vec<PathBuf> = crate::common::files_under(&data_dir)
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert!(!written.is_empty(), "the layer's data packs");
+    for p in &written {
+        fs::remove_file(p).unwrap();
+    }
+    server.run(&admin, &["--json", "verify"]).expect_code(3);
+    let again = server.push(&admin, &["--tar", s(&tar)]);
+    assert_eq!(snapshot_id(&again), id, "the same layer: {again}");
+    let size = fs::metadata(&tar).unwrap().len();
+    assert!(num(&again, "bytes_sent") >= size, "sent again: {again}");
+    let out = server.scratch("healed.tar");
+    server.ok(&admin, &["restore", &id, "--tar", s(&out)]);
+    assert_same_file(&tar, &out);
+    assert_repush_skipped(&server, &admin, &tar, &id);
+}
+
 /// Once a layer is held (here: pushed plain), its gzip is sent once (its files are not
 /// stored again: only its recipe is new), and its digest is remembered, so its next push
 /// is not sent at all.

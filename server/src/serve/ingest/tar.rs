@@ -5,7 +5,7 @@ use std::io::Read;
 
 use amber_engine::crypto::SealKey;
 use amber_engine::format::snapshot::SourceKind;
-use amber_engine::ops::tar::{DIGEST_KEY, TarOptions, snapshot_tar};
+use amber_engine::ops::tar::{DIGEST_KEY, TarOptions, held_whole, snapshot_tar};
 use amber_proto::v1 as pb;
 use amber_proto::v1::push_request::Frame;
 use amber_proto::v1::push_response::Frame as Answer;
@@ -144,16 +144,21 @@ fn held_layer(
     }
     let repo = &push.vault().repo;
     let recorded = repo.index().layer_digest(digest).map_err(|e| from_engine(&e))?;
-    if let Some(id) = recorded
-        && let Ok(snap) = repo.load_snapshot(id)
-        && snap.source == SourceKind::TarLayer
-    {
-        return Ok(Some((id, snap)));
+    let found = match recorded.map(|id| (id, repo.load_snapshot(id))) {
+        Some((id, Ok(snap))) if snap.source == SourceKind::TarLayer => Some((id, snap)),
+        _ => {
+            let all = repo.snapshots().map_err(|e| from_engine(&e))?;
+            all.into_iter().find(|(_, s)| {
+                s.source == SourceKind::TarLayer && s.metadata.iter().any(|(k, v)| k == DIGEST_KEY && v == digest)
+            })
+        }
+    };
+    // Held in part only (a pack lost, damaged, archived or condemned): the stream is taken
+    // in again, which stores what is missing anew.
+    match found {
+        Some((id, snap)) if held_whole(repo, id, &snap).map_err(|e| from_engine(&e))? => Ok(Some((id, snap))),
+        _ => Ok(None),
     }
-    let all = repo.snapshots().map_err(|e| from_engine(&e))?;
-    Ok(all.into_iter().find(|(_, s)| {
-        s.source == SourceKind::TarLayer && s.metadata.iter().any(|(k, v)| k == DIGEST_KEY && v == digest)
-    }))
 }
 
 /// The tar stream as a reader over the push's TarData frames. It reports the end of the
