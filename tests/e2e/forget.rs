@@ -107,8 +107,13 @@ fn forget_keeps_what_the_policy_says_per_group_and_never_a_protected_snapshot() 
     let un = repo.ok(&["unprotect", &lab[0]]);
     crate::cli::check("protect", &un, crate::cli::Mode::Local);
     assert_eq!(un["protected"], false);
-    let again = repo.ok(&policy);
+    let out = repo.run(&policy);
+    let again = out.expect_code(0).json();
     assert_eq!(ids(&again, "removed"), BTreeSet::from([lab[0].clone()]));
+    // Progress on stderr, one line per phase (stderr is not a terminal), as with --server.
+    for phase in ["forget: snapshots ", "forget: removed 1/1"] {
+        assert!(out.stderr.contains(phase), "{phase:?}\n{out}");
+    }
     repo.run(&["forget"]).expect_error(&["--keep-"]);
     repo.run(&["forget", "--keep-within", "7x"])
         .expect_error(&["--keep-within"]);
@@ -137,8 +142,13 @@ fn forget_and_protect_work_through_a_server() {
     }
     let prot = server.ok(&admin, &["protect", &pushed[0]]);
     crate::cli::check("protect", &prot, crate::cli::Mode::Server);
-    let done = server.ok(&admin, &["forget", "--keep-last", "1"]);
+    let out = server.run(&admin, &["--json", "forget", "--keep-last", "1"]);
+    let done = out.expect_code(0).json();
     crate::cli::check("forget", &done, crate::cli::Mode::Server);
+    // Progress streamed by Admin/Forget, printed as locally (one line per phase).
+    for phase in ["forget: snapshots 3/3", "forget: removed 1/1"] {
+        assert!(out.stderr.contains(phase), "{phase:?}\n{out}");
+    }
     assert_eq!(
         ids(&done, "kept"),
         BTreeSet::from([pushed[0].clone(), pushed[2].clone()]),

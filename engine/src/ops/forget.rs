@@ -11,6 +11,7 @@
 //! (units first, then their parts, so an interruption never leaves a unit without a part);
 //! the space comes back with compaction.
 
+use crate::ops::progress::Step;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::backend::{BackendError, PutMode};
@@ -86,12 +87,29 @@ pub struct ForgetReport {
 /// Store errors listing or deleting; metadata errors finding parts. A snapshot object
 /// that cannot be read is neither kept nor removed (`amber verify` names it).
 pub fn forget(repo: &Repository, policy: &Policy, dry_run: bool) -> Result<ForgetReport> {
+    forget_with_progress(repo, policy, dry_run, &|_| {})
+}
+
+/// [`forget`], calling `progress` in phase `snapshots` (each snapshot read for the parts
+/// it names) and `removed` (each snapshot object deleted; not in a dry run).
+///
+/// # Errors
+/// As [`forget`].
+pub fn forget_with_progress(
+    repo: &Repository,
+    policy: &Policy,
+    dry_run: bool,
+    progress: &dyn Fn(Step),
+) -> Result<ForgetReport> {
     let list = repo.snapshot_list()?;
     let snaps: HashMap<SnapshotId, &Snapshot> = list.snapshots.iter().map(|(id, s)| (*id, s)).collect();
     let mut parts: HashMap<SnapshotId, Vec<SnapshotId>> = HashMap::new();
-    for (id, snap) in &list.snapshots {
+    let total = list.snapshots.len() as u64;
+    for (done, (id, snap)) in (0..).zip(&list.snapshots) {
+        progress(Step::new("snapshots", done, total));
         parts.insert(*id, parts_of(repo, snap)?);
     }
+    progress(Step::new("snapshots", total, total));
     let is_part: HashSet<SnapshotId> = parts.values().flatten().copied().collect();
     let protected = protected(repo)?;
     let mut groups: BTreeMap<String, Vec<SnapshotId>> = BTreeMap::new();
@@ -114,12 +132,15 @@ pub fn forget(repo: &Repository, policy: &Policy, dry_run: bool) -> Result<Forge
     keep_parts(&parts, &mut reasons);
     let report = decide(&list.snapshots, &is_part, reasons);
     if !dry_run {
-        for (id, _) in &report.removed {
+        let total = report.removed.len() as u64;
+        for (done, (id, _)) in (0..).zip(&report.removed) {
+            progress(Step::new("removed", done, total));
             match repo.backend().delete(&snapshot_key(id)) {
                 Ok(()) | Err(BackendError::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
         }
+        progress(Step::new("removed", total, total));
     }
     Ok(report)
 }

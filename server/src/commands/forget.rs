@@ -3,6 +3,8 @@
 
 use std::process::ExitCode;
 
+use amber_engine::ops::forget::forget_with_progress;
+use amber_engine::ops::progress::Step;
 use amber_proto::v1 as pb;
 use amber_server::serve::retention;
 use anyhow::{Result, bail};
@@ -11,14 +13,14 @@ use serde_json::{Value, json};
 use crate::cli::{ForgetArgs, Global};
 use crate::client::{Remote, block_on, failed};
 use crate::context;
-use crate::output::emit;
+use crate::output::{StepPrinter, emit};
 
 /// Runs `amber forget`.
 ///
 /// # Errors
 /// An empty policy or a bad `--keep-within`; store, metadata and server errors.
 pub fn run(g: &Global, args: &ForgetArgs) -> Result<ExitCode> {
-    let mut req = pb::ForgetRequest {
+    let req = pb::ForgetRequest {
         vault: String::new(),
         keep_last: args.keep_last,
         keep_hourly: args.keep_hourly,
@@ -38,24 +40,41 @@ pub fn run(g: &Global, args: &ForgetArgs) -> Result<ExitCode> {
     if retention::policy(&req).is_empty() {
         bail!("give at least one --keep-* option: this policy would remove every snapshot that is not protected");
     }
+    let steps = StepPrinter::new("forget");
     let done = if g.server.is_some() {
-        block_on(async {
-            let remote = Remote::connect(g).await?;
-            req.vault = remote.vault.clone();
-            Ok(remote
-                .admin()
-                .forget(remote.request(req))
-                .await
-                .map_err(|s| failed("cannot forget", &s))?
-                .into_inner())
-        })?
+        remote_forget(g, req, &steps)?
     } else {
         let repo = context::open(g)?;
-        let report = amber_engine::ops::forget::forget(&repo, &retention::policy(&req), args.dry_run)?;
+        let show = |s: Step| steps.show(s.phase, s.done, s.total);
+        let report = forget_with_progress(&repo, &retention::policy(&req), args.dry_run, &show)?;
         retention::report_to_wire(&report, args.dry_run)
     };
+    steps.finish();
     emit(g.json, &report_json(&done), || report_text(&done));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `amber forget --server`: the same run through `Admin/Forget`, its progress shown.
+fn remote_forget(g: &Global, mut req: pb::ForgetRequest, steps: &StepPrinter) -> Result<pb::ForgetResponse> {
+    block_on(async {
+        let remote = Remote::connect(g).await?;
+        req.vault = remote.vault.clone();
+        let mut stream = remote
+            .admin()
+            .forget(remote.request(req))
+            .await
+            .map_err(|s| failed("cannot forget", &s))?
+            .into_inner();
+        while let Some(event) = stream.message().await.map_err(|s| failed("forgetting failed", &s))? {
+            if let Some(s) = event.step {
+                steps.show(&s.phase, s.done, s.total);
+            }
+            if let Some(done) = event.done {
+                return Ok(done);
+            }
+        }
+        bail!("the server ended the forget without its report")
+    })
 }
 
 /// Runs `amber protect` (`on`) or `amber unprotect`.

@@ -183,15 +183,17 @@ impl Admin for AdminService {
         Ok(Response::new(stream(&self.state, caller, "audit log".into(), produce)))
     }
 
-    async fn forget(&self, req: Request<pb::ForgetRequest>) -> Result<Response<pb::ForgetResponse>, Status> {
+    type ForgetStream = ReceiverStream<Result<pb::ForgetEvent, Status>>;
+
+    async fn forget(&self, req: Request<pb::ForgetRequest>) -> Result<Response<Self::ForgetStream>, Status> {
         let caller = self
             .state
             .authorize(&req, "/amber.v1.Admin/Forget", Access::Admin, &req.get_ref().vault)?;
         let r = req.into_inner();
         let target = if r.dry_run { "dry run" } else { "vault" }.to_string();
         let repo = caller.vault.repo.clone();
-        let result = blocking(move || crate::serve::retention::forget(&repo, &r)).await;
-        self.done(&caller, &target, result)
+        let produce = move |out: &Out<pb::ForgetEvent>| crate::serve::retention::send_forget(&repo, &r, out);
+        Ok(Response::new(stream(&self.state, caller, target, produce)))
     }
 
     type CompactStream = ReceiverStream<Result<pb::CompactEvent, Status>>;

@@ -6,13 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use amber_engine::ops::forget::{self, ForgetReport, Policy};
+use amber_engine::ops::progress::Step;
 use amber_engine::repo::Repository;
 use amber_proto::v1 as pb;
 use tonic::Status;
 
 use crate::serve::audit;
+use crate::serve::compact::{Throttle, step_to_wire};
 use crate::serve::config::Retention;
-use crate::serve::reader::resolve;
+use crate::serve::reader::{Out, resolve};
 use crate::serve::state::State;
 use crate::serve::status::from_engine;
 
@@ -73,19 +75,32 @@ pub fn policy(r: &pb::ForgetRequest) -> Policy {
     }
 }
 
-/// Applies a request's policy.
+/// Applies a request's policy, streaming its progress and then its report to `out`.
 ///
 /// # Errors
 /// INVALID_ARGUMENT for a policy that keeps nothing; what the store reports.
-pub fn forget(repo: &Repository, r: &pb::ForgetRequest) -> Result<pb::ForgetResponse, Status> {
+pub fn send_forget(repo: &Repository, r: &pb::ForgetRequest, out: &Out<pb::ForgetEvent>) -> Result<(), Status> {
     let policy = policy(r);
     if policy.is_empty() {
         return Err(Status::invalid_argument(
             "give at least one --keep-* option: this policy would remove every snapshot that is not protected",
         ));
     }
-    let report = forget::forget(repo, &policy, r.dry_run).map_err(|e| from_engine(&e))?;
-    Ok(report_to_wire(&report, r.dry_run))
+    let throttle = Throttle::default();
+    let progress = |s: Step| {
+        if throttle.due(s) {
+            out.send(pb::ForgetEvent {
+                step: Some(step_to_wire(s)),
+                done: None,
+            });
+        }
+    };
+    let report = forget::forget_with_progress(repo, &policy, r.dry_run, &progress).map_err(|e| from_engine(&e))?;
+    out.send(pb::ForgetEvent {
+        step: None,
+        done: Some(report_to_wire(&report, r.dry_run)),
+    });
+    Ok(())
 }
 
 /// Protects a snapshot or lifts that.
