@@ -177,7 +177,7 @@ fn pass(
     let live = live_set(repo, progress)?;
     let table = pack_table(repo)?;
     let packs = table.packs.len() as u64;
-    progress(step("packs", packs, packs));
+    progress(CompactStep::new("packs", packs, packs));
     report.unreadable.extend(table.unreadable.iter().cloned());
     let mut p = Pass {
         repo,
@@ -211,7 +211,7 @@ fn pass(
 /// The blobs in use: from the index's reference counts, brought up to date, or (when the
 /// index cannot keep them) by walking every snapshot.
 fn live_set(repo: &Repository, progress: &dyn Fn(CompactStep)) -> Result<LiveSet> {
-    let walked = |done, total| progress(step("snapshots", done, total));
+    let walked = |done, total| progress(CompactStep::new("snapshots", done, total));
     if let Some(live) = counted_live(repo, &walked).map_err(refuse_unknown)? {
         return Ok(live);
     }
@@ -288,7 +288,7 @@ impl Pass<'_> {
         let mut gone = HashSet::new();
         let total = ripe.iter().map(|(_, r)| r.packs.len() as u64).sum();
         for (i, c) in ripe.iter().flat_map(|(_, r)| &r.packs).enumerate() {
-            (self.progress)(step("delete", i as u64, total));
+            (self.progress)(CompactStep::new("delete", i as u64, total));
             if gone.contains(&c.id) {
                 continue;
             }
@@ -305,7 +305,7 @@ impl Pass<'_> {
                 self.delete_pack(c.id, info, &copies)?;
             }
         }
-        (self.progress)(step("delete", total, total));
+        (self.progress)(CompactStep::new("delete", total, total));
         if !self.opts.dry_run {
             for (obj, _) in ripe {
                 self.repo.backend().delete(&obj.key)?;
@@ -497,7 +497,7 @@ impl Pass<'_> {
         let mut done = Vec::new();
         let total = chosen.len() as u64;
         for (i, id) in chosen.into_iter().enumerate() {
-            (self.progress)(step("repack", i as u64, total));
+            (self.progress)(CompactStep::new("repack", i as u64, total));
             let Some(info) = self.table.packs.get(&id) else {
                 continue;
             };
@@ -515,7 +515,7 @@ impl Pass<'_> {
         }
         // Condemned only once the copies and the segment naming them are durable.
         writer.finish()?;
-        (self.progress)(step("repack", total, total));
+        (self.progress)(CompactStep::new("repack", total, total));
         Ok(done)
     }
 
@@ -576,10 +576,6 @@ impl Pass<'_> {
         }
         Ok(())
     }
-}
-
-fn step(phase: &'static str, done: u64, total: u64) -> CompactStep {
-    CompactStep { phase, done, total }
 }
 
 /// The entries of `info` that are in `live`.

@@ -195,22 +195,14 @@ pub fn verify_with_progress(
     report.snapshots = (list.snapshots.len() + list.damaged.len()) as u64;
     let mut used: HashSet<PackId> = HashSet::new();
     let total = list.snapshots.len() as u64;
-    progress(Step {
-        phase: "snapshots",
-        done: 0,
-        total,
-    });
+    progress(Step::new("snapshots", 0, total));
     for (done, (id, snap)) in (1..).zip(&list.snapshots) {
         let mut visit = |found: &mut Findings, site: &Site, blob: BlobId, len: u64| {
             report.chunks += 1;
             note_use(repo, found, &mut used, site, blob, len);
         };
         visit_snapshot(repo, *id, snap, &mut found, &mut visit);
-        progress(Step {
-            phase: "snapshots",
-            done,
-            total,
-        });
+        progress(Step::new("snapshots", done, total));
     }
     report.unreferenced_packs = store.keys().filter(|p| !used.contains(p)).count() as u64;
     found.mark_damaged(repo);

@@ -202,11 +202,7 @@ pub(crate) fn read_data(
     let total = readable.len() as u64;
     let done = std::sync::atomic::AtomicU64::new(0);
     if total > 0 {
-        progress(Step {
-            phase: "packs",
-            done: 0,
-            total,
-        });
+        progress(Step::new("packs", 0, total));
     }
     let checked: Vec<PackCheck> = pool.install(|| {
         readable
@@ -214,11 +210,7 @@ pub(crate) fn read_data(
             .map(|&(id, kind)| {
                 let c = check_pack(repo, id, kind);
                 let done = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                progress(Step {
-                    phase: "packs",
-                    done,
-                    total,
-                });
+                progress(Step::new("packs", done, total));
                 c
             })
             .collect()
